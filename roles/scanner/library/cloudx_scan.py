@@ -1,9 +1,9 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Runs one nmap, masscan or zmap scan on the scanner host; meant to be started with
 # `async` and watched with cloudx_scan_status.
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import json
@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cloudx_scanner import (
@@ -60,10 +60,8 @@ PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     # Runs in the child before exec: if this module is killed, the scanner dies too.
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _write_json(path: str, data: Dict[str, Any]) -> None:
@@ -74,7 +72,7 @@ def _write_json(path: str, data: Dict[str, Any]) -> None:
 
 
 def _ip_json(args: List[str]) -> List[Dict[str, Any]]:
-    out = subprocess.run(["ip", "-j"] + args, capture_output=True, text=True, check=False, timeout=10)
+    out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=False, timeout=10)
     if out.returncode != 0 or not out.stdout.strip():
         return []
     return json.loads(out.stdout)
@@ -90,7 +88,7 @@ def discover_link(target: str) -> Dict[str, str]:
     probe = network.network_address + 1 if network.num_addresses > 2 else network.network_address
     routes = _ip_json(["route", "get", str(probe)])
     if not routes:
-        raise ScanInputError("interface", "no route to %s on the scanner host" % probe)
+        raise ScanInputError("interface", f"no route to {probe} on the scanner host")
     route = routes[0]
     next_hop = route.get("gateway") or str(probe)
     device = route.get("dev", "")
@@ -102,14 +100,11 @@ def discover_link(target: str) -> Dict[str, str]:
         if mac:
             break
         # Resolve the neighbour by sending one datagram to the discard port of the next hop.
-        with _udp_socket(next_hop) as sock:
-            try:
-                sock.sendto(b"", (next_hop, 9))
-            except OSError:
-                pass
+        with _udp_socket(next_hop) as sock, contextlib.suppress(OSError):
+            sock.sendto(b"", (next_hop, 9))
         time.sleep(0.5 * (attempt + 1))
     if not mac:
-        raise ScanInputError("gateway_mac", "could not resolve the MAC address of %s on %s; set scanner_gateway_mac" % (next_hop, device))
+        raise ScanInputError("gateway_mac", f"could not resolve the MAC address of {next_hop} on {device}; set scanner_gateway_mac")
     return {"interface": device, "gateway_mac": mac, "source_ip": route.get("prefsrc", "")}
 
 
@@ -132,7 +127,7 @@ class ScanRun:
         self.tool = request["tool"]
         ext = {"nmap": "xml", "masscan": "json", "zmap": "csv"}[self.tool]
         self.files = {
-            "raw": os.path.join(self.work_dir, "raw.%s" % ext),
+            "raw": os.path.join(self.work_dir, f"raw.{ext}"),
             "stdout": os.path.join(self.work_dir, "stdout.txt"),
             "stderr": os.path.join(self.work_dir, "stderr.txt"),
             "hosts": os.path.join(self.work_dir, "hosts.jsonl"),
@@ -143,7 +138,7 @@ class ScanRun:
         self.percent = 0.0
         self.phase = "starting"
         self.offset = 0
-        self.masscan_done_at: Optional[float] = None
+        self.masscan_done_at: float | None = None
         self.started = time.time()
 
     def plan(self, link: Dict[str, str], exclude_file: str) -> List[str]:
@@ -223,17 +218,20 @@ class ScanRun:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        try:  # anything the scanner left in its group
+        with contextlib.suppress(ProcessLookupError):  # anything the scanner left in its group
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def run(self, argv: List[str]) -> Dict[str, Any]:
         ending = "completed"
         with open(self.files["stdout"], "wb") as out, open(self.files["stderr"], "wb") as err:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, close_fds=True,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                close_fds=True,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
             self.status("running", scanner_pid=proc.pid)
             deadline = self.started + self.timeout
@@ -301,7 +299,7 @@ class ScanRun:
         return lines[-1] if lines else "scanner failed"
 
 
-def write_exclude_file(path: str, exclude: List[str], system_blocklist: Optional[str]) -> str:
+def write_exclude_file(path: str, exclude: List[str], system_blocklist: str | None) -> str:
     lines: List[str] = []
     if system_blocklist and os.path.exists(system_blocklist):
         with open(system_blocklist, encoding="utf-8") as stream:
@@ -340,12 +338,12 @@ def main() -> None:
         if "/" in request["target"]:
             size = ipaddress.ip_network(request["target"]).num_addresses
             if size > p["max_addresses"]:
-                raise ScanInputError("target", "target covers %d addresses, more than max_addresses (%d)" % (size, p["max_addresses"]))
+                raise ScanInputError("target", f"target covers {size} addresses, more than max_addresses ({p['max_addresses']})")
         for entry in p["exclude"]:
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                raise ScanInputError("exclude", "exclude entry %r is not an address or a CIDR network" % entry) from None
+                raise ScanInputError("exclude", f"exclude entry {entry!r} is not an address or a CIDR network") from None
         if p["timeout"] < 1 or p["lease_seconds"] < 3:
             raise ScanInputError("timeout", "timeout must be at least 1 s and lease_seconds at least 3 s")
     except ScanInputError as exc:
@@ -374,7 +372,7 @@ def main() -> None:
         module.fail_json(msg=message)
     summary = run.run(argv)
     if summary["state"] == "failed":
-        module.fail_json(msg="%s failed: %s" % (request["tool"], summary["error"]), summary=summary)
+        module.fail_json(msg="{} failed: {}".format(request["tool"], summary["error"]), summary=summary)
     module.exit_json(changed=False, summary=summary)
 
 

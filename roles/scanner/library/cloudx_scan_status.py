@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Reports a running cloudx_scan's progress and renews its lease.
 from __future__ import annotations
 
@@ -40,10 +39,10 @@ def main() -> None:
         # The async job may not have written its first status yet.
         age = time.time() - os.stat(work_dir).st_mtime if os.path.isdir(work_dir) else 0
         if age > module.params["startup_grace"]:
-            module.fail_json(msg="the scan did not start within %d s" % module.params["startup_grace"])
+            module.fail_json(msg=f"the scan did not start within {module.params['startup_grace']} s")
         module.exit_json(changed=False, finished=False, cloudx_scan_progress={"state": "starting", "percent": 0, "phase": "starting"})
     if status["state"] == "running" and not _alive(status.get("pid")):
-        module.fail_json(msg="the scan process %s ended without a result" % status.get("pid"), cloudx_scan_progress=status)
+        module.fail_json(msg="the scan process {} ended without a result".format(status.get("pid")), cloudx_scan_progress=status)
     module.exit_json(changed=False, finished=status["state"] == "finished", cloudx_scan_progress=status)
 
 

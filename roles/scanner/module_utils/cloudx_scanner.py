@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Cloud-X scanner library: scan catalogue, input validation, argument lists and
 # streaming parsers for nmap XML, masscan JSON/stdout and zmap CSV.
 #
@@ -11,7 +10,7 @@ import csv
 import ipaddress
 import json
 import re
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Tuple
 from xml.parsers import expat
 
 # --- catalogue -----------------------------------------------------------------
@@ -54,10 +53,10 @@ class ScanInputError(ValueError):
 
 def validate_tool_and_type(tool: Any, scan_type: Any) -> Tuple[str, str]:
     if not isinstance(tool, str) or tool not in SCAN_TYPES:
-        raise ScanInputError("tool", "tool must be one of: %s" % ", ".join(sorted(SCAN_TYPES)))
+        raise ScanInputError("tool", "tool must be one of: {}".format(", ".join(sorted(SCAN_TYPES))))
     types = SCAN_TYPES[tool]
     if not isinstance(scan_type, str) or scan_type not in types:
-        raise ScanInputError("scan_type", "scan_type for %s must be one of: %s" % (tool, ", ".join(types)))
+        raise ScanInputError("scan_type", "scan_type for {} must be one of: {}".format(tool, ", ".join(types)))
     return tool, scan_type
 
 
@@ -75,7 +74,7 @@ def validate_target(target: Any) -> str:
         try:
             network = ipaddress.ip_network(target, strict=False)
         except ValueError:
-            raise ScanInputError("target", "target %r is not a valid CIDR network" % target) from None
+            raise ScanInputError("target", f"target {target!r} is not a valid CIDR network") from None
         return network.with_prefixlen
     try:
         return str(ipaddress.ip_address(target))
@@ -84,7 +83,7 @@ def validate_target(target: Any) -> str:
     name = target[:-1] if target.endswith(".") else target
     labels = name.split(".")
     if not all(_HOSTNAME_LABEL.match(label) for label in labels) or labels[-1].isdigit():
-        raise ScanInputError("target", "target %r is not an IP address, a CIDR network or a hostname" % target)
+        raise ScanInputError("target", f"target {target!r} is not an IP address, a CIDR network or a hostname")
     return name.lower()
 
 
@@ -95,7 +94,7 @@ def target_size(target: str) -> int:
     return 1
 
 
-def parse_ports(ports: Any) -> Optional[str]:
+def parse_ports(ports: Any) -> str | None:
     """Validate a port list such as "22,80,8000-8100"; None or "" means none given."""
     if ports is None or ports == "":
         return None
@@ -117,7 +116,7 @@ def parse_ports(ports: Any) -> Optional[str]:
         if not all(1 <= b <= 65535 for b in bounds):
             raise ScanInputError("ports", "ports must be between 1 and 65535")
         if len(bounds) == 2 and bounds[0] > bounds[1]:
-            raise ScanInputError("ports", "port range %s is reversed" % part)
+            raise ScanInputError("ports", f"port range {part} is reversed")
     return ports
 
 
@@ -128,9 +127,9 @@ def validate_request(tool: Any, scan_type: Any, target: Any, ports: Any) -> Dict
     ports = parse_ports(ports)
     _, needs_ports, takes_ports = SCAN_TYPES[tool][scan_type]
     if needs_ports and not ports:
-        raise ScanInputError("ports", "%s %s needs ports" % (tool, scan_type))
+        raise ScanInputError("ports", f"{tool} {scan_type} needs ports")
     if ports and not takes_ports:
-        raise ScanInputError("ports", "%s %s does not take ports" % (tool, scan_type))
+        raise ScanInputError("ports", f"{tool} {scan_type} does not take ports")
     if tool == "zmap":
         if ":" in target:
             raise ScanInputError("target", "zmap scans IPv4 targets only")
@@ -143,13 +142,13 @@ def validate_request(tool: Any, scan_type: Any, target: Any, ports: Any) -> Dict
 
 def validate_mac(value: str, field: str) -> str:
     if not _MAC.match(value):
-        raise ScanInputError(field, "%s must be a MAC address like 02:00:00:00:00:01" % field)
+        raise ScanInputError(field, f"{field} must be a MAC address like 02:00:00:00:00:01")
     return value.lower()
 
 
 def validate_interface(value: str, field: str) -> str:
     if not _IFNAME.match(value) or value.startswith("-"):
-        raise ScanInputError(field, "%s is not a valid interface name" % field)
+        raise ScanInputError(field, f"{field} is not a valid interface name")
     return value
 
 
@@ -174,7 +173,7 @@ def build_argv(
     """
     tool, scan_type, target, ports = request["tool"], request["scan_type"], request["target"], request["ports"]
     if tool == "nmap":
-        argv = ["nmap", "-T4", "-oX", raw_output, "--stats-every", "%ds" % stats_every, "--noninteractive"]
+        argv = ["nmap", "-T4", "-oX", raw_output, "--stats-every", f"{stats_every}s", "--noninteractive"]
         if ":" in target:
             argv.append("-6")
         if scan_type == "default":
@@ -190,7 +189,7 @@ def build_argv(
             argv += ["-sU"] + (["-p", ports] if ports else [])
         if exclude_file:
             argv += ["--excludefile", exclude_file]
-        return argv + ["--", target]
+        return [*argv, "--", target]
     if tool == "zmap":
         if not target:  # without a target zmap scans the whole IPv4 space
             raise ScanInputError("target", "zmap needs a target")
@@ -203,7 +202,7 @@ def build_argv(
             argv += ["--output-filter", "success = 1 && repeat = 0"]
         argv += _link_args(interface, gateway_mac, source_ip, "-i", "-G", "-S")
         argv += ["-b", exclude_file] if exclude_file else []
-        return argv + ["--", target]
+        return [*argv, "--", target]
     if tool == "masscan":
         argv = ["masscan", "-oJ", raw_output, "--interactive", "--rate", str(rate), "--wait", str(wait)]
         if scan_type == "tcp_scan":
@@ -215,8 +214,8 @@ def build_argv(
         argv += _link_args(interface, gateway_mac, source_ip, "-e", "--router-mac", "--adapter-ip")
         argv += ["--excludefile", exclude_file] if exclude_file else []
         # masscan reads "--" as an unknown option; a validated target cannot start with "-".
-        return argv + [target]
-    raise ScanInputError("tool", "unknown tool %r" % tool)
+        return [*argv, target]
+    raise ScanInputError("tool", f"unknown tool {tool!r}")
 
 
 def _link_args(interface: str, mac: str, source: str, i_opt: str, mac_opt: str, src_opt: str) -> List[str]:
@@ -256,7 +255,7 @@ def nmap_overall_percent(task: str, percent: float) -> float:
     return 12 + 68 * percent / 100.0  # the port scan itself
 
 
-def nmap_progress(chunk: bytes) -> Optional[Tuple[str, float]]:
+def nmap_progress(chunk: bytes) -> Tuple[str, float] | None:
     """Last (task, percent) of the <taskprogress> lines in a chunk of nmap XML."""
     found = _TASKPROGRESS.findall(chunk)
     if not found:
@@ -265,7 +264,7 @@ def nmap_progress(chunk: bytes) -> Optional[Tuple[str, float]]:
     return task.decode("utf-8", "replace"), float(percent)
 
 
-def masscan_progress(text: str) -> Optional[Dict[str, Any]]:
+def masscan_progress(text: str) -> Dict[str, Any] | None:
     """Last status line of masscan's stderr: percent done, seconds still waiting, ports found."""
     found = _MASSCAN_DONE.findall(text)
     if not found:
@@ -281,7 +280,7 @@ def masscan_progress(text: str) -> Optional[Dict[str, Any]]:
 _ZMAP_STATUS = re.compile(r"^\s*[0-9]+:[0-9]+(?::[0-9]+)? ([0-9]+)%", re.MULTILINE)
 
 
-def zmap_progress(text: str) -> Optional[float]:
+def zmap_progress(text: str) -> float | None:
     """Percent complete from the last status line zmap writes to stderr."""
     found = _ZMAP_STATUS.findall(text)
     return min(float(found[-1]), 100.0) if found else None
@@ -297,9 +296,12 @@ def zmap_progress(text: str) -> Optional[float]:
 
 # What expat says when a document simply stops (a stopped scan) rather than being malformed.
 _END_OF_INPUT_ERRORS = frozenset(
-    expat.ErrorString(code) for code in (expat.errors.codes[expat.errors.XML_ERROR_NO_ELEMENTS],
-                                         expat.errors.codes[expat.errors.XML_ERROR_UNCLOSED_TOKEN],
-                                         expat.errors.codes[expat.errors.XML_ERROR_PARTIAL_CHAR])
+    expat.ErrorString(code)
+    for code in (
+        expat.errors.codes[expat.errors.XML_ERROR_NO_ELEMENTS],
+        expat.errors.codes[expat.errors.XML_ERROR_UNCLOSED_TOKEN],
+        expat.errors.codes[expat.errors.XML_ERROR_PARTIAL_CHAR],
+    )
 )
 
 
@@ -311,7 +313,7 @@ def _refuse(*_args: Any) -> None:
     raise UnsafeXMLError("nmap XML with entity declarations or external references is refused")
 
 
-def parse_nmap_xml(stream: IO[bytes], info: Optional[Dict[str, Any]] = None, chunk_size: int = 1 << 16) -> Iterator[Dict[str, Any]]:
+def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_size: int = 1 << 16) -> Iterator[Dict[str, Any]]:
     """Stream hosts out of nmap XML with expat; entity declarations are refused.
 
     Only the host being read is held in memory. A document that stops early
@@ -412,7 +414,7 @@ def parse_nmap_xml(stream: IO[bytes], info: Optional[Dict[str, Any]] = None, chu
     except expat.ExpatError as exc:
         info["truncated"] = True
         if expat.ErrorString(exc.code) not in _END_OF_INPUT_ERRORS:
-            info["error"] = "malformed nmap XML: %s" % exc
+            info["error"] = f"malformed nmap XML: {exc}"
     yield from done
     if "exit" not in info:
         info["truncated"] = True
@@ -421,7 +423,7 @@ def parse_nmap_xml(stream: IO[bytes], info: Optional[Dict[str, Any]] = None, chu
 _DISCOVERED = re.compile(r"Discovered open port ([0-9]+)/(tcp|udp|icmp|sctp) on ([0-9A-Fa-f.:]+)")
 
 
-def _masscan_port(entry: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def _masscan_port(entry: Dict[str, Any]) -> Dict[str, Any] | None:
     proto = entry.get("proto")
     if proto == "icmp":
         return None
@@ -443,7 +445,7 @@ class _HostMerger:
     def __init__(self) -> None:
         self.hosts: Dict[str, Dict[str, Any]] = {}
 
-    def add(self, address: str, port: Optional[Dict[str, Any]], reason: Optional[str]) -> None:
+    def add(self, address: str, port: Dict[str, Any] | None, reason: str | None) -> None:
         try:
             address = str(ipaddress.ip_address(address))
         except ValueError:
@@ -451,7 +453,12 @@ class _HostMerger:
         host = self.hosts.get(address)
         if host is None:
             host = self.hosts[address] = {
-                "address": address, "status": "up", "reason": reason, "hostnames": [], "mac": None, "ports": [],
+                "address": address,
+                "status": "up",
+                "reason": reason,
+                "hostnames": [],
+                "mac": None,
+                "ports": [],
             }
         if port is not None:
             key = (port["protocol"], port["port"])
@@ -464,7 +471,9 @@ class _HostMerger:
             yield host
 
 
-def parse_masscan(json_stream: Optional[IO[str]], stdout_stream: Optional[IO[str]], info: Optional[Dict[str, Any]] = None) -> Iterator[Dict[str, Any]]:
+def parse_masscan(
+    json_stream: IO[str] | None, stdout_stream: IO[str] | None, info: Dict[str, Any] | None = None
+) -> Iterator[Dict[str, Any]]:
     """Merge masscan's -oJ file with the "Discovered open port" lines of its stdout.
 
     masscan writes its JSON file only when it exits cleanly; the stdout lines
@@ -504,7 +513,7 @@ def parse_masscan(json_stream: Optional[IO[str]], stdout_stream: Optional[IO[str
 _ZMAP_TCP = {"synack": ("open", "syn-ack"), "rst": ("closed", "reset")}
 
 
-def parse_zmap_csv(stream: IO[str], info: Optional[Dict[str, Any]] = None) -> Iterator[Dict[str, Any]]:
+def parse_zmap_csv(stream: IO[str], info: Dict[str, Any] | None = None) -> Iterator[Dict[str, Any]]:
     """Hosts from zmap's CSV (a header naming the fields, then one response per line)."""
     info = {} if info is None else info
     info.setdefault("truncated", False)
@@ -525,8 +534,13 @@ def parse_zmap_csv(stream: IO[str], info: Optional[Dict[str, Any]] = None) -> It
             if state is None or not record["sport"].isdigit():
                 continue
             port = {
-                "protocol": "tcp", "port": int(record["sport"]), "state": state[0], "reason": state[1],
-                "service": None, "product": None, "version": None,
+                "protocol": "tcp",
+                "port": int(record["sport"]),
+                "state": state[0],
+                "reason": state[1],
+                "service": None,
+                "product": None,
+                "version": None,
             }
             merger.add(record.get("saddr", ""), port, "syn-ack" if state[0] == "open" else "reset")
         elif record.get("success") == "1":
@@ -534,7 +548,7 @@ def parse_zmap_csv(stream: IO[str], info: Optional[Dict[str, Any]] = None) -> It
     return merger.result()
 
 
-def parse_output(tool: str, raw_output: str, stdout_file: Optional[str], info: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+def parse_output(tool: str, raw_output: str, stdout_file: str | None, info: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
     """Hosts from a scan's raw output files, whichever tool produced them."""
     if tool == "nmap":
         with open(raw_output, "rb") as stream:
@@ -556,17 +570,17 @@ def parse_output(tool: str, raw_output: str, stdout_file: Optional[str], info: D
         with stream:
             yield from parse_zmap_csv(stream, info)
     else:
-        raise ScanInputError("tool", "unknown tool %r" % tool)
+        raise ScanInputError("tool", f"unknown tool {tool!r}")
 
 
-def _open_text(path: Optional[str]) -> Optional[IO[str]]:
+def _open_text(path: str | None) -> IO[str] | None:
     try:
-        return open(path, "r", encoding="utf-8", errors="replace", newline="") if path else None
+        return open(path, encoding="utf-8", errors="replace", newline="") if path else None
     except OSError:
         return None
 
 
-def write_jsonl(hosts: Iterable[Dict[str, Any]], path: str, on_host: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
+def write_jsonl(hosts: Iterable[Dict[str, Any]], path: str, on_host: Callable[[Dict[str, Any]], None] | None = None) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for host in hosts:
             if on_host is not None:

@@ -1,0 +1,51 @@
+"""Cloud-X controller: runs playbooks through ansible-runner and serves jobs, events and scans over HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+from controller.config import Config
+from controller.db import Database
+
+if TYPE_CHECKING:
+    from controller.executor import Executor
+
+
+def create_app(config: Config | None = None, **overrides: Any) -> Flask:
+    """The application factory. Executors start with `start_executor` (the `serve` command does it)."""
+    config = config or Config.from_env(**overrides)
+    app = Flask(__name__)
+    app.config.from_object(config)
+    app.config["MAX_CONTENT_LENGTH"] = config.MAX_CONTENT_LENGTH
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["cloudx.config"] = config
+    db = Database(config.DATABASE_URL)
+    db.upgrade()
+    app.extensions["cloudx.db"] = db
+    app.extensions["cloudx.executor"] = make_executor(config, db)
+
+    from controller.api import init_app as init_api
+
+    init_api(app)
+    from controller.cli import register_app_commands
+
+    register_app_commands(app)
+    logging.getLogger("cloudx").setLevel(logging.INFO)
+    return app
+
+
+def make_executor(config: Config, db: Database) -> Executor:
+    from controller.executor import LocalExecutor
+
+    if config.EXECUTOR != "local":
+        raise SystemExit(f"CLOUDX_EXECUTOR={config.EXECUTOR!r} is not available; use 'local'")
+    return LocalExecutor(config, db)
+
+
+def start_executor(app: Flask) -> Executor:
+    executor: Executor = app.extensions["cloudx.executor"]
+    executor.start()
+    return executor

@@ -1,0 +1,68 @@
+"""Jobs, their events and per-host summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy import select
+
+from controller.api import executor, session
+from controller.errors import Conflict, ValidationError
+from controller.jobs import cancel_job, event_view, events_page, get_job, job_view, jobs_page, page_limit, summary_view
+from controller.models import JobHostSummary
+
+bp = Blueprint("jobs", __name__)
+
+
+@bp.get("/jobs")
+def list_jobs() -> Any:
+    limit = page_limit(request.args.get("limit"))
+    with session() as s:
+        jobs, cursor = jobs_page(s, limit, request.args.get("cursor"), request.args.get("status"), request.args.get("kind"))
+        return jsonify({"jobs": [job_view(job) for job in jobs], "next_cursor": cursor})
+
+
+@bp.get("/jobs/<job_id>")
+def show_job(job_id: str) -> Any:
+    with session() as s:
+        return jsonify(job_view(get_job(s, job_id)))
+
+
+@bp.get("/jobs/<job_id>/events")
+def list_events(job_id: str) -> Any:
+    limit = page_limit(request.args.get("limit"), default=100)
+    after_raw = request.args.get("after", "0")
+    if not after_raw.isdigit():
+        raise ValidationError("after must be an event counter (an integer)", field="after")
+    with session() as s:
+        job = get_job(s, job_id)
+        events, next_after = events_page(s, job_id, limit, int(after_raw), request.args.get("event"), request.args.get("host"))
+        return jsonify(
+            {
+                "job_id": job_id,
+                "job_status": job.status,
+                "final_counter": job.final_counter,
+                "events": [event_view(e) for e in events],
+                "next_after": next_after,
+            }
+        )
+
+
+@bp.get("/jobs/<job_id>/hosts")
+def list_hosts(job_id: str) -> Any:
+    with session() as s:
+        get_job(s, job_id)
+        rows = s.scalars(select(JobHostSummary).where(JobHostSummary.job_id == job_id).order_by(JobHostSummary.host))
+        return jsonify({"job_id": job_id, "hosts": [summary_view(r) for r in rows]})
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> Any:
+    with session() as s:
+        job = cancel_job(s, job_id)
+        if not job.active and job.status != "canceled":
+            raise Conflict(f"job {job_id} already ended as {job.status}")
+        view = job_view(job)
+    executor().cancel(job_id)
+    return jsonify(view), 202

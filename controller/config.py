@@ -1,0 +1,78 @@
+"""Settings, read from the environment once (12-factor), with defaults for one machine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, not {value!r}") from None
+
+
+@dataclass
+class Config:
+    DATABASE_URL: str = "sqlite:///scans.db"
+    ARTIFACTS_DIR: str = "artifacts"
+    PROJECT_DIR: str = str(ROOT)
+    INVENTORY: str = str(ROOT / "inventory")
+    # Ansible host pattern of the scanner a scan runs on.
+    SCANNER_PATTERN: str = "scanners[0]"
+    EXECUTOR: str = "local"
+    EXECUTOR_ENABLED: bool = True
+    MAX_CONCURRENT_JOBS: int = 4
+    JOB_TIMEOUT: int = 3600
+    IDLE_TIMEOUT: int = 600
+    SCAN_TIMEOUT: int = 1800
+    SCAN_MAX_TIMEOUT: int = 86400
+    SCAN_LEASE_SECONDS: int = 10
+    SCAN_POLL_INTERVAL: int = 2
+    # A running job whose worker has not reported for this long is ended as "error".
+    WORKER_LOST_AFTER: int = 60
+    SYNC_HEARTBEAT_FILE: str = "sync_heartbeat.json"
+    SYNC_MAX_AGE: int = 30
+    MAX_CONTENT_LENGTH: int = 64 * 1024
+    HOST: str = "127.0.0.1"
+    PORT: int = 5001
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Config:
+        config = cls()
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            env_name = f.name if f.name.startswith(("DATABASE_", "CLOUDX_")) else f"CLOUDX_{f.name}"
+            for name in (f.name, env_name):
+                if name in os.environ:
+                    raw = os.environ[name]
+                    if f.type in ("int", int):
+                        setattr(config, f.name, _int(name, getattr(config, f.name)))
+                    elif f.type in ("bool", bool):
+                        setattr(config, f.name, raw.lower() in ("1", "true", "yes", "on"))
+                    else:
+                        setattr(config, f.name, raw)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return config
+
+    def as_env(self) -> dict[str, str]:
+        """The settings a job process needs, as environment variables."""
+        return {
+            "DATABASE_URL": self.DATABASE_URL,
+            "CLOUDX_ARTIFACTS_DIR": str(Path(self.ARTIFACTS_DIR).resolve()),
+            "CLOUDX_PROJECT_DIR": self.PROJECT_DIR,
+            "CLOUDX_INVENTORY": self.INVENTORY,
+            "CLOUDX_JOB_TIMEOUT": str(self.JOB_TIMEOUT),
+            "CLOUDX_IDLE_TIMEOUT": str(self.IDLE_TIMEOUT),
+        }

@@ -1,0 +1,155 @@
+"""Executors decide where queued jobs run; every one of them runs controller.worker.
+
+The local executor runs jobs in worker processes on this machine, at most
+MAX_CONCURRENT_JOBS at a time, taking them from the jobs table (the queue).
+Another backend (Celery, issue 6) implements the same interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Protocol
+
+from controller.config import Config
+from controller.db import Database
+from controller.jobs import claim_next, fail_job, reconcile, worker_id
+
+log = logging.getLogger("cloudx.executor")
+
+
+class Executor(Protocol):
+    def start(self) -> None:
+        """Reconcile jobs left over from a previous run and begin taking queued jobs."""
+
+    def submit(self, job_id: str) -> None:
+        """A job was queued (it is already stored with status "queued")."""
+
+    def cancel(self, job_id: str) -> None:
+        """A cancel was requested (already recorded on the job); deliver it quickly."""
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking jobs; stop running ones and record why."""
+
+
+class LocalExecutor:
+    """Worker processes on this machine, fed by a dispatcher thread."""
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self, config: Config, db: Database, only_job: str | None = None) -> None:
+        self.config = config
+        self.db = db
+        self.only_job = only_job
+        self.me = worker_id()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self.db.session() as session:
+            for job_id in reconcile(session, self.config.WORKER_LOST_AFTER):
+                log.warning("job %s was running when its worker stopped; marked failed", job_id)
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, job_id: str) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        self._wake.set()  # the worker polls the job's cancel flag itself
+
+    def idle(self) -> bool:
+        return not self.processes
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        for proc in self.processes.values():
+            proc.send_signal(signal.SIGTERM)  # the worker records why it stopped
+        if wait:
+            for job_id, proc in list(self.processes.items()):
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                self._reap(job_id, proc)
+            self.processes.clear()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._tick()
+            except Exception:  # keep dispatching: a locked database is retried on the next tick
+                log.exception("dispatcher tick failed")
+            self._wake.wait(self.POLL_SECONDS)
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        for job_id, proc in list(self.processes.items()):
+            if proc.poll() is not None:
+                self._reap(job_id, proc)
+                del self.processes[job_id]
+        with self.db.session() as session:
+            reconcile(session, self.config.WORKER_LOST_AFTER)
+        while len(self.processes) < self.config.MAX_CONCURRENT_JOBS and not self._stopping.is_set():
+            with self.db.session() as session:
+                job_id = self._claim(session)
+            if job_id is None:
+                return
+            self._spawn(job_id)
+
+    def _claim(self, session: object) -> str | None:
+        from sqlalchemy import update
+
+        from controller.models import Job, utcnow
+
+        if self.only_job is None:
+            return claim_next(session, self.config.MAX_CONCURRENT_JOBS, self.me)  # type: ignore[arg-type]
+        if self.only_job in self.processes:
+            return None
+        claimed = session.execute(  # type: ignore[attr-defined]
+            update(Job)
+            .where(Job.id == self.only_job, Job.status == "queued")
+            .values(status="running", worker=self.me, started_at=utcnow(), heartbeat_at=utcnow())
+        ).rowcount
+        return self.only_job if claimed else None
+
+    def _spawn(self, job_id: str) -> None:
+        env = {**os.environ, **self.config.as_env(), "CLOUDX_WORKER_DIE_WITH_PARENT": "1"}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "controller.worker", job_id],
+                env=env,
+                cwd=self.config.PROJECT_DIR,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            with self.db.session() as session:
+                fail_job(session, job_id, "error", f"could not start a worker process: {exc}")
+            return
+        self.processes[job_id] = proc
+        # The worker records its own pid; until it does, the job names this dispatcher's child.
+        with self.db.session() as session:
+            from sqlalchemy import update
+
+            from controller.models import Job
+
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.status == "running").values(worker=f"{self.me.rpartition(':')[0]}:{proc.pid}")
+            )
+
+    def _reap(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
+        if proc.returncode not in (0, None):
+            with self.db.session() as session:
+                if fail_job(session, job_id, "error", f"the worker process exited with code {proc.returncode}"):
+                    log.error("worker for job %s exited with %s", job_id, proc.returncode)

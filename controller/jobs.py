@@ -1,0 +1,226 @@
+"""Jobs: creating, cancelling, listing and reconciling them. Executors run what this queues."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from controller.errors import NotFound, ValidationError
+from controller.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, JobHostSummary, utcnow
+from controller.redact import redact
+
+MAX_PAGE = 500
+
+
+def worker_id() -> str:
+    """Names the process that runs a job: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def create_job(
+    session: Session, *, kind: str, playbook: str, inventory: str, extra_vars: dict[str, Any], timeout: int, limit: str | None = None
+) -> Job:
+    job = Job(
+        kind=kind, playbook=playbook, inventory=inventory, limit=limit, extra_vars=redact(extra_vars), timeout=timeout, status="queued"
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def cancel_job(session: Session, job_id: str) -> Job:
+    """Cancel a queued job at once, or ask the worker of a running one to stop it."""
+    job = get_job(session, job_id)
+    queued = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="canceled", status_reason="canceled before it started", finished_at=utcnow(), cancel_requested=True)
+    ).rowcount
+    if not queued:
+        session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+def claim_next(session: Session, max_running: int, worker: str) -> str | None:
+    """Move the oldest queued job to running if fewer than max_running run, in one statement.
+
+    One UPDATE is atomic on every backend, so dispatchers in several processes
+    (the service, a CLI run) never exceed the limit or claim the same job.
+    """
+    oldest = select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1).scalar_subquery()
+    running = select(func.count()).select_from(Job).where(Job.status == "running").scalar_subquery()
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == oldest, running < max_running)
+        .values(status="running", worker=worker, started_at=utcnow(), heartbeat_at=utcnow())
+        .returning(Job.id)
+    ).scalar()
+    return claimed
+
+
+def fail_job(session: Session, job_id: str, status: str, reason: str) -> bool:
+    """End a job that is still active; False when it had already ended."""
+    return bool(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+            .values(status=status, status_reason=reason, finished_at=utcnow())
+        ).rowcount
+    )
+
+
+def reconcile(session: Session, lost_after: int) -> list[str]:
+    """End running jobs whose worker is gone; queued jobs stay queued and run again.
+
+    A worker on this machine whose process no longer exists is gone at once;
+    any other is gone when it has not reported for `lost_after` seconds.
+    """
+    host = socket.gethostname()
+    ended = []
+    stale = utcnow() - timedelta(seconds=lost_after)
+    for job in session.scalars(select(Job).where(Job.status == "running")):
+        worker_host, _, pid = (job.worker or "").rpartition(":")
+        local_dead = worker_host == host and pid.isdigit() and not _pid_alive(int(pid))
+        heartbeat = _aware(job.heartbeat_at or job.started_at or job.created_at)
+        if local_dead or heartbeat < stale:
+            why = "its worker process is gone" if local_dead else f"its worker has not reported for {lost_after} s"
+            if fail_job(session, job.id, "failed", f"interrupted: the controller or worker stopped while the job was running ({why})"):
+                ended.append(job.id)
+    return ended
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- views and pages ----------------------------------------------------------
+
+
+def iso(value: datetime | None) -> str | None:
+    return _aware(value).isoformat().replace("+00:00", "Z") if value else None
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "playbook": job.playbook,
+        "limit": job.limit,
+        "status": job.status,
+        "status_reason": job.status_reason,
+        "rc": job.rc,
+        "progress": job.progress,
+        "cancel_requested": job.cancel_requested,
+        "extra_vars": job.extra_vars,
+        "timeout": job.timeout,
+        "final_counter": job.final_counter,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "updated_at": iso(job.updated_at),
+    }
+
+
+def event_view(event: JobEvent) -> dict[str, Any]:
+    return {
+        "counter": event.counter,
+        "uuid": event.uuid,
+        "parent_uuid": event.parent_uuid,
+        "event": event.event,
+        "host": event.host,
+        "task": event.task,
+        "play": event.play,
+        "stdout": event.stdout,
+        "created": event.created,
+        "event_data": event.event_data,
+    }
+
+
+def summary_view(summary: JobHostSummary) -> dict[str, Any]:
+    return {
+        "host": summary.host,
+        "ok": summary.ok,
+        "changed": summary.changed,
+        "failed": summary.failed,
+        "unreachable": summary.unreachable,
+        "skipped": summary.skipped,
+        "rescued": summary.rescued,
+        "ignored": summary.ignored,
+    }
+
+
+def page_limit(raw: str | None, default: int = 50) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}", field="limit")
+    return int(raw)
+
+
+def encode_cursor(created_at: datetime, key: str | int) -> str:
+    return base64.urlsafe_b64encode(f"{iso(created_at)}|{key}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, key = raw.split("|", 1)
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")), key
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("cursor is not valid; use next_cursor from the previous page", field="cursor") from None
+
+
+def jobs_page(session: Session, limit: int, cursor: str | None, status: str | None, kind: str | None) -> tuple[list[Job], str | None]:
+    query: Select[tuple[Job]] = select(Job)
+    if status:
+        if status not in ACTIVE_STATUSES + FINAL_STATUSES:
+            raise ValidationError(f"status must be one of: {', '.join(ACTIVE_STATUSES + FINAL_STATUSES)}", field="status")
+        query = query.where(Job.status == status)
+    if kind:
+        query = query.where(Job.kind == kind)
+    if cursor:
+        created, key = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < key)))
+    jobs = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    next_cursor = encode_cursor(jobs[limit - 1].created_at, jobs[limit - 1].id) if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+def events_page(
+    session: Session, job_id: str, limit: int, after: int, event: str | None, host: str | None
+) -> tuple[list[JobEvent], int | None]:
+    query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.counter > after)
+    if event:
+        query = query.where(JobEvent.event == event)
+    if host:
+        query = query.where(JobEvent.host == host)
+    events = list(session.scalars(query.order_by(JobEvent.counter).limit(limit + 1)))
+    next_after = events[limit - 1].counter if len(events) > limit else None
+    return events[:limit], next_after

@@ -1,0 +1,23 @@
+"""What differs between kinds of job: variables known only where the job runs, and how it ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller import scans
+from controller.config import Config
+from controller.db import Database
+
+
+def private_vars(kind: str, config: Config, job_id: str) -> dict[str, Any]:
+    """Extra variables computed by the worker that runs the job (paths on its machine)."""
+    if kind == "scan":
+        return scans.runtime_vars(config, job_id)
+    return {}
+
+
+def finish(kind: str, db: Database, config: Config, job_id: str, status: str, reason: str | None) -> tuple[str, str | None]:
+    """Store the job's results; returns the final status and reason."""
+    if kind == "scan":
+        return scans.store_results(db, config, job_id, status, reason)
+    return status, reason

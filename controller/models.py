@@ -1,0 +1,154 @@
+"""The stored records: jobs, their events and per-host summaries, and scans with their hosts and ports."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Job lifecycle: queued -> running -> successful | failed | canceled | timeout | error
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("successful", "failed", "canceled", "timeout", "error")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Job(Base):
+    """One ansible-runner run of a playbook."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"), Index("ix_jobs_created", "created_at", "id"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    kind: Mapped[str] = mapped_column(String(32))
+    playbook: Mapped[str] = mapped_column(String(255))
+    inventory: Mapped[str] = mapped_column(String(1024))
+    limit: Mapped[str | None] = mapped_column(String(1024))
+    # Secrets never reach this column: see controller.redact.
+    extra_vars: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    rc: Mapped[int | None] = mapped_column(Integer)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    timeout: Mapped[int] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    # Counter of the last event; set when the job ends, once every event is stored.
+    final_counter: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    scan: Mapped[Scan | None] = relationship(back_populates="job", uselist=False)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+class JobEvent(Base):
+    """One ansible-runner event, in the order of its counter."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (
+        UniqueConstraint("job_id", "counter", name="uq_job_events_job_counter"),
+        Index("ix_job_events_job_event", "job_id", "event", "counter"),
+        Index("ix_job_events_job_host", "job_id", "host", "counter"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    counter: Mapped[int] = mapped_column(Integer)
+    uuid: Mapped[str | None] = mapped_column(String(36))
+    parent_uuid: Mapped[str | None] = mapped_column(String(36))
+    event: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    task: Mapped[str | None] = mapped_column(Text)
+    play: Mapped[str | None] = mapped_column(Text)
+    stdout: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[str | None] = mapped_column(String(40))
+    event_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class JobHostSummary(Base):
+    """Per-host counts from the playbook_on_stats event."""
+
+    __tablename__ = "job_host_summaries"
+    __table_args__ = (UniqueConstraint("job_id", "host", name="uq_job_host_summaries_job_host"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(String(255))
+    ok: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    unreachable: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    rescued: Mapped[int] = mapped_column(Integer, default=0)
+    ignored: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Scan(Base):
+    """A scan request; its status and progress are its job's, its results its hosts and ports."""
+
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    tool: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(255))
+    scan_type: Mapped[str] = mapped_column(String(32))
+    ports: Mapped[str | None] = mapped_column(String(1024))
+    # What the scanner reported about the run (state, argv, rc, elapsed, counts, error).
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="scan")
+    hosts: Mapped[list[ScanHost]] = relationship(
+        back_populates="scan", cascade="all, delete-orphan", passive_deletes=True, order_by="ScanHost.id"
+    )
+
+
+class ScanHost(Base):
+    __tablename__ = "scan_hosts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    hostnames: Mapped[list[Any]] = mapped_column(default=list)
+    mac: Mapped[str | None] = mapped_column(String(17))
+
+    scan: Mapped[Scan] = relationship(back_populates="hosts")
+    ports: Mapped[list[ScanPort]] = relationship(
+        back_populates="host", cascade="all, delete-orphan", passive_deletes=True, order_by="ScanPort.id"
+    )
+
+
+class ScanPort(Base):
+    __tablename__ = "scan_ports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("scan_hosts.id", ondelete="CASCADE"), index=True)
+    protocol: Mapped[str] = mapped_column(String(8))
+    port: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    service: Mapped[str | None] = mapped_column(String(128))
+    product: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(255))
+
+    host: Mapped[ScanHost] = relationship(back_populates="ports")

@@ -1,0 +1,214 @@
+"""Scans: requests become scan jobs; results come back from the role's files into hosts and ports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, selectinload
+
+from controller.config import Config
+from controller.db import Database
+from controller.errors import NotFound, ValidationError
+from controller.jobs import create_job, iso
+from controller.models import Job, Scan, ScanHost, ScanPort
+from controller.scanlib import ScanInputError, scanner
+
+PLAYBOOK = "scan.yml"
+RAW_TYPES = {"xml": "application/xml", "json": "application/json", "csv": "text/csv"}
+
+
+def validate_scan_request(payload: Any, config: Config) -> dict[str, Any]:
+    """The validated scan request, or ValidationError naming the field."""
+    if not isinstance(payload, dict):
+        raise ValidationError("the request body must be a JSON object", field="body")
+    unknown = set(payload) - {"target", "tool", "scan_type", "ports", "port", "timeout"}
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    if "port" in payload and "ports" in payload:
+        raise ValidationError("give either port or ports, not both", field="ports")
+    ports = payload.get("ports", payload.get("port"))
+    try:
+        request = scanner.validate_request(payload.get("tool"), payload.get("scan_type"), payload.get("target"), ports)
+    except ScanInputError as exc:
+        raise ValidationError(exc.message, field=exc.field) from None
+    timeout = payload.get("timeout", config.SCAN_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= config.SCAN_MAX_TIMEOUT:
+        raise ValidationError(f"timeout must be an integer number of seconds from 1 to {config.SCAN_MAX_TIMEOUT}", field="timeout")
+    request["timeout"] = timeout
+    return request
+
+
+def create_scan(session: Session, config: Config, payload: Any) -> Scan:
+    request = validate_scan_request(payload, config)
+    extra_vars = {
+        "scanner_hosts": config.SCANNER_PATTERN,
+        "scanner_tool": request["tool"],
+        "scanner_scan_type": request["scan_type"],
+        "scanner_target": request["target"],
+        "scanner_ports": request["ports"] or "",
+        "scanner_timeout": request["timeout"],
+    }
+    job = create_job(
+        session,
+        kind="scan",
+        playbook=PLAYBOOK,
+        inventory=config.INVENTORY,
+        extra_vars=extra_vars,
+        timeout=request["timeout"] + 300,
+    )
+    scan = Scan(job=job, tool=request["tool"], target=request["target"], scan_type=request["scan_type"], ports=request["ports"])
+    session.add(scan)
+    session.flush()
+    return scan
+
+
+def results_root(config: Config, job_id: str) -> Path:
+    return Path(config.ARTIFACTS_DIR).resolve() / job_id / "results"
+
+
+def runtime_vars(config: Config, job_id: str) -> dict[str, Any]:
+    return {
+        "scanner_results_dir": str(results_root(config, job_id)),
+        "scanner_scan_id": job_id,
+        "scanner_lease_seconds": config.SCAN_LEASE_SECONDS,
+        "scanner_poll_interval": config.SCAN_POLL_INTERVAL,
+    }
+
+
+def result_dirs(config: Config, job_id: str) -> list[Path]:
+    """One directory per scanner host that returned files."""
+    root = results_root(config, job_id) / job_id
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def store_results(db: Database, config: Config, job_id: str, status: str, reason: str | None) -> tuple[str, str | None]:
+    """Read the role's summary.json and hosts.jsonl into the scan's hosts and ports, streaming."""
+    with db.session() as session:
+        scan = session.scalar(select(Scan).where(Scan.job_id == job_id))
+        if scan is None:
+            return status, reason
+        scan_id = scan.id
+        summary: dict[str, Any] | None = None
+        for directory in result_dirs(config, job_id):
+            summary_file = directory / "summary.json"
+            if summary_file.is_file():
+                summary = json.loads(summary_file.read_text(encoding="utf-8"))
+                summary["scanner"] = directory.name
+            hosts_file = directory / "hosts.jsonl"
+            if hosts_file.is_file():
+                _store_hosts(session, scan_id, hosts_file)
+        scan.summary = summary
+    state = (summary or {}).get("state")
+    if state == "timeout":
+        return "timeout", f"the scan reached its timeout after {summary.get('elapsed')} s; partial results kept" if summary else reason
+    if state == "failed" and status != "canceled":
+        return "failed", (summary or {}).get("error") or reason
+    return status, reason
+
+
+def _store_hosts(session: Session, scan_id: int, path: Path, batch: int = 2000) -> None:
+    hosts: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if not hosts:
+            return
+        ids = session.scalars(
+            insert(ScanHost).returning(ScanHost.id, sort_by_parameter_order=True),
+            [{k: h[k] for k in ("scan_id", "address", "status", "reason", "hostnames", "mac")} for h in hosts],
+        ).all()
+        ports = [
+            {"host_id": host_id, **{k: p.get(k) for k in ("protocol", "port", "state", "reason", "service", "product", "version")}}
+            for host_id, h in zip(ids, hosts, strict=True)
+            for p in h["ports"]
+        ]
+        if ports:
+            session.execute(insert(ScanPort), ports)
+        hosts.clear()
+
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            host = json.loads(line)
+            host["scan_id"] = scan_id
+            hosts.append(host)
+            if len(hosts) >= batch:
+                flush()
+    flush()
+
+
+def raw_output(config: Config, scan: Scan) -> tuple[Path, str]:
+    """The scanner's raw output file and its media type."""
+    summary = scan.summary or {}
+    for directory in result_dirs(config, scan.job_id):
+        name = (summary.get("files") or {}).get("raw") or ""
+        for candidate in ([directory / name] if name else []) + sorted(directory.glob("raw.*")):
+            if candidate.is_file() and candidate.resolve().parent == directory.resolve():
+                return candidate, RAW_TYPES.get(candidate.suffix.lstrip("."), "application/octet-stream")
+    raise NotFound("this scan has no raw output (yet)")
+
+
+def get_scan(session: Session, job_id: str, with_results: bool = False) -> Scan:
+    query = select(Scan).where(Scan.job_id == job_id).options(selectinload(Scan.job))
+    if with_results:
+        query = query.options(selectinload(Scan.hosts).selectinload(ScanHost.ports))
+    scan = session.scalar(query)
+    if scan is None:
+        raise NotFound(f"no scan with job_id {job_id}")
+    return scan
+
+
+def scan_view(scan: Scan, with_results: bool = False) -> dict[str, Any]:
+    """The seed's scan record: id, job_id, tool, target, scan_type, status, progress, results, timestamps."""
+    job: Job = scan.job
+    view: dict[str, Any] = {
+        "id": scan.id,
+        "job_id": scan.job_id,
+        "tool": scan.tool,
+        "target": scan.target,
+        "scan_type": scan.scan_type,
+        "ports": scan.ports,
+        "status": job.status,
+        "status_reason": job.status_reason,
+        "progress": job.progress,
+        "created_at": iso(scan.created_at),
+        "updated_at": iso(max(scan.updated_at, job.updated_at)),
+    }
+    if with_results:
+        view["results"] = {
+            "summary": scan.summary,
+            "hosts": [
+                {
+                    "address": h.address,
+                    "status": h.status,
+                    "reason": h.reason,
+                    "hostnames": h.hostnames,
+                    "mac": h.mac,
+                    "ports": [
+                        {
+                            "protocol": p.protocol,
+                            "port": p.port,
+                            "state": p.state,
+                            "reason": p.reason,
+                            "service": p.service,
+                            "product": p.product,
+                            "version": p.version,
+                        }
+                        for p in h.ports
+                    ],
+                }
+                for h in scan.hosts
+            ],
+        }
+    return view
+
+
+def scans_page(session: Session, limit: int, before: int | None) -> tuple[list[Scan], int | None]:
+    query = select(Scan).options(selectinload(Scan.job)).order_by(Scan.id.desc())
+    if before is not None:
+        query = query.where(Scan.id < before)
+    scans = list(session.scalars(query.limit(limit + 1)))
+    return scans[:limit], (scans[limit - 1].id if len(scans) > limit else None)

@@ -1,0 +1,172 @@
+"""The one place jobs execute: run a queued job's playbook through ansible-runner and store what happens.
+
+Executors (controller.executor) decide where and when; this module is what
+they run, in a process of its own, as `python -m controller.worker JOB_ID`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+from sqlalchemy import select, update
+
+from controller.config import Config
+from controller.db import Database
+from controller.events import EventWriter
+from controller.jobs import worker_id
+from controller.models import FINAL_STATUSES, Job, utcnow
+
+log = logging.getLogger("cloudx.worker")
+PR_SET_PDEATHSIG = 1
+CANCEL_POLL_SECONDS = 0.5
+
+
+def job_dir(config: Config, job_id: str) -> Path:
+    return Path(config.ARTIFACTS_DIR).resolve() / job_id
+
+
+class JobRun:
+    """One execution of one job."""
+
+    def __init__(self, config: Config, db: Database, job_id: str) -> None:
+        self.config = config
+        self.db = db
+        self.job_id = job_id
+        self.stop_reason: str | None = None
+        self.cancel_requested = threading.Event()
+        self._done = threading.Event()
+
+    def request_stop(self, reason: str) -> None:
+        """Stop the job because this worker is going away (not a user's cancel)."""
+        self.stop_reason = reason
+        self.cancel_requested.set()
+
+    def _watch_cancel(self) -> None:
+        # ansible-runner asks cancel_callback often; the database is read here, twice a second.
+        while not self._done.wait(CANCEL_POLL_SECONDS):
+            try:
+                with self.db.session() as session:
+                    if session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)):
+                        self.cancel_requested.set()
+                        return
+            except Exception:  # a locked or briefly unavailable database must not kill the job
+                log.exception("cancel check failed for job %s", self.job_id)
+
+    def run(self) -> str:
+        with self.db.session() as session:
+            job = session.get(Job, self.job_id)
+            if job is None:
+                raise LookupError(f"no job {self.job_id}")
+            if job.status in FINAL_STATUSES:
+                return job.status
+            job.status = "running"
+            job.worker = worker_id()
+            job.started_at = job.started_at or utcnow()
+            job.heartbeat_at = utcnow()
+            kind, playbook, inventory, limit, timeout = job.kind, job.playbook, job.inventory, job.limit, job.timeout
+            extra_vars = dict(job.extra_vars)
+        from controller import kinds
+
+        extra_vars.update(kinds.private_vars(kind, self.config, self.job_id))
+        private_dir = job_dir(self.config, self.job_id)
+        private_dir.mkdir(parents=True, exist_ok=True)
+        writer = EventWriter(self.db, self.job_id)
+        watcher = threading.Thread(target=self._watch_cancel, name="cancel-watch", daemon=True)
+        watcher.start()
+        status, rc, reason = "error", None, None
+        try:
+            project = Path(self.config.PROJECT_DIR)
+            result = ansible_runner.run(
+                private_data_dir=str(private_dir),
+                project_dir=str(project),
+                playbook=str(project / "playbooks" / playbook),
+                inventory=inventory,
+                limit=limit,
+                extravars=extra_vars,
+                ident="run",
+                quiet=True,
+                suppress_env_files=True,
+                timeout=timeout,
+                settings={"idle_timeout": self.config.IDLE_TIMEOUT, "pexpect_timeout": 0.5, "suppress_ansible_output": True},
+                envvars={"ANSIBLE_CONFIG": str(project / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "PYTHONUNBUFFERED": "1"},
+                event_handler=self._on_event(writer),
+                cancel_callback=self.cancel_requested.is_set,
+            )
+            status, rc = result.status, result.rc
+            if status == "canceled" and self.stop_reason:
+                status, reason = "failed", self.stop_reason
+            elif status == "timeout":
+                reason = "the job ran longer than its timeout or produced no output for IDLE_TIMEOUT"
+            elif status == "canceled":
+                reason = "canceled on request"
+        except Exception as exc:
+            log.exception("job %s could not run", self.job_id)
+            status, reason = "error", f"ansible-runner failed: {exc}"
+        finally:
+            self._done.set()
+        try:
+            final_counter = writer.close()
+        except Exception as exc:
+            log.exception("storing events of job %s failed", self.job_id)
+            status, reason, final_counter = "error", f"storing events failed: {exc}", writer.last_counter
+        try:
+            status, reason = kinds.finish(kind, self.db, self.config, self.job_id, status, reason)
+        except Exception as exc:
+            log.exception("finishing job %s failed", self.job_id)
+            status, reason = "error", f"storing results failed: {exc}"
+        with self.db.session() as session:
+            values: dict[str, Any] = {
+                "status": status,
+                "rc": rc,
+                "status_reason": reason,
+                "finished_at": utcnow(),
+                "final_counter": final_counter,
+            }
+            if status == "successful":
+                values["progress"] = 100
+            session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+        return status
+
+    def _on_event(self, writer: EventWriter) -> Any:
+        def handler(event: dict[str, Any]) -> bool:
+            writer.put(event)
+            return False  # stored in the database; no job_events/*.json files
+
+        return handler
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m controller.worker JOB_ID", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("CLOUDX_WORKER_DIE_WITH_PARENT") == "1":
+        _die_with_parent()
+    # ansible-playbook comes with this interpreter's environment (the venv), which may not be on PATH.
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    config = Config.from_env()
+    db = Database(config.DATABASE_URL)
+    run = JobRun(config, db, argv[1])
+    signal.signal(signal.SIGTERM, lambda *_: run.request_stop("the controller stopped while the job was running"))
+    signal.signal(signal.SIGINT, lambda *_: run.request_stop("interrupted"))
+    status = run.run()
+    db.dispose()
+    return 0 if status in FINAL_STATUSES else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
