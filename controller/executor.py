@@ -18,6 +18,7 @@ from typing import Protocol
 from controller.config import Config
 from controller.db import Database
 from controller.jobs import claim_next, fail_job, reconcile, worker_id
+from controller.worker import kill_job_processes
 
 log = logging.getLogger("cloudx.executor")
 
@@ -53,8 +54,10 @@ class LocalExecutor:
 
     def start(self) -> None:
         with self.db.session() as session:
-            for job_id in reconcile(session, self.config.WORKER_LOST_AFTER):
-                log.warning("job %s was running when its worker stopped; marked failed", job_id)
+            ended = reconcile(session, self.config.WORKER_LOST_AFTER)
+        for job_id in ended:
+            killed = kill_job_processes(job_id)
+            log.warning("job %s was running when its worker stopped: marked failed, %d leftover process(es) killed", job_id, killed)
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
         self._thread.start()
 

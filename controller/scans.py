@@ -16,7 +16,7 @@ from controller.jobs import create_job, iso
 from controller.models import Job, Scan, ScanHost, ScanPort
 from controller.scanlib import ScanInputError, scanner
 
-PLAYBOOK = "scan.yml"
+PLAYBOOK = "playbooks/scan.yml"
 RAW_TYPES = {"xml": "application/xml", "json": "application/json", "csv": "text/csv"}
 
 

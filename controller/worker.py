@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import psutil
 from sqlalchemy import select, update
 
 from controller.config import Config
@@ -27,6 +28,7 @@ from controller.models import FINAL_STATUSES, Job, utcnow
 
 log = logging.getLogger("cloudx.worker")
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 CANCEL_POLL_SECONDS = 0.5
 
 
@@ -88,7 +90,7 @@ class JobRun:
             result = ansible_runner.run(
                 private_data_dir=str(private_dir),
                 project_dir=str(project),
-                playbook=str(project / "playbooks" / playbook),
+                playbook=str(project / playbook),
                 inventory=inventory,
                 limit=limit,
                 extravars=extra_vars,
@@ -113,6 +115,9 @@ class JobRun:
             status, reason = "error", f"ansible-runner failed: {exc}"
         finally:
             self._done.set()
+            # ansible-core's forks call setsid() and async tasks daemonize, so killing ansible-playbook's
+            # process group leaves them running; as subreaper this process inherits them and ends them here.
+            kill_descendants()
         try:
             final_counter = writer.close()
         except Exception as exc:
@@ -144,9 +149,35 @@ class JobRun:
         return handler
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def kill_descendants(grace: float = 3.0) -> None:
+    """End every process this one started, directly or not (SIGTERM, then SIGKILL)."""
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def kill_job_processes(job_id: str) -> int:
+    """Kill processes on this machine left by a job whose worker died (their command lines name the job)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != os.getpid() and any(job_id in part for part in proc.info["cmdline"] or ()):
+            found.append(proc)
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(found, timeout=5)
+    return len(found)
+
+
+def _prctl(option: int, value: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value)
 
 
 def main(argv: list[str]) -> int:
@@ -154,8 +185,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m controller.worker JOB_ID", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.environ.get("CLOUDX_WORKER_DIE_WITH_PARENT") == "1":
-        _die_with_parent()
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     # ansible-playbook comes with this interpreter's environment (the venv), which may not be on PATH.
     os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     config = Config.from_env()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ipaddress
+import itertools
 import json
 import os
 import signal
@@ -85,11 +86,15 @@ def discover_link(target: str) -> Dict[str, str]:
     gateway's, or on a directly attached network the first target's own.
     """
     network = ipaddress.ip_network(target, strict=False)
-    probe = network.network_address + 1 if network.num_addresses > 2 else network.network_address
-    routes = _ip_json(["route", "get", str(probe)])
-    if not routes:
-        raise ScanInputError("interface", f"no route to {probe} on the scanner host")
-    route = routes[0]
+    route: Dict[str, Any] = {}
+    # The first address of the target that is not one of the scanner's own.
+    for probe in itertools.islice(network.hosts() if network.num_addresses > 2 else iter(network), 16):
+        routes = _ip_json(["route", "get", str(probe)])
+        if routes and routes[0].get("type", "unicast") != "local" and routes[0].get("dev") != "lo":
+            route = routes[0]
+            break
+    if not route:
+        raise ScanInputError("interface", f"no route from the scanner host to {target}")
     next_hop = route.get("gateway") or str(probe)
     device = route.get("dev", "")
     mac = ""

@@ -25,7 +25,7 @@ SCAN_TYPES: Dict[str, Dict[str, Tuple[str, bool, bool]]] = {
         "udp": ("nmap -T4 -sU: UDP scan of the 100 most common UDP ports (or the given ports)", False, True),
     },
     "zmap": {
-        "tcp_syn": ("zmap -M tcp_synscan -p PORT: one TCP SYN probe per address; SYN-ACK = open, RST = closed", True, True),
+        "tcp_syn": ("zmap -M tcp_synscan -p PORT: one TCP SYN probe per address; reports open ports (SYN-ACK)", True, True),
         "icmp_echo": ("zmap -M icmp_echoscan: ICMP echo request per address; echo reply = host up", False, False),
     },
     "masscan": {
@@ -173,7 +173,7 @@ def build_argv(
     """
     tool, scan_type, target, ports = request["tool"], request["scan_type"], request["target"], request["ports"]
     if tool == "nmap":
-        argv = ["nmap", "-T4", "-oX", raw_output, "--stats-every", f"{stats_every}s", "--noninteractive"]
+        argv = ["nmap", "-T4", "-oX", raw_output, "--stats-every", f"{stats_every}s"]  # --noninteractive would silence --stats-every
         if ":" in target:
             argv.append("-6")
         if scan_type == "default":
@@ -196,7 +196,8 @@ def build_argv(
         argv = ["zmap", "-o", raw_output, "-r", str(rate), "-c", str(wait)]
         if scan_type == "tcp_syn":
             argv += ["-M", "tcp_synscan", "-p", ports, "-f", "saddr,sport,classification,success,repeat,ttl"]
-            argv += ["--output-filter", "repeat = 0"]  # keep RST replies: they are closed ports
+            # zmap 2.1 reports successful (SYN-ACK) replies only, whatever the filter says.
+            argv += ["--output-filter", "success = 1 && repeat = 0"]
         else:
             argv += ["-M", "icmp_echoscan", "-f", "saddr,type,code,classification,success,repeat,ttl"]
             argv += ["--output-filter", "success = 1 && repeat = 0"]

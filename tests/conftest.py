@@ -1,0 +1,112 @@
+"""Fixtures: app, client and runner (flaskr style), plus test hosts and a running executor for integration tests."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+
+from controller import create_app, start_executor
+from controller.config import Config
+from tests import testhosts
+
+FIXTURES = Path(__file__).with_name("fixtures")
+
+
+def write_inventory(directory: Path) -> Path:
+    """The scanner is this machine; zmap may probe the test network (its default blocklist has 198.18/15)."""
+    (directory / "group_vars").mkdir(parents=True, exist_ok=True)
+    (directory / "hosts.yml").write_text(
+        "all:\n  children:\n    scanners:\n      hosts:\n        localhost:\n"
+        f"          ansible_connection: local\n          ansible_python_interpreter: {sys.executable}\n"
+    )
+    (directory / "group_vars" / "scanners.yml").write_text("scanner_use_system_blocklist: false\nscanner_wait: 2\n")
+    return directory
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> Config:
+    inventory = write_inventory(tmp_path / "inventory")
+    return Config.from_env(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'scans.db'}",
+        ARTIFACTS_DIR=str(tmp_path / "artifacts"),
+        INVENTORY=str(inventory),
+        SYNC_HEARTBEAT_FILE=str(tmp_path / "sync_heartbeat.json"),
+        **overrides,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def app(config: Config) -> Iterator[Flask]:
+    """The app without an executor: jobs stay queued (validation and read tests)."""
+    app = create_app(config)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["cloudx.db"].dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, config: Config) -> CliRunner:
+    for key, value in config.as_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CLOUDX_SYNC_HEARTBEAT_FILE", config.SYNC_HEARTBEAT_FILE)
+    return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[testhosts.Lab]:
+    reason = testhosts.available()
+    if reason:
+        pytest.skip(reason)
+    with testhosts.Lab() as lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def target(lab: testhosts.Lab) -> testhosts.TestHost:
+    """A host with known ports: TCP 22 and 8080 (HTTP) open, 80 closed, 9999 filtered;
+    UDP 5353 answers, 5354 is silent, 5355 closed, 5356 filtered."""
+    return lab.add_host(tcp=[22, 8080], http=[8080], drop_tcp=[9999], udp_echo=[5353], udp_silent=[5354], drop_udp=[5356])
+
+
+@pytest.fixture(scope="session")
+def slow_target(lab: testhosts.Lab) -> testhosts.TestHost:
+    """A host that answers UDP probes only with rate-limited ICMP: a UDP scan of it takes minutes."""
+    return lab.add_host(tcp=[22])
+
+
+@pytest.fixture
+def live_app(tmp_path: Path) -> Iterator[Flask]:
+    """The app with its local executor running: jobs really execute."""
+    app = create_app(make_config(tmp_path))
+    app.config["TESTING"] = True
+    executor = start_executor(app)
+    yield app
+    executor.shutdown()
+    app.extensions["cloudx.db"].dispose()
+
+
+def wait_scan(client: FlaskClient, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = client.get(f"/api/scans/{job_id}").get_json()
+        if view["status"] not in ("queued", "running"):
+            return view
+        time.sleep(0.5)
+    raise AssertionError(f"scan {job_id} still {view['status']} after {timeout} s")
