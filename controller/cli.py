@@ -257,3 +257,7 @@ cli.add_command(db_group)
 
 def main() -> None:
     cli(prog_name="cloudx")
+
+
+if __name__ == "__main__":
+    main()

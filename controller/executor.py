@@ -53,13 +53,16 @@ class LocalExecutor:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._reconcile()
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def _reconcile(self) -> None:
         with self.db.session() as session:
             ended = reconcile(session, self.config.WORKER_LOST_AFTER)
         for job_id in ended:
             killed = kill_job_processes(job_id)
             log.warning("job %s was running when its worker stopped: marked failed, %d leftover process(es) killed", job_id, killed)
-        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
-        self._thread.start()
 
     def submit(self, job_id: str) -> None:
         self._wake.set()
@@ -101,8 +104,7 @@ class LocalExecutor:
             if proc.poll() is not None:
                 self._reap(job_id, proc)
                 del self.processes[job_id]
-        with self.db.session() as session:
-            reconcile(session, self.config.WORKER_LOST_AFTER)
+        self._reconcile()
         while len(self.processes) < self.config.MAX_CONCURRENT_JOBS and not self._stopping.is_set():
             with self.db.session() as session:
                 job_id = self._claim(session)

@@ -8,6 +8,7 @@ import socket
 from datetime import datetime, timedelta
 from typing import Any
 
+import psutil
 from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -112,12 +113,9 @@ def _aware(value: datetime) -> datetime:
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- views and pages ----------------------------------------------------------
