@@ -36,6 +36,7 @@ SCAN_TYPES: Dict[str, Dict[str, Tuple[str, bool, bool]]] = {
 }
 
 MAX_PORT_SPEC_LENGTH = 1024
+_TARGET_CHARS = re.compile(r"^[A-Za-z0-9.:/-]+$")
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _PORT_SPEC = re.compile(r"^[0-9]{1,5}(-[0-9]{1,5})?(,[0-9]{1,5}(-[0-9]{1,5})?)*$")
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
@@ -68,8 +69,8 @@ def validate_target(target: Any) -> str:
         raise ScanInputError("target", "target is too long")
     if target.startswith("-"):
         raise ScanInputError("target", "target must not start with '-'")
-    if not target.isascii() or not target.isprintable() or any(c.isspace() for c in target):
-        raise ScanInputError("target", "target must be printable ASCII without whitespace")
+    if not _TARGET_CHARS.match(target):
+        raise ScanInputError("target", "target may hold only letters, digits and . : / - (no whitespace or shell characters)")
     if "/" in target:
         try:
             network = ipaddress.ip_network(target, strict=False)
@@ -328,8 +329,9 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
     parser.UnparsedEntityDeclHandler = _refuse
     parser.ExternalEntityRefHandler = _refuse
 
-    def doctype(_name: str, _sysid: Any, _pubid: Any, has_internal_subset: int) -> None:
-        if has_internal_subset:
+    def doctype(_name: str, sysid: Any, pubid: Any, has_internal_subset: int) -> None:
+        # nmap writes a bare <!DOCTYPE nmaprun>; anything more is not nmap's and is refused.
+        if has_internal_subset or sysid or pubid:
             _refuse()
 
     parser.StartDoctypeDeclHandler = doctype

@@ -1,0 +1,178 @@
+"""The scanner role's library: validation, argument lists, parsers on real captured output."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from controller.scanlib import ScanInputError, scanner
+from tests.conftest import FIXTURES
+
+SCANS = FIXTURES / "scans"
+
+HOSTILE_TARGETS = [
+    "-iL /etc/passwd",
+    "-iL",
+    "--script=x",
+    "-oN x",
+    "10.0.0.1;rm -rf /",
+    "10.0.0.1 && id",
+    "$(id)",
+    "`id`",
+    "10.0.0.1\n10.0.0.2",
+    "10.0.0.1\x00",
+    "a b",
+    "",
+    "fe80::1%eth0",
+    "10.0.0.0/33",
+    "256.1.1.1/24",
+    "ехample.com",
+    "exa\u200bmple.com",
+    "../../etc/passwd",
+    "host_name.example",
+    "x" * 300,
+    "1.2.3.4/24/1",
+]
+
+
+@pytest.mark.parametrize("target", HOSTILE_TARGETS)
+def test_hostile_targets_are_refused(target):
+    with pytest.raises(ScanInputError) as error:
+        scanner.validate_target(target)
+    assert error.value.field == "target"
+
+
+@pytest.mark.parametrize(
+    ("target", "canonical"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("192.0.2.7/24", "192.0.2.0/24"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("Scanme.Example.org.", "scanme.example.org"),
+    ],
+)
+def test_valid_targets_are_canonical(target, canonical):
+    assert scanner.validate_target(target) == canonical
+
+
+@pytest.mark.parametrize("ports", ["0", "65536", "80-22", "22,", "22;80", "-p 22", "a", [], [True], True, 22.5, "1" * 2000])
+def test_bad_ports(ports):
+    with pytest.raises(ScanInputError):
+        scanner.parse_ports(ports)
+
+
+def test_port_forms():
+    assert scanner.parse_ports(22) == "22"
+    assert scanner.parse_ports([22, "80-90"]) == "22,80-90"
+    assert scanner.parse_ports(" 22, 443 ") == "22,443"
+
+
+@pytest.mark.parametrize(
+    ("tool", "scan_type", "target", "ports", "field"),
+    [
+        ("zmap", "tcp_syn", "192.0.2.1", None, "ports"),
+        ("zmap", "tcp_syn", "192.0.2.1", "22,80", "ports"),
+        ("zmap", "icmp_echo", "2001:db8::1", None, "target"),
+        ("masscan", "tcp_scan", "192.0.2.1", None, "ports"),
+        ("masscan", "tcp_scan", "example.org", "22", "target"),
+        ("masscan", "ping_scan", "192.0.2.1", "22", "ports"),
+        ("nmap", "stealth", "192.0.2.1", None, "scan_type"),
+        ("curl", "default", "192.0.2.1", None, "tool"),
+    ],
+)
+def test_request_rules(tool, scan_type, target, ports, field):
+    with pytest.raises(ScanInputError) as error:
+        scanner.validate_request(tool, scan_type, target, ports)
+    assert error.value.field == field
+
+
+def test_argv_puts_the_target_last():
+    for tool, types in scanner.SCAN_TYPES.items():
+        for scan_type, (_, needs_ports, _) in types.items():
+            request = scanner.validate_request(tool, scan_type, "192.0.2.0/30", "22" if needs_ports else None)
+            argv = scanner.build_argv(request, "/tmp/raw", interface="veth0", gateway_mac="02:00:00:00:00:01", exclude_file="/tmp/x")
+            assert argv[0] == tool and argv[-1] == "192.0.2.0/30"
+            if tool != "masscan":
+                assert argv[-2] == "--"
+    nmap = scanner.build_argv(scanner.validate_request("nmap", "default", "192.0.2.1", "22"), "/tmp/raw")
+    assert "-F" not in nmap and nmap[nmap.index("-p") + 1] == "22"
+
+
+def test_nmap_xml():
+    info: dict = {}
+    with (SCANS / "nmap_ports.xml").open("rb") as stream:
+        hosts = list(scanner.parse_nmap_xml(stream, info))
+    assert info["exit"] == "success" and info["truncated"] is False
+    (host,) = hosts
+    assert host["address"] == "198.18.0.2" and host["status"] == "up" and host["mac"] == "2a:a7:c7:05:5d:24"
+    assert {(p["port"], p["state"], p["reason"]) for p in host["ports"]} == {
+        (22, "closed", "reset"),
+        (80, "closed", "reset"),
+        (2222, "open", "syn-ack"),
+        (8080, "open", "syn-ack"),
+        (9999, "filtered", "no-response"),
+    }
+
+
+def test_nmap_service_versions():
+    with (SCANS / "nmap_intense.xml").open("rb") as stream:
+        (host,) = scanner.parse_nmap_xml(stream)
+    port = next(p for p in host["ports"] if p["port"] == 8080)
+    assert (port["service"], port["product"], port["version"]) == ("http", "SimpleHTTPServer", "0.6")
+
+
+def test_nmap_truncated_output_keeps_complete_hosts():
+    data = (SCANS / "nmap_ports.xml").read_bytes()
+    cut = data.index(b"</host>") + len(b"</host>") + 20
+    info: dict = {}
+    hosts = list(scanner.parse_nmap_xml(io.BytesIO(data[:cut]), info, chunk_size=64))
+    assert len(hosts) == 1 and info["truncated"] is True and "error" not in info
+    info = {}
+    assert list(scanner.parse_nmap_xml(io.BytesIO(data[: data.index(b"<host ")]), info)) == [] and info["truncated"]
+
+
+def test_nmap_entities_are_refused():
+    bomb = b'<?xml version="1.0"?><!DOCTYPE nmaprun [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;">]><nmaprun>&b;</nmaprun>'
+    with pytest.raises(scanner.UnsafeXMLError):
+        list(scanner.parse_nmap_xml(io.BytesIO(bomb)))
+    external = b'<?xml version="1.0"?><!DOCTYPE nmaprun SYSTEM "file:///etc/passwd"><nmaprun>&x;</nmaprun>'
+    with pytest.raises(scanner.UnsafeXMLError):
+        list(scanner.parse_nmap_xml(io.BytesIO(external)))
+
+
+def test_masscan_json_and_stdout_merge():
+    with (SCANS / "masscan.json").open() as js, (SCANS / "masscan_interactive.stdout").open() as out:
+        info: dict = {}
+        (host,) = scanner.parse_masscan(js, out, info)
+    assert [(p["protocol"], p["port"], p["state"]) for p in host["ports"]] == [("tcp", 2222, "open"), ("tcp", 8080, "open")]
+    assert info["truncated"] is False
+
+
+def test_masscan_killed_before_writing_json():
+    text = (SCANS / "masscan.json").read_text()
+    info: dict = {}
+    hosts = list(
+        scanner.parse_masscan(io.StringIO(text[: len(text) // 2]), io.StringIO("Discovered open port 8080/tcp on 198.18.0.2\n"), info)
+    )
+    assert info["truncated"] is True
+    assert [p["port"] for p in hosts[0]["ports"]] == [2222, 8080]
+
+
+def test_zmap_csv_and_truncation():
+    with (SCANS / "zmap_syn.csv").open() as stream:
+        (host,) = scanner.parse_zmap_csv(stream)
+    assert host["ports"][0]["port"] == 8080 and host["ports"][0]["state"] == "open"
+    with (SCANS / "zmap_icmp.csv").open() as stream:
+        (host,) = scanner.parse_zmap_csv(stream)
+    assert host["status"] == "up" and host["ports"] == []
+    info: dict = {}
+    truncated = "saddr,sport,classification,success,repeat,ttl\n198.18.0.2,8080,synack,1,0,64\n198.18.0.3,80"
+    assert [h["address"] for h in scanner.parse_zmap_csv(io.StringIO(truncated), info)] == ["198.18.0.2"] and info["truncated"]
+
+
+def test_progress_parsers():
+    assert scanner.masscan_progress((SCANS / "masscan_status.stderr").read_text())["percent"] == 100.0
+    assert scanner.zmap_progress(" 0:01 50%; send: 8 done\n 0:02 101%; send: 8 done\n") == 100.0
+    assert scanner.nmap_progress(b'<taskprogress task="UDP Scan" time="1" percent="12.50" remaining="3"/>\n') == ("UDP Scan", 12.5)
+    assert scanner.nmap_overall_percent("Ping Scan", 100) < scanner.nmap_overall_percent("SYN Stealth Scan", 1)

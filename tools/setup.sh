@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what Cloud-X needs on a fresh Debian 12 machine (run as root from the repository):
+# Debian packages (scanners, test-host tools) and a virtual environment in .venv with the controller.
+#   tools/setup.sh          the service
+#   tools/setup.sh --test   the service and the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+export DEBIAN_FRONTEND=noninteractive
+packages=(python3 python3-venv python3-dev gcc iproute2 nmap masscan zmap openssh-client)
+[ -n "$extras" ] && packages+=(nftables openssh-server debootstrap systemd-container procps)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e ".${extras}"
