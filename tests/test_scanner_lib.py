@@ -27,7 +27,7 @@ HOSTILE_TARGETS = [
     "fe80::1%eth0",
     "10.0.0.0/33",
     "256.1.1.1/24",
-    "ехample.com",
+    "\u0435\u0445ample.com",
     "exa\u200bmple.com",
     "../../etc/passwd",
     "host_name.example",

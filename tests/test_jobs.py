@@ -1,0 +1,58 @@
+"""Jobs through the real worker and ansible-runner: events in order, final counter, host summaries, limits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sqlalchemy import select
+
+from controller.db import Database
+from controller.jobs import claim_next, create_job
+from controller.models import Job, JobEvent, JobHostSummary
+from controller.redact import REDACTED
+
+
+def test_worker_stores_every_event_in_order(config, tmp_path):
+    inventory = tmp_path / "many.yml"
+    hosts = "".join(f"        h{i}:\n" for i in range(5))
+    inventory.write_text(
+        "all:\n  vars:\n    ansible_connection: local\n"
+        f"    ansible_python_interpreter: {sys.executable}\n"
+        f"  children:\n    g:\n      hosts:\n{hosts}"
+    )
+    db = Database(config.DATABASE_URL)
+    db.upgrade()
+    with db.session() as session:
+        job = create_job(
+            session,
+            kind="playbook",
+            playbook="tests/playbooks/events.yml",
+            inventory=str(inventory),
+            extra_vars={"api_token": "s3cr3t-token-value"},
+            timeout=300,
+        )
+        job_id = job.id
+    env = {**config.as_env(), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-m", "controller.worker", job_id], env=env, check=True, timeout=300)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        counters = list(session.scalars(select(JobEvent.counter).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+        summaries = {
+            s.host: (s.ok, s.changed, s.failed) for s in session.scalars(select(JobHostSummary).where(JobHostSummary.job_id == job_id))
+        }
+        assert job.status == "successful" and job.rc == 0 and job.progress == 100
+        assert job.extra_vars == {"api_token": REDACTED}
+        assert counters == list(range(1, job.final_counter + 1)) and len(counters) > 40
+        assert summaries == {f"h{i}": (3, 1, 0) for i in range(5)}
+    assert b"s3cr3t-token-value" not in (tmp_path / "scans.db").read_bytes()
+
+
+def test_claim_respects_the_limit(config):
+    db = Database(config.DATABASE_URL)
+    db.upgrade()
+    with db.session() as session:
+        ids = [create_job(session, kind="playbook", playbook="x.yml", inventory="i", extra_vars={}, timeout=1).id for _ in range(3)]
+    with db.session() as session:
+        claimed = [claim_next(session, 2, "w:1") for _ in range(3)]
+    assert claimed == [ids[0], ids[1], None]
