@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,11 @@ class Config:
     MAX_CONTENT_LENGTH: int = 64 * 1024
     HOST: str = "127.0.0.1"
     PORT: int = 5001
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Config:
         config = cls()
         for f in fields(cls):
-            if f.name == "extra":
-                continue
             env_name = f.name if f.name.startswith(("DATABASE_", "CLOUDX_")) else f"CLOUDX_{f.name}"
             for name in (f.name, env_name):
                 if name in os.environ:

@@ -6,7 +6,6 @@ import json
 import queue
 import threading
 import time
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, update
@@ -163,10 +162,3 @@ def host_summaries(job_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
         {"job_id": job_id, "host": host, **{_SUMMARY_COLUMNS[k]: int((data.get(k) or {}).get(host, 0)) for k in _STATS_KEYS}}
         for host in sorted(hosts)
     ]
-
-
-def parse_created(value: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if value else None
-    except ValueError:
-        return None

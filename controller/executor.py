@@ -17,7 +17,7 @@ from typing import Protocol
 
 from controller.config import Config
 from controller.db import Database
-from controller.jobs import claim_next, fail_job, reconcile, worker_id
+from controller.jobs import claim_next, fail_job, reconcile, set_worker, worker_id
 from controller.worker import kill_job_processes
 
 log = logging.getLogger("cloudx.executor")
@@ -106,27 +106,13 @@ class LocalExecutor:
                 del self.processes[job_id]
         self._reconcile()
         while len(self.processes) < self.config.MAX_CONCURRENT_JOBS and not self._stopping.is_set():
+            if self.only_job in self.processes:
+                return
             with self.db.session() as session:
-                job_id = self._claim(session)
+                job_id = claim_next(session, self.config.MAX_CONCURRENT_JOBS, self.me, only=self.only_job)
             if job_id is None:
                 return
             self._spawn(job_id)
-
-    def _claim(self, session: object) -> str | None:
-        from sqlalchemy import update
-
-        from controller.models import Job, utcnow
-
-        if self.only_job is None:
-            return claim_next(session, self.config.MAX_CONCURRENT_JOBS, self.me)  # type: ignore[arg-type]
-        if self.only_job in self.processes:
-            return None
-        claimed = session.execute(  # type: ignore[attr-defined]
-            update(Job)
-            .where(Job.id == self.only_job, Job.status == "queued")
-            .values(status="running", worker=self.me, started_at=utcnow(), heartbeat_at=utcnow())
-        ).rowcount
-        return self.only_job if claimed else None
 
     def _spawn(self, job_id: str) -> None:
         env = {**os.environ, **self.config.as_env(), "CLOUDX_WORKER_DIE_WITH_PARENT": "1"}
@@ -145,13 +131,7 @@ class LocalExecutor:
         self.processes[job_id] = proc
         # The worker records its own pid; until it does, the job names this dispatcher's child.
         with self.db.session() as session:
-            from sqlalchemy import update
-
-            from controller.models import Job
-
-            session.execute(
-                update(Job).where(Job.id == job_id, Job.status == "running").values(worker=f"{self.me.rpartition(':')[0]}:{proc.pid}")
-            )
+            set_worker(session, job_id, f"{self.me.rpartition(':')[0]}:{proc.pid}")
 
     def _reap(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
         if proc.returncode not in (0, None):

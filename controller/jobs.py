@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psutil
@@ -57,21 +57,26 @@ def cancel_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def claim_next(session: Session, max_running: int, worker: str) -> str | None:
-    """Move the oldest queued job to running if fewer than max_running run, in one statement.
+def claim_next(session: Session, max_running: int, worker: str, only: str | None = None) -> str | None:
+    """Move the oldest queued job (or the job `only`) to running if fewer than max_running run.
 
-    One UPDATE is atomic on every backend, so dispatchers in several processes
-    (the service, a CLI run) never exceed the limit or claim the same job.
+    It is one UPDATE, atomic on every backend, so dispatchers in several
+    processes (the service, a CLI run) never exceed the limit or claim the same job.
+    A CLI run claims its own job (`only`) whatever the limit: the user asked for it now.
     """
-    oldest = select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1).scalar_subquery()
-    running = select(func.count()).select_from(Job).where(Job.status == "running").scalar_subquery()
-    claimed = session.execute(
-        update(Job)
-        .where(Job.id == oldest, running < max_running)
-        .values(status="running", worker=worker, started_at=utcnow(), heartbeat_at=utcnow())
-        .returning(Job.id)
+    if only is None:
+        oldest = select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1).scalar_subquery()
+        running = select(func.count()).select_from(Job).where(Job.status == "running").scalar_subquery()
+        condition = and_(Job.id == oldest, running < max_running)
+    else:
+        condition = and_(Job.id == only, Job.status == "queued")
+    return session.execute(
+        update(Job).where(condition).values(status="running", worker=worker, started_at=utcnow(), heartbeat_at=utcnow()).returning(Job.id)
     ).scalar()
-    return claimed
+
+
+def set_worker(session: Session, job_id: str, worker: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(worker=worker))
 
 
 def fail_job(session: Session, job_id: str, status: str, reason: str) -> bool:
@@ -106,8 +111,6 @@ def reconcile(session: Session, lost_after: int) -> list[str]:
 
 
 def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

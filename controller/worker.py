@@ -20,6 +20,7 @@ import ansible_runner
 import psutil
 from sqlalchemy import select, update
 
+from controller import kinds
 from controller.config import Config
 from controller.db import Database
 from controller.events import EventWriter
@@ -76,8 +77,6 @@ class JobRun:
             job.heartbeat_at = utcnow()
             kind, playbook, inventory, limit, timeout = job.kind, job.playbook, job.inventory, job.limit, job.timeout
             extra_vars = dict(job.extra_vars)
-        from controller import kinds
-
         extra_vars.update(kinds.private_vars(kind, self.config, self.job_id))
         private_dir = job_dir(self.config, self.job_id)
         private_dir.mkdir(parents=True, exist_ok=True)
@@ -189,7 +188,7 @@ def main(argv: list[str]) -> int:
     if os.environ.get("CLOUDX_WORKER_DIE_WITH_PARENT") == "1":
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     # ansible-playbook comes with this interpreter's environment (the venv), which may not be on PATH.
-    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH") or os.defpath])
     config = Config.from_env()
     db = Database(config.DATABASE_URL)
     run = JobRun(config, db, argv[1])

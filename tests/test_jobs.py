@@ -56,3 +56,44 @@ def test_claim_respects_the_limit(config):
     with db.session() as session:
         claimed = [claim_next(session, 2, "w:1") for _ in range(3)]
     assert claimed == [ids[0], ids[1], None]
+
+
+def local_inventory(tmp_path) -> str:
+    path = tmp_path / "local.yml"
+    path.write_text(
+        f"all:\n  hosts:\n    localhost:\n      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n"
+    )
+    return str(path)
+
+
+def test_job_timeout_ends_the_job_and_its_processes(config, tmp_path):
+    db = Database(config.DATABASE_URL)
+    db.upgrade()
+    with db.session() as session:
+        job_id = create_job(
+            session, kind="playbook", playbook="tests/playbooks/sleep.yml", inventory=local_inventory(tmp_path), extra_vars={}, timeout=4
+        ).id
+    subprocess.run([sys.executable, "-m", "controller.worker", job_id], env=config.as_env(), check=True, timeout=120)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job.status == "timeout" and "timeout" in job.status_reason
+    assert subprocess.run(["pgrep", "-f", "sleep 120"], capture_output=True).returncode == 1
+
+
+def test_reconcile_keeps_queued_and_ends_orphaned_running(config):
+    from controller.jobs import reconcile
+
+    db = Database(config.DATABASE_URL)
+    db.upgrade()
+    with db.session() as session:
+        queued, running = (
+            create_job(session, kind="playbook", playbook="x.yml", inventory="i", extra_vars={}, timeout=1).id for _ in range(2)
+        )
+        claim_next(session, 4, "this-host:1", only=running)
+        session.get(Job, running).worker = f"{__import__('socket').gethostname()}:999999"
+    with db.session() as session:
+        assert reconcile(session, lost_after=60) == [running]
+    with db.session() as session:
+        assert session.get(Job, queued).status == "queued"
+        job = session.get(Job, running)
+        assert job.status == "failed" and "worker process is gone" in job.status_reason

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-import time
+from pathlib import Path
 
 import pytest
 
@@ -144,4 +144,36 @@ def test_scan_timeout_keeps_partial_results(live_app, slow_target):
     assert view["results"]["summary"]["state"] == "timeout"
     assert view["results"]["summary"]["truncated"] is True
     assert not scanner_processes(slow_target.address)
-    time.sleep(0)
+
+
+def test_delete_running_scan_stops_it_first(live_app, slow_target):
+    client = live_app.test_client()
+    job_id = client.post(
+        "/api/scans", json={"target": slow_target.address, "tool": "nmap", "scan_type": "udp", "ports": "1-1000"}
+    ).get_json()["job_id"]
+    assert wait_for(lambda: client.get(f"/api/scans/{job_id}").get_json()["progress"] > 0, timeout=90)
+    response = client.delete(f"/api/scans/{job_id}")
+    assert response.status_code == 200 and response.get_json() == {"job_id": job_id, "deleted": True}
+    assert client.get(f"/api/scans/{job_id}").status_code == 404
+    assert client.get(f"/api/jobs/{job_id}/events").status_code == 404
+    assert not (Path(live_app.config["ARTIFACTS_DIR"]) / job_id).exists()
+    assert wait_for(lambda: not scanner_processes(slow_target.address), timeout=40)
+
+
+def test_system_monitor_pings_a_test_host(client, target, lab):
+    body = client.get(f"/api/system-monitor?target={target.address}").get_json()
+    assert body["status"] == "reachable" and body["loss_percent"] == 0.0
+    assert all(p["value"] > 0 for p in body["latency_ms"])
+    silent = f"{target.subnet.network_address + 3}"  # no host there
+    body = client.get(f"/api/system-monitor?target={silent}").get_json()
+    assert body["status"] == "unreachable" and body["loss_percent"] == 100.0
+
+
+def test_cli_scan_shows_progress_and_results(runner, target):
+    from controller.cli import cli
+
+    result = runner.invoke(cli, ["scan", target.address, "--tool", "nmap", "--type", "default", "--ports", "22,80,9999"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line.startswith(target.address)]
+    assert [(r[2], r[3]) for r in rows] == [("22/tcp", "open"), ("80/tcp", "closed"), ("9999/tcp", "filtered")]
+    assert "successful 100%" in result.output

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, jsonify, request, send_file
@@ -82,8 +84,5 @@ def delete_scan(job_id: str) -> Any:
             raise Conflict(f"scan {job_id} is still stopping; try again shortly")
     with session() as s:
         s.execute(delete(Job).where(Job.id == job_id))
-    import shutil
-    from pathlib import Path
-
     shutil.rmtree(Path(config().ARTIFACTS_DIR).resolve() / job_id, ignore_errors=True)
     return jsonify({"job_id": job_id, "deleted": True})
