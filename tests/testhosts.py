@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STATE_DIR = Path("/run/cloudx-testhosts")
+ROOTFS = Path("/var/cache/cloudx-testhosts/rootfs-bookworm")
+HOSTS_DIR = Path("/var/lib/cloudx-testhosts")
 PREFIX = "cxt"
 LISTENER = Path(__file__).with_name("lab_listener.py")
+ROOTFS_PACKAGES = "openssh-server,python3,python3-apt,systemd,systemd-sysv,dbus,iproute2,procps"
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -34,7 +37,7 @@ def available() -> str | None:
     """Why test hosts cannot run here, or None when they can."""
     if os.geteuid() != 0:
         return "test hosts need root (network namespaces, raw sockets)"
-    for tool in ("ip", "nft", "nmap", "masscan", "zmap"):
+    for tool in ("ip", "nft", "nmap", "masscan", "zmap", "debootstrap", "systemd-nspawn"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
@@ -49,6 +52,8 @@ class TestHost:
     inner_if: str
     listener: subprocess.Popen[str] | None = None
     tcp: list[int] = field(default_factory=list)
+    machine: subprocess.Popen[bytes] | None = None
+    root: Path | None = None
 
     @property
     def address(self) -> str:
@@ -65,6 +70,16 @@ class TestHost:
     def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", self.netns, *argv, check=check)
 
+    def shell(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a booted host (its own mount, PID and network namespaces)."""
+        assert self.machine is not None, "not a booted host"
+        leader = _container_leader(self.machine.pid)
+        return run("nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "--", "/bin/sh", "-c", command, check=check)
+
+    def host_keys(self) -> list[str]:
+        assert self.root is not None
+        return [p.read_text().strip() for p in sorted((self.root / "etc/ssh").glob("ssh_host_*_key.pub"))]
+
 
 class Lab:
     """A set of test hosts owned by this process."""
@@ -78,20 +93,13 @@ class Lab:
         self._save()
 
     def _save(self) -> None:
-        self.state_file.write_text(json.dumps({"pid": os.getpid(), "netns": [h.netns for h in self.hosts]}))
+        state = {"pid": os.getpid(), "netns": [h.netns for h in self.hosts], "roots": [str(h.root) for h in self.hosts if h.root]}
+        self.state_file.write_text(json.dumps(state))
 
-    def add_host(
-        self,
-        tcp: list[int] = (),  # type: ignore[assignment]
-        http: list[int] = (),  # type: ignore[assignment]
-        udp_echo: list[int] = (),  # type: ignore[assignment]
-        udp_silent: list[int] = (),  # type: ignore[assignment]
-        drop_tcp: list[int] = (),  # type: ignore[assignment]
-        drop_udp: list[int] = (),  # type: ignore[assignment]
-    ) -> TestHost:
-        index = len(self.hosts)
-        name = f"{self.id}h{index}"
-        host = TestHost(name=name, netns=name, subnet=free_subnet(), outer_if=f"{name}a", inner_if=f"{name}b", tcp=list(tcp))
+    def _network_host(self) -> TestHost:
+        """A namespace joined to this machine by a veth pair, with the host at .2 of its own /24."""
+        name = f"{self.id}h{len(self.hosts)}"
+        host = TestHost(name=name, netns=name, subnet=free_subnet(), outer_if=f"{name}a", inner_if=f"{name}b")
         self.hosts.append(host)
         self._save()
         run("ip", "netns", "add", host.netns)
@@ -103,6 +111,20 @@ class Lab:
         host.exec("ip", "link", "set", host.inner_if, "up")
         host.exec("ip", "link", "set", "lo", "up")
         host.exec("ip", "route", "add", "default", "via", host.gateway)
+        return host
+
+    def add_host(
+        self,
+        tcp: list[int] = (),  # type: ignore[assignment]
+        http: list[int] = (),  # type: ignore[assignment]
+        udp_echo: list[int] = (),  # type: ignore[assignment]
+        udp_silent: list[int] = (),  # type: ignore[assignment]
+        drop_tcp: list[int] = (),  # type: ignore[assignment]
+        drop_udp: list[int] = (),  # type: ignore[assignment]
+    ) -> TestHost:
+        """A light host for scans: the namespace alone, with listeners and nftables drop rules."""
+        host = self._network_host()
+        host.tcp = list(tcp)
         if drop_tcp or drop_udp:
             rules = ["table inet lab {", " chain input {", "  type filter hook input priority 0; policy accept;"]
             rules += [f"  tcp dport {p} drop" for p in drop_tcp] + [f"  udp dport {p} drop" for p in drop_udp]
@@ -115,7 +137,56 @@ class Lab:
         host.listener = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True, cwd="/tmp")
         assert host.listener.stdout is not None
         if host.listener.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"listener on {name} did not start")
+            raise RuntimeError(f"listener on {host.name} did not start")
+        return host
+
+    def add_booted_host(self, authorized_key: str) -> TestHost:
+        """A Debian 12 host booted with systemd-nspawn on an overlay of the shared root, reachable over SSH as root."""
+        root_fs = ensure_rootfs()
+        host = self._network_host()
+        base = HOSTS_DIR / host.name
+        for sub in ("upper", "work", "root"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        host.root = base / "root"
+        self._save()
+        run(
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={root_fs},upperdir={base / 'upper'},workdir={base / 'work'}",
+            str(host.root),
+        )
+        (host.root / "etc/hostname").write_text(host.name + "\n")
+        (host.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        ssh_dir = host.root / "root/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(authorized_key.strip() + "\n")
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        for old in (host.root / "etc/ssh").glob("ssh_host_*"):
+            old.unlink()
+        run("ssh-keygen", "-A", "-f", str(host.root))
+        log = (base / "console.log").open("wb")
+        host.machine = subprocess.Popen(
+            [
+                "systemd-nspawn",
+                "--register=no",
+                "--keep-unit",
+                "-q",
+                "-b",
+                "-D",
+                str(host.root),
+                f"--machine={host.name}",
+                f"--network-namespace-path=/run/netns/{host.netns}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if not wait_for(lambda: _ssh_ready(host.address), timeout=90):
+            raise RuntimeError(f"{host.name} did not boot: see {base / 'console.log'}")
         return host
 
     def close(self) -> None:
@@ -124,6 +195,10 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(host.listener.pid, signal.SIGKILL)
                 host.listener.wait()
+            if host.machine is not None:
+                stop_machine(host.machine.pid)
+                host.machine.wait()
+        remove_roots([str(h.root) for h in self.hosts if h.root])
         remove_netns([h.netns for h in self.hosts])
         self.hosts.clear()
         self.state_file.unlink(missing_ok=True)
@@ -142,6 +217,64 @@ def free_subnet() -> ipaddress.IPv4Network:
         if f"198.18.{third}." not in used:
             return subnet
     raise RuntimeError("no free /24 in 198.18.0.0/16")
+
+
+def ensure_rootfs() -> Path:
+    """The minimal Debian root every booted host overlays, built once with debootstrap from apt's own source."""
+    if (ROOTFS / "usr/sbin/sshd").exists():
+        return ROOTFS
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    mirror = next(line.split()[1] for line in sources.read_text().splitlines() if line.startswith("URIs:"))
+    building = ROOTFS.with_name(ROOTFS.name + f".tmp{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.parent.mkdir(parents=True, exist_ok=True)
+    run("debootstrap", "--variant=minbase", f"--include={ROOTFS_PACKAGES}", "bookworm", str(building), mirror)
+    # sshd must start without a first-boot key generation step; keys are made per host.
+    (building / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.symlink("/lib/systemd/system/ssh.service", building / "etc/systemd/system/multi-user.target.wants/ssh.service")
+    building.rename(ROOTFS)
+    return ROOTFS
+
+
+def _ssh_ready(address: str) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((address, 22), timeout=1) as sock:
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _container_leader(nspawn_pid: int) -> int:
+    """PID (in this namespace) of the container's init: the child of systemd-nspawn."""
+    children = run("pgrep", "-P", str(nspawn_pid)).stdout.split()
+    return int(children[0])
+
+
+def stop_machine(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def remove_roots(roots: list[str]) -> None:
+    for root in roots:
+        run("umount", root, check=False)
+        if os.path.ismount(root):
+            run("umount", "-l", root, check=False)
+        shutil.rmtree(Path(root).parent, ignore_errors=True)
 
 
 def remove_netns(names: list[str]) -> None:
@@ -163,6 +296,11 @@ def cleanup_stale() -> None:
             os.kill(int(data["pid"]), 0)
             continue
         except ProcessLookupError:
+            for name in data.get("netns", []):
+                # A machine left running by a killed run: its nspawn is the process inside that namespace's root.
+                for line in run("pgrep", "-af", f"systemd-nspawn .*--machine={name} ", check=False).stdout.splitlines():
+                    stop_machine(int(line.split()[0]))
+            remove_roots(data.get("roots", []))
             remove_netns(data.get("netns", []))
         except (ValueError, KeyError, OSError):
             pass
