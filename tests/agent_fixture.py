@@ -49,7 +49,9 @@ def build_package(directory: Path) -> tuple[Path, str]:
     shutil.copytree(SOURCE, root)
     for sub in ("etc", "logs", "var/run", "active-response/bin", "queue"):
         (root / "var/ossec" / sub).mkdir(parents=True, exist_ok=True)
-    (root / "var/ossec/etc/ossec.conf").write_text("<ossec_config>\n  <client><server><address>MANAGER_IP</address></server></client>\n</ossec_config>\n")
+    (root / "var/ossec/etc/ossec.conf").write_text(
+        "<ossec_config>\n  <client><server><address>MANAGER_IP</address></server></client>\n</ossec_config>\n"
+    )
     (root / "var/ossec/etc/client.keys").write_text("")
     for tool in ("agent-auth", "wazuh-agentd", "wazuh-control"):
         (root / "var/ossec/bin" / tool).chmod(0o755)

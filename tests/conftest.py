@@ -110,3 +110,59 @@ def wait_scan(client: FlaskClient, job_id: str, timeout: float = 300) -> dict[st
             return view
         time.sleep(0.5)
     raise AssertionError(f"scan {job_id} still {view['status']} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway key pair the booted test hosts trust for root."""
+    import subprocess
+
+    path = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cloudx-tests", "-f", str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def booted_hosts(lab: testhosts.Lab, ssh_key: Path) -> list[testhosts.TestHost]:
+    """Three Debian 12 hosts booted with systemd, reachable over SSH as root with ssh_key."""
+    key = ssh_key.with_suffix(".pub").read_text()
+    return [lab.add_booted_host(key) for _ in range(3)]
+
+
+@pytest.fixture(scope="session")
+def agent_package(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    from tests.agent_fixture import build_package
+
+    return build_package(tmp_path_factory.mktemp("package"))
+
+
+@pytest.fixture(scope="session")
+def manager(lab: testhosts.Lab) -> Iterator[Any]:
+    """A fake Wazuh manager enrollment service that every test host can reach."""
+    from tests.agent_fixture import FakeManager
+
+    fake = FakeManager(lab.service_address(), password=ENROLLMENT_PASSWORD)
+    yield fake
+    fake.close()
+
+
+ENROLLMENT_PASSWORD = "enroll-S3cret-7f1c9a"
+
+
+def agent_inventory(directory: Path, hosts: list[testhosts.TestHost], ssh_key: Path) -> Path:
+    """An inventory for booted hosts with their real host keys pinned in a known_hosts file."""
+    known_hosts = directory / "known_hosts"
+    known_hosts.write_text("".join(f"{h.address} {key}\n" for h in hosts for key in h.host_keys()))
+    lines = ["all:", "  children:", "    linux:", "      hosts:"]
+    for host in hosts:
+        lines += [f"        {host.name}:", f"          ansible_host: {host.address}"]
+    lines += [
+        "      vars:",
+        "        ansible_user: root",
+        f"        ansible_ssh_private_key_file: {ssh_key}",
+        f"        ansible_ssh_common_args: -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes",
+        "        ansible_python_interpreter: /usr/bin/python3",
+    ]
+    path = directory / "hosts.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -70,11 +70,12 @@ class TestHost:
     def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", self.netns, *argv, check=check)
 
-    def shell(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def shell(self, command: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command inside a booted host (its own mount, PID and network namespaces)."""
         assert self.machine is not None, "not a booted host"
         leader = _container_leader(self.machine.pid)
-        return run("nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "--", "/bin/sh", "-c", command, check=check)
+        argv = ["nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "--", "/bin/sh", "-c", command]
+        return subprocess.run(argv, check=check, capture_output=True, text=True, input=stdin)
 
     def host_keys(self) -> list[str]:
         assert self.root is not None
@@ -87,13 +88,20 @@ class Lab:
     def __init__(self) -> None:
         self.id = PREFIX + uuid.uuid4().hex[:5]
         self.hosts: list[TestHost] = []
+        self._addresses: list[str] = []  # on lo, for fake servers
+        self._service_address: str | None = None
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         cleanup_stale()
         self.state_file = STATE_DIR / f"{self.id}.json"
         self._save()
 
     def _save(self) -> None:
-        state = {"pid": os.getpid(), "netns": [h.netns for h in self.hosts], "roots": [str(h.root) for h in self.hosts if h.root]}
+        state = {
+            "pid": os.getpid(),
+            "netns": [h.netns for h in self.hosts],
+            "roots": [str(h.root) for h in self.hosts if h.root],
+            "addresses": self._addresses,
+        }
         self.state_file.write_text(json.dumps(state))
 
     def _network_host(self) -> TestHost:
@@ -189,7 +197,20 @@ class Lab:
             raise RuntimeError(f"{host.name} did not boot: see {base / 'console.log'}")
         return host
 
+    def service_address(self) -> str:
+        """An address of this machine that every test host reaches through its default route (for fake servers)."""
+        if self._service_address is None:
+            address = f"198.19.{os.getpid() % 250 + 1}.{int(self.id[-2:], 16) % 250 + 1}/32"
+            self._addresses.append(address)
+            self._save()
+            run("ip", "addr", "add", address, "dev", "lo")
+            self._service_address = address.split("/")[0]
+        return self._service_address
+
     def close(self) -> None:
+        for address in self._addresses:
+            run("ip", "addr", "del", address, "dev", "lo", check=False)
+        self._addresses.clear()
         for host in self.hosts:
             if host.listener is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -301,6 +322,8 @@ def cleanup_stale() -> None:
                 for line in run("pgrep", "-af", f"systemd-nspawn .*--machine={name} ", check=False).stdout.splitlines():
                     stop_machine(int(line.split()[0]))
             remove_roots(data.get("roots", []))
+            for address in data.get("addresses", []):
+                run("ip", "addr", "del", address, "dev", "lo", check=False)
             remove_netns(data.get("netns", []))
         except (ValueError, KeyError, OSError):
             pass

@@ -1,0 +1,144 @@
+"""The Linux agent role on real booted hosts, with plain ansible-playbook: converge, idempotence, verify, absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ENROLLMENT_PASSWORD, agent_inventory
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def playbook(name: str, inventory: Path, *extra: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), f"playbooks/{name}", *extra] + (["--check"] if check else [])
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def changed_tasks(output: str) -> list[str]:
+    """TASK headers followed by a changed result, to say what was not idempotent."""
+    found, task = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("changed: ["):
+            found.append(f"{task} {line}")
+    return found
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    result = {}
+    for host, counts in re.findall(r"^(\S+)\s+: (ok=.*)$", output, re.M):
+        result[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
+    return result
+
+
+@pytest.fixture(scope="module")
+def deploy_vars(agent_package, manager, tmp_path_factory) -> list[str]:
+    package, sha256 = agent_package
+    vars_file = tmp_path_factory.mktemp("vars") / "agent.json"
+    vars_file.write_text(
+        json.dumps(
+            {
+                "cloudx_agent_manager_address": manager.sock.getsockname()[0],
+                "cloudx_agent_group": "linux-servers",
+                "cloudx_agent_enrollment_password": ENROLLMENT_PASSWORD,
+                "cloudx_agent_linux_package_source": "file",
+                "cloudx_agent_linux_package_file": str(package),
+                "cloudx_agent_linux_package_checksum": f"sha256:{sha256}",
+            }
+        )
+    )
+    vars_file.chmod(0o600)
+    return ["-e", f"@{vars_file}"]
+
+
+def test_converge_idempotence_verify_and_remove(booted_hosts, ssh_key, manager, deploy_vars, tmp_path):
+    hosts = booted_hosts[:2]
+    inventory = agent_inventory(tmp_path, hosts, ssh_key)
+
+    first = playbook("deploy_agent.yml", inventory, *deploy_vars)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert ENROLLMENT_PASSWORD not in first.stdout
+    second = playbook("deploy_agent.yml", inventory, *deploy_vars)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert all(counts["changed"] == 0 for counts in recap(second.stdout).values()), changed_tasks(second.stdout)
+    checked = playbook("deploy_agent.yml", inventory, *deploy_vars, check=True)
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert all(c["changed"] == 0 for c in recap(checked.stdout).values()), changed_tasks(checked.stdout)
+
+    for host in hosts:
+        status = host.shell("dpkg-query -W -f='${Status} ${Version}' wazuh-agent").stdout
+        assert status == "hold ok installed 4.9.2-1"  # held at the pinned version
+        conf = host.shell("cat /var/ossec/etc/ossec.conf").stdout
+        assert f"<address>{manager.sock.getsockname()[0]}</address>" in conf
+        assert f"<agent_name>{host.name}</agent_name>" in conf and "<groups>linux-servers</groups>" in conf
+        assert host.shell("systemctl is-enabled wazuh-agent; systemctl is-active wazuh-agent").stdout.split() == ["enabled", "active"]
+        assert host.shell("stat -c '%U %G %a' /var/ossec/active-response/bin/remove-threat.py").stdout.strip() == "root wazuh 750"
+        assert host.shell("stat -c '%U %G %a' /var/ossec/etc/authd.pass").stdout.strip() == "root wazuh 640"
+        assert host.shell("cat /var/ossec/etc/client.keys").stdout.split()[1] == host.name
+    enrolled = [r for r in manager.requests if r.startswith(f"OSSEC PASS: {ENROLLMENT_PASSWORD} ")]
+    assert sorted(re.search(r"A:'([^']+)'", r).group(1) for r in enrolled) == sorted(h.name for h in hosts)
+    assert all("G:'linux-servers'" in r for r in enrolled)
+
+    removed = playbook("remove_agent.yml", inventory)
+    assert removed.returncode == 0, removed.stdout[-3000:]
+    again = playbook("remove_agent.yml", inventory)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert all(c["changed"] == 0 for c in recap(again.stdout).values()), changed_tasks(again.stdout)
+    for host in hosts:
+        assert host.shell("dpkg-query -W -f='${Status}' wazuh-agent", check=False).stdout in ("", "deinstall ok config-files")
+        assert host.shell("test -e /var/ossec || test -e /var/cache/cloudx-agent || echo gone").stdout.strip() == "gone"
+        assert host.shell("systemctl cat wazuh-agent", check=False).returncode != 0
+        assert host.shell("getent passwd wazuh", check=False).returncode != 0
+
+
+def test_bad_settings_fail_before_touching_hosts(booted_hosts, ssh_key, deploy_vars, tmp_path):
+    inventory = agent_inventory(tmp_path, booted_hosts[2:], ssh_key)
+    bad_settings = [
+        {"cloudx_agent_name": "-rf"},
+        {"cloudx_agent_group": "a b"},
+        {"cloudx_agent_manager_address": "x;id"},
+        {"cloudx_agent_linux_state": "maybe"},
+        {"cloudx_agent_linux_package_checksum": "md5:abc"},
+    ]
+    for bad in bad_settings:
+        result = playbook("deploy_agent.yml", inventory, *deploy_vars, "-e", json.dumps(bad))
+        assert result.returncode != 0 and "Install the agent package" not in result.stdout, (bad, result.stdout[-2000:])
+
+
+def test_remove_threat_quarantines_on_a_host(booted_hosts, ssh_key, deploy_vars, tmp_path):
+    host = booted_hosts[2]
+    inventory = agent_inventory(tmp_path, [host], ssh_key)
+    result = playbook("deploy_agent.yml", inventory, *deploy_vars)
+    assert result.returncode == 0, result.stdout[-3000:]
+    host.shell("printf 'X5O!P%%@AP[4\\\\PZX54(P^)7CC)7}$EICAR' > /tmp/evil.bin")
+    alert = {
+        "version": 1,
+        "origin": {"name": "node01", "module": "wazuh-execd"},
+        "command": "add",
+        "parameters": {
+            "extra_args": [],
+            "program": "active-response/bin/remove-threat.py",
+            "alert": {
+                "rule": {"id": "87105", "description": "VirusTotal: malicious file"},
+                "data": {"virustotal": {"source": {"file": "/tmp/evil.bin"}}},
+            },
+        },
+    }
+    run = host.shell("/var/ossec/active-response/bin/remove-threat.py --no-handshake", check=False, stdin=json.dumps(alert))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert host.shell("test -e /tmp/evil.bin || echo moved").stdout.strip() == "moved"
+    listing = host.shell("stat -c '%a %n' /var/ossec/quarantine /var/ossec/quarantine/*").stdout.split("\n")
+    assert listing[0].startswith("700 ") and any(line.startswith("600 ") and line.endswith(".json") for line in listing)
+    log = host.shell("tail -1 /var/ossec/logs/active-responses.log").stdout
+    assert json.loads(log)["action"] == "quarantined"
