@@ -39,6 +39,12 @@ class Config:
     SCAN_POLL_INTERVAL: int = 2
     # A running job whose worker has not reported for this long is ended as "error".
     WORKER_LOST_AFTER: int = 60
+    # SSH host keys of deployment targets: "pin-on-first-use" records unknown keys (ssh-keyscan) in the
+    # database with the job that pinned them; "strict" only trusts keys provided or pinned before.
+    HOST_KEY_POLICY: str = "pin-on-first-use"
+    KNOWN_HOSTS_FILE: str = ""
+    # Variables every agent deployment gets (package source, repository, ...), a YAML or JSON file.
+    AGENT_VARS_FILE: str = ""
     SYNC_HEARTBEAT_FILE: str = "sync_heartbeat.json"
     SYNC_MAX_AGE: int = 30
     MAX_CONTENT_LENGTH: int = 64 * 1024
@@ -72,4 +78,7 @@ class Config:
             "CLOUDX_INVENTORY": self.INVENTORY,
             "CLOUDX_JOB_TIMEOUT": str(self.JOB_TIMEOUT),
             "CLOUDX_IDLE_TIMEOUT": str(self.IDLE_TIMEOUT),
+            "CLOUDX_HOST_KEY_POLICY": self.HOST_KEY_POLICY,
+            "CLOUDX_KNOWN_HOSTS_FILE": self.KNOWN_HOSTS_FILE,
+            "CLOUDX_AGENT_VARS_FILE": self.AGENT_VARS_FILE,
         }

@@ -7,13 +7,14 @@ Another backend (Celery, issue 6) implements the same interface.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 from controller.config import Config
 from controller.db import Database
@@ -27,8 +28,13 @@ class Executor(Protocol):
     def start(self) -> None:
         """Reconcile jobs left over from a previous run and begin taking queued jobs."""
 
-    def submit(self, job_id: str) -> None:
-        """A job was queued (it is already stored with status "queued")."""
+    @property
+    def holder_id(self) -> str:
+        """Names this executor as the holder of a job's in-memory credentials."""
+        ...
+
+    def submit(self, job_id: str, secrets: dict[str, Any] | None = None) -> None:
+        """A job was queued (it is already stored with status "queued"); `secrets` never reach the database."""
 
     def cancel(self, job_id: str) -> None:
         """A cancel was requested (already recorded on the job); deliver it quickly."""
@@ -48,6 +54,7 @@ class LocalExecutor:
         self.only_job = only_job
         self.me = worker_id()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.secrets: dict[str, dict[str, Any]] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,7 +71,13 @@ class LocalExecutor:
             killed = kill_job_processes(job_id)
             log.warning("job %s was running when its worker stopped: marked failed, %d leftover process(es) killed", job_id, killed)
 
-    def submit(self, job_id: str) -> None:
+    @property
+    def holder_id(self) -> str:
+        return self.me
+
+    def submit(self, job_id: str, secrets: dict[str, Any] | None = None) -> None:
+        if secrets:
+            self.secrets[job_id] = secrets
         self._wake.set()
 
     def cancel(self, job_id: str) -> None:
@@ -115,15 +128,20 @@ class LocalExecutor:
             self._spawn(job_id)
 
     def _spawn(self, job_id: str) -> None:
-        env = {**os.environ, **self.config.as_env(), "CLOUDX_WORKER_DIE_WITH_PARENT": "1"}
+        env = {**os.environ, **self.config.as_env(), "CLOUDX_WORKER_DIE_WITH_PARENT": "1", "CLOUDX_WORKER_SECRETS_ON_STDIN": "1"}
+        secrets = self.secrets.pop(job_id, None)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "controller.worker", job_id],
                 env=env,
                 cwd=self.config.PROJECT_DIR,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 start_new_session=True,
             )
+            # Credentials go to the worker through a pipe: never a file, an argument or the environment.
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(secrets or {}).encode())
+            proc.stdin.close()
         except OSError as exc:
             with self.db.session() as session:
                 fail_job(session, job_id, "error", f"could not start a worker process: {exc}")

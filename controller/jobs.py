@@ -25,10 +25,27 @@ def worker_id() -> str:
 
 
 def create_job(
-    session: Session, *, kind: str, playbook: str, inventory: str, extra_vars: dict[str, Any], timeout: int, limit: str | None = None
+    session: Session,
+    *,
+    kind: str,
+    playbook: str,
+    inventory: str,
+    extra_vars: dict[str, Any],
+    timeout: int,
+    limit: str | None = None,
+    settings: dict[str, Any] | None = None,
+    secrets_holder: str | None = None,
 ) -> Job:
     job = Job(
-        kind=kind, playbook=playbook, inventory=inventory, limit=limit, extra_vars=redact(extra_vars), timeout=timeout, status="queued"
+        kind=kind,
+        playbook=playbook,
+        inventory=inventory,
+        limit=limit,
+        extra_vars=redact(extra_vars),
+        timeout=timeout,
+        status="queued",
+        settings=settings or {},
+        secrets_holder=secrets_holder,
     )
     session.add(job)
     session.flush()
@@ -65,7 +82,9 @@ def claim_next(session: Session, max_running: int, worker: str, only: str | None
     A CLI run claims its own job (`only`) whatever the limit: the user asked for it now.
     """
     if only is None:
-        oldest = select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1).scalar_subquery()
+        # A job with credentials runs only where they are held (in that executor's memory).
+        claimable = and_(Job.status == "queued", or_(Job.secrets_holder.is_(None), Job.secrets_holder == worker))
+        oldest = select(Job.id).where(claimable).order_by(Job.created_at, Job.id).limit(1).scalar_subquery()
         running = select(func.count()).select_from(Job).where(Job.status == "running").scalar_subquery()
         condition = and_(Job.id == oldest, running < max_running)
     else:
@@ -106,6 +125,12 @@ def reconcile(session: Session, lost_after: int) -> list[str]:
         if local_dead or heartbeat < stale:
             why = "its worker process is gone" if local_dead else f"its worker has not reported for {lost_after} s"
             if fail_job(session, job.id, "failed", f"interrupted: the controller or worker stopped while the job was running ({why})"):
+                ended.append(job.id)
+    for job in session.scalars(select(Job).where(Job.status == "queued", Job.secrets_holder.is_not(None))):
+        holder_host, _, pid = (job.secrets_holder or "").rpartition(":")
+        if holder_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            reason = "the credentials of this job were held in memory by a controller that stopped; submit it again"
+            if fail_job(session, job.id, "failed", reason):
                 ended.append(job.id)
     return ended
 

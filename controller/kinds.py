@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from controller import scans
+from controller import deployments, scans
 from controller.config import Config
 from controller.db import Database
 
@@ -21,3 +22,10 @@ def finish(kind: str, db: Database, config: Config, job_id: str, status: str, re
     if kind == "scan":
         return scans.store_results(db, config, job_id, status, reason)
     return status, reason
+
+
+def prepare(kind: str, db: Database, config: Config, job: dict[str, Any], private_dir: Path) -> dict[str, Any]:
+    """Runner settings prepared where the job runs: inventory, environment, extra variable files."""
+    if kind == "deploy":
+        return deployments.prepare(db, config, job, private_dir)
+    return {}

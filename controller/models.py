@@ -40,6 +40,11 @@ class Job(Base):
     rc: Mapped[int | None] = mapped_column(Integer)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     timeout: Mapped[int] = mapped_column(Integer)
+    # Job settings that are not Ansible variables (a generated inventory, known host keys).
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Credentials never reach the database: the executor that accepted them holds them in memory, and
+    # only it may run the job (worker id "host:pid").
+    secrets_holder: Mapped[str | None] = mapped_column(String(255))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(255))
     # Counter of the last event; set when the job ends, once every event is stored.
@@ -97,6 +102,22 @@ class JobHostSummary(Base):
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     rescued: Mapped[int] = mapped_column(Integer, default=0)
     ignored: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class HostKey(Base):
+    """An SSH host key the controller trusts, and how that decision was made."""
+
+    __tablename__ = "host_keys"
+    __table_args__ = (UniqueConstraint("host", "key_type", name="uq_host_keys_host_type"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    key_type: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(Text)
+    # "pinned on first use" or "provided"
+    source: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Scan(Base):

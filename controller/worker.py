@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
+import shlex
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from controller import kinds
 from controller.config import Config
 from controller.db import Database
 from controller.events import EventWriter
-from controller.jobs import worker_id
+from controller.jobs import fail_job, worker_id
 from controller.models import FINAL_STATUSES, Job, utcnow
 
 log = logging.getLogger("cloudx.worker")
@@ -40,7 +44,9 @@ def job_dir(config: Config, job_id: str) -> Path:
 class JobRun:
     """One execution of one job."""
 
-    def __init__(self, config: Config, db: Database, job_id: str) -> None:
+    def __init__(self, config: Config, db: Database, job_id: str, secrets: dict[str, Any] | None = None) -> None:
+        self.secrets = secrets or {}
+        self.secret_file: Path | None = None
         self.config = config
         self.db = db
         self.job_id = job_id
@@ -77,9 +83,22 @@ class JobRun:
             job.heartbeat_at = utcnow()
             kind, playbook, inventory, limit, timeout = job.kind, job.playbook, job.inventory, job.limit, job.timeout
             extra_vars = dict(job.extra_vars)
+            job_info = {"id": job.id, "inventory": job.inventory, "limit": job.limit, "settings": dict(job.settings)}
         extra_vars.update(kinds.private_vars(kind, self.config, self.job_id))
         private_dir = job_dir(self.config, self.job_id)
         private_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            plan = kinds.prepare(kind, self.db, self.config, job_info, private_dir)
+        except Exception as exc:
+            log.exception("preparing job %s failed", self.job_id)
+            with self.db.session() as session:
+                fail_job(session, self.job_id, "error", f"preparing the job failed: {exc}")
+            return "error"
+        inventory = plan.get("inventory", inventory)
+        files = list(plan.get("cmdline_files", []))
+        if self.secrets.get("extra_vars"):
+            self.secret_file = write_secret_vars(self.secrets["extra_vars"])
+            files.append(str(self.secret_file))
         writer = EventWriter(self.db, self.job_id)
         watcher = threading.Thread(target=self._watch_cancel, name="cancel-watch", daemon=True)
         watcher.start()
@@ -98,7 +117,14 @@ class JobRun:
                 suppress_env_files=True,
                 timeout=timeout,
                 settings={"idle_timeout": self.config.IDLE_TIMEOUT, "pexpect_timeout": 0.5, "suppress_ansible_output": True},
-                envvars={"ANSIBLE_CONFIG": str(project / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "PYTHONUNBUFFERED": "1"},
+                envvars={
+                    "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
+                    "ANSIBLE_NOCOLOR": "1",
+                    "PYTHONUNBUFFERED": "1",
+                    **plan.get("envvars", {}),
+                },
+                cmdline=" ".join(f"-e @{shlex.quote(f)}" for f in files) or None,
+                ssh_key=self.secrets.get("ssh_key"),
                 event_handler=self._on_event(writer),
                 cancel_callback=self.cancel_requested.is_set,
             )
@@ -114,6 +140,7 @@ class JobRun:
             status, reason = "error", f"ansible-runner failed: {exc}"
         finally:
             self._done.set()
+            self._drop_secret_file()
             # ansible-core's forks call setsid() and async tasks daemonize, so killing ansible-playbook's
             # process group leaves them running; as subreaper this process inherits them and ends them here.
             kill_descendants()
@@ -140,12 +167,34 @@ class JobRun:
             session.execute(update(Job).where(Job.id == self.job_id).values(**values))
         return status
 
+    def _drop_secret_file(self) -> None:
+        if self.secret_file is not None:
+            shutil.rmtree(self.secret_file.parent, ignore_errors=True)
+            self.secret_file = None
+
     def _on_event(self, writer: EventWriter) -> Any:
         def handler(event: dict[str, Any]) -> bool:
+            if event.get("event") == "playbook_on_start":
+                self._drop_secret_file()  # ansible-playbook has read its extra variables by now
             writer.put(event)
             return False  # stored in the database; no job_events/*.json files
 
         return handler
+
+
+def write_secret_vars(values: dict[str, Any]) -> Path:
+    """Secret extra variables in a private file in memory (tmpfs), removed as soon as ansible-playbook has read it.
+
+    ansible-playbook reads extra variables only from its command line or a regular file; the command line
+    is recorded in the job's artifacts, so a short-lived file outside them is the narrowest channel.
+    """
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    directory = Path(tempfile.mkdtemp(prefix="cloudx-", dir=base))
+    path = directory / "vars.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(values, out)
+    return path
 
 
 def kill_descendants(grace: float = 3.0) -> None:
@@ -191,7 +240,9 @@ def main(argv: list[str]) -> int:
     os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH") or os.defpath])
     config = Config.from_env()
     db = Database(config.DATABASE_URL)
-    run = JobRun(config, db, argv[1])
+    # The executor hands credentials over on stdin (see LocalExecutor._spawn).
+    secrets = json.loads(sys.stdin.read() or "{}") if os.environ.get("CLOUDX_WORKER_SECRETS_ON_STDIN") == "1" else {}
+    run = JobRun(config, db, argv[1], secrets)
     signal.signal(signal.SIGTERM, lambda *_: run.request_stop("the controller stopped while the job was running"))
     signal.signal(signal.SIGINT, lambda *_: run.request_stop("interrupted"))
     status = run.run()

@@ -1,0 +1,298 @@
+"""Agent deployments: requests become deploy jobs; inventories, host keys and credentials are prepared where they run."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.config import Config
+from controller.db import Database
+from controller.errors import ValidationError
+from controller.jobs import create_job
+from controller.models import HostKey, Job
+from controller.scanlib import ScanInputError, scanner
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\\-]{0,63}$")
+KEY_LINE = re.compile(
+    r"^(?:\[[A-Za-z0-9.:-]+\]:\d+|[A-Za-z0-9.:-]+) (ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/=]+$"
+)
+OS_TYPES = ("linux", "windows", "mac")
+MAX_SECRET = 16 * 1024
+MAX_HOSTS = 1000
+DEPLOY_TIMEOUT = 3600
+
+
+def _host(value: Any, field: str) -> str:
+    try:
+        host = scanner.validate_target(value)
+    except ScanInputError as exc:
+        raise ValidationError(exc.message.replace("target", field, 1), field=field) from None
+    if "/" in host:
+        raise ValidationError(f"{field} must be one host, not a network", field=field)
+    return host
+
+
+def _name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise ValidationError(f"{field} must match {NAME.pattern}", field=field)
+    return value
+
+
+def _secret(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_SECRET or "\x00" in value:
+        raise ValidationError(f"{field} must be a non-empty string of at most {MAX_SECRET} characters", field=field)
+    return value
+
+
+def _known_hosts(value: Any) -> list[str]:
+    if value is None:
+        return []
+    lines = value.splitlines() if isinstance(value, str) else value
+    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+        raise ValidationError("known_hosts must be a string or a list of 'host keytype key' lines", field="known_hosts")
+    kept = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    for line in kept:
+        if not KEY_LINE.match(line):
+            raise ValidationError(f"known_hosts line is not 'host keytype base64key': {line[:80]!r}", field="known_hosts")
+    return kept
+
+
+def _credentials(body: dict[str, Any], os_type: str, required: bool) -> tuple[dict[str, Any], str]:
+    """The in-memory secrets of a request, and which authentication it uses."""
+    secrets: dict[str, Any] = {"extra_vars": {}}
+    password, key = body.get("password"), body.get("ssh_key")
+    if password is not None and key is not None:
+        raise ValidationError("give either password or ssh_key, not both", field="ssh_key")
+    if key is not None:
+        if os_type == "windows":
+            raise ValidationError("Windows hosts are reached over WinRM: give a password", field="ssh_key")
+        key = _secret(key, "ssh_key")
+        if not key.lstrip().startswith("-----BEGIN ") or "PRIVATE KEY-----" not in key:
+            raise ValidationError("ssh_key must be a private key in PEM/OpenSSH format", field="ssh_key")
+        secrets["ssh_key"] = key if key.endswith("\n") else key + "\n"
+        auth = "key"
+    elif password is not None:
+        secrets["extra_vars"]["ansible_password"] = _secret(password, "password")
+        auth = "password"
+    elif required:
+        raise ValidationError("give a password or an ssh_key", field="password")
+    else:
+        auth = "inventory"
+    if body.get("become_password") is not None:
+        secrets["extra_vars"]["ansible_become_password"] = _secret(body["become_password"], "become_password")
+    if body.get("enrollment_password") is not None:
+        secrets["extra_vars"]["cloudx_agent_enrollment_password"] = _secret(body["enrollment_password"], "enrollment_password")
+    return secrets, auth
+
+
+def _check_fields(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object", field="body")
+    unknown = set(body) - allowed
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    return body
+
+
+COMMON = {"os_type", "username", "password", "ssh_key", "become_password", "enrollment_password", "group", "manager_ip", "known_hosts"}
+
+
+def validate_agent_request(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """POST /api/deploy/agent: one target. Returns (job parameters, secrets)."""
+    body = _check_fields(body, COMMON | {"target", "agent_name", "port"})
+    target = _host(body.get("target"), "target")
+    request = _common(body, hosts=[target], credentials_required=True)
+    if body.get("agent_name") is not None:
+        request["extra_vars"]["cloudx_agent_name"] = _name(body["agent_name"], "agent_name")
+    if body.get("port") is not None:
+        port = body["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValidationError("port must be an integer from 1 to 65535", field="port")
+        request["settings"]["port"] = port
+    return request, request.pop("secrets")
+
+
+def validate_deployment_request(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """POST /api/deployments: a host list or an inventory group/pattern, present or absent."""
+    body = _check_fields(body, COMMON | {"hosts", "limit", "state"})
+    hosts, limit = body.get("hosts"), body.get("limit")
+    if (hosts is None) == (limit is None):
+        raise ValidationError("give either hosts (a list of addresses) or limit (an inventory group or pattern)", field="hosts")
+    if hosts is not None:
+        if not isinstance(hosts, list) or not 1 <= len(hosts) <= MAX_HOSTS:
+            raise ValidationError(f"hosts must be a list of 1 to {MAX_HOSTS} addresses or hostnames", field="hosts")
+        hosts = sorted({_host(h, "hosts") for h in hosts})
+    else:
+        if not isinstance(limit, str) or not re.match(r"^[A-Za-z0-9_.:*!&,\[\]-]{1,255}$", limit) or limit.startswith("-"):
+            raise ValidationError("limit must be an Ansible host pattern such as 'linux' or 'web*:&prod'", field="limit")
+    request = _common(body, hosts=hosts, credentials_required=False)
+    request["limit"] = limit
+    state = body.get("state", "present")
+    if state not in ("present", "absent"):
+        raise ValidationError("state must be present or absent", field="state")
+    request["playbook"] = "playbooks/deploy_agent.yml" if state == "present" else "playbooks/remove_agent.yml"
+    return request, request.pop("secrets")
+
+
+def _common(body: dict[str, Any], hosts: list[str] | None, credentials_required: bool) -> dict[str, Any]:
+    os_type = body.get("os_type", "linux" if hosts is None else None)
+    if os_type not in OS_TYPES:
+        raise ValidationError(f"os_type must be one of: {', '.join(OS_TYPES)}", field="os_type")
+    username = body.get("username")
+    if username is not None and (not isinstance(username, str) or not USERNAME.match(username)):
+        raise ValidationError("username may hold letters, digits, _ . - and \\ (1-64 characters)", field="username")
+    if hosts is not None and credentials_required and username is None:
+        raise ValidationError("username is required", field="username")
+    secrets, auth = _credentials(body, os_type, required=credentials_required)
+    extra_vars: dict[str, Any] = {}
+    if body.get("manager_ip") is not None:
+        extra_vars["cloudx_agent_manager_address"] = _host(body["manager_ip"], "manager_ip")
+    if body.get("group") is not None:
+        extra_vars["cloudx_agent_group"] = _name(body["group"], "group")
+    if username not in (None, "root", "Administrator") and os_type != "windows":
+        extra_vars["cloudx_become"] = True
+    settings: dict[str, Any] = {"os_type": os_type, "auth": auth, "known_hosts": _known_hosts(body.get("known_hosts"))}
+    if hosts is not None:
+        settings["hosts"] = hosts
+    if username is not None:
+        settings["username"] = username
+    return {"extra_vars": extra_vars, "settings": settings, "secrets": secrets, "playbook": "playbooks/deploy_agent.yml", "limit": None}
+
+
+def create_deployment(session: Session, config: Config, request: dict[str, Any], secrets: dict[str, Any], holder: str) -> Job:
+    generated = "hosts" in request["settings"]
+    return create_job(
+        session,
+        kind="deploy",
+        playbook=request["playbook"],
+        inventory="generated" if generated else config.INVENTORY,
+        limit=request["limit"],
+        extra_vars=request["extra_vars"],
+        timeout=DEPLOY_TIMEOUT,
+        settings=request["settings"],
+        secrets_holder=holder if secrets.get("ssh_key") or secrets.get("extra_vars") else None,
+    )
+
+
+# --- where the job runs --------------------------------------------------------
+
+
+def write_inventory(settings: dict[str, Any], directory: Path) -> Path:
+    """The inventory of a deployment to listed hosts: one group per os_type, connection settings per platform."""
+    os_type = settings["os_type"]
+    hosts = {host: ({"ansible_port": settings["port"]} if "port" in settings else {}) for host in settings["hosts"]}
+    group_vars: dict[str, Any] = {}
+    if "username" in settings:
+        group_vars["ansible_user"] = settings["username"]
+    if os_type == "windows":
+        group_vars.update(
+            {
+                "ansible_connection": "winrm",
+                "ansible_winrm_transport": "ntlm",
+                "ansible_winrm_scheme": "https",
+                "ansible_winrm_server_cert_validation": "validate",
+            }
+        )
+    else:
+        group_vars["ansible_python_interpreter"] = "auto_silent"
+    inventory = {"all": {"children": {os_type: {"hosts": hosts, "vars": group_vars}}}}
+    path = directory / "inventory.json"
+    path.write_text(json.dumps(inventory, indent=1))
+    return path
+
+
+def target_hosts(inventory: str, limit: str | None) -> list[tuple[str, int]]:
+    """(address, port) of every SSH host the job will reach, from ansible-inventory."""
+    argv = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", inventory, "--list"]
+    if limit:
+        argv += ["--limit", limit]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+    data = json.loads(out)
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    names: set[str] = set()
+    for group, content in data.items():
+        if group != "_meta" and isinstance(content, dict):
+            names.update(content.get("hosts", []))
+    found = []
+    for name in sorted(names):
+        hv = hostvars.get(name, {})
+        if hv.get("ansible_connection", "ssh") not in ("ssh", "smart", "paramiko"):
+            continue
+        found.append((str(hv.get("ansible_host", name)), int(hv.get("ansible_port", 22))))
+    return found
+
+
+def _known_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def pin_host_keys(
+    db: Database, config: Config, job_id: str, settings: dict[str, Any], hosts: list[tuple[str, int]], directory: Path
+) -> Path:
+    """Write the job's known_hosts: provided keys, keys pinned earlier, and (policy allowing) keys pinned now."""
+    provided: dict[str, list[str]] = {}
+    for line in settings.get("known_hosts", []):
+        host, key_type, key = line.split(" ", 2)
+        provided.setdefault(host, []).append(f"{key_type} {key}")
+    names = {_known_name(a, p): (a, p) for a, p in hosts}
+    with db.session() as session:
+        for host, keys in provided.items():
+            for entry in keys:
+                key_type, key = entry.split(" ", 1)
+                _record(session, host, key_type, key, "provided", job_id)
+        known = {k.host for k in session.scalars(select(HostKey).where(HostKey.host.in_(names)))}
+    unknown = [names[n] for n in names if n not in known]
+    if unknown and config.HOST_KEY_POLICY == "pin-on-first-use":
+        for address, port in unknown:
+            scanned = subprocess.run(
+                ["ssh-keyscan", "-T", "5", "-p", str(port), "-t", "ed25519,ecdsa,rsa", address],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout
+            with db.session() as session:
+                for line in scanned.splitlines():
+                    parts = line.split()
+                    if len(parts) == 3 and not line.startswith("#"):
+                        _record(session, _known_name(address, port), parts[1], parts[2], "pinned on first use", job_id)
+    lines = []
+    with db.session() as session:
+        for key in session.scalars(select(HostKey).where(HostKey.host.in_(list(names) + list(provided))).order_by(HostKey.host)):
+            lines.append(f"{key.host} {key.key_type} {key.public_key}")
+        if Path(config.KNOWN_HOSTS_FILE).is_file():
+            lines += Path(config.KNOWN_HOSTS_FILE).read_text().splitlines()
+    path = directory / "known_hosts"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _record(session: Session, host: str, key_type: str, key: str, source: str, job_id: str) -> None:
+    existing = session.scalar(select(HostKey).where(HostKey.host == host, HostKey.key_type == key_type))
+    if existing is None:
+        session.add(HostKey(host=host, key_type=key_type, public_key=key, source=source, job_id=job_id))
+    elif source == "provided" and existing.public_key != key:
+        existing.public_key, existing.source, existing.job_id = key, "provided", job_id
+
+
+def prepare(db: Database, config: Config, job: dict[str, Any], private_dir: Path) -> dict[str, Any]:
+    """Runner settings of a deploy job: its inventory, its known_hosts and strict host key checking."""
+    settings = job["settings"]
+    inventory = str(write_inventory(settings, private_dir)) if "hosts" in settings else job["inventory"]
+    hosts = target_hosts(inventory, job["limit"])
+    known_hosts = pin_host_keys(db, config, job["id"], settings, hosts, private_dir)
+    ssh_args = f"-C -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
+    extra_files = [config.AGENT_VARS_FILE] if config.AGENT_VARS_FILE else []
+    return {
+        "inventory": inventory,
+        "envvars": {"ANSIBLE_SSH_ARGS": ssh_args, "ANSIBLE_HOST_KEY_CHECKING": "True"},
+        "cmdline_files": extra_files,
+    }
