@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from flask import Flask
+from sqlalchemy import select
 
 from controller.config import Config
 from controller.db import Database
@@ -155,6 +156,117 @@ def _print_results(view: dict[str, Any]) -> None:
                 f"{name:<40} {host['status']:<8} {str(port['port']) + '/' + port['protocol']:<11} "
                 f"{port['state']:<14} {port['reason'] or '':<12} {service}"
             )
+
+
+@cli.command()
+@click.argument("hosts", nargs=-1)
+@click.option("--limit", "pattern", help="Deploy to this inventory group or pattern (CLOUDX_INVENTORY) instead of HOSTS.")
+@click.option("--os", "os_type", type=click.Choice(["linux", "windows", "mac"]), default="linux", show_default=True)
+@click.option("--user", "username", help="Login user (root, or a user with sudo: become is used).")
+@click.option("--ssh-key", "ssh_key_file", type=click.Path(exists=True, dir_okay=False), help="Private key file.")
+@click.option("--ask-password", is_flag=True, help="Prompt for the login password.")
+@click.option("--manager", "manager_ip", help="Wazuh manager address.")
+@click.option("--name", "agent_name", help="Agent name (one host only; default: the host).")
+@click.option("--group", help="Agent group.")
+@click.option("--enrollment-password-file", type=click.Path(exists=True, dir_okay=False), help="File holding the enrollment password.")
+@click.option("--known-hosts", "known_hosts_file", type=click.Path(exists=True, dir_okay=False), help="Trusted host keys.")
+@click.option("--state", type=click.Choice(["present", "absent"]), default="present", show_default=True)
+@pass_ctx
+def deploy(
+    ctx: Context,
+    hosts: tuple[str, ...],
+    pattern: str | None,
+    os_type: str,
+    username: str | None,
+    ssh_key_file: str | None,
+    ask_password: bool,
+    manager_ip: str | None,
+    agent_name: str | None,
+    group: str | None,
+    enrollment_password_file: str | None,
+    known_hosts_file: str | None,
+    state: str,
+) -> None:
+    """Deploy (or remove) the Cloud-X agent through the controller, showing each host's progress."""
+    from pathlib import Path
+
+    from controller.deployments import create_deployment, validate_agent_request, validate_deployment_request
+    from controller.executor import LocalExecutor
+
+    body: dict[str, Any] = {"os_type": os_type}
+    optional = {"username": username, "manager_ip": manager_ip, "group": group}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if ssh_key_file:
+        body["ssh_key"] = Path(ssh_key_file).read_text()
+    if ask_password:
+        body["password"] = click.prompt("Password", hide_input=True)
+    if enrollment_password_file:
+        body["enrollment_password"] = Path(enrollment_password_file).read_text().strip()
+    if known_hosts_file:
+        body["known_hosts"] = Path(known_hosts_file).read_text()
+    try:
+        if agent_name is not None:
+            if len(hosts) != 1 or pattern or state != "present":
+                raise ApiError("--name needs exactly one host", field="name")
+            request, secrets = validate_agent_request({**body, "target": hosts[0], "agent_name": agent_name})
+        else:
+            body.update({"hosts": list(hosts)} if hosts else {"limit": pattern} if pattern else {})
+            request, secrets = validate_deployment_request({**body, "state": state})
+        executor = LocalExecutor(ctx.config, ctx.db)
+        with ctx.db.session() as session:
+            job_id = create_deployment(session, ctx.config, request, secrets, executor.holder_id).id
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from None
+    executor.only_job = job_id
+    executor.submit(job_id, secrets)
+    executor.start()
+    click.echo(f"job {job_id}: {'deploying to' if state == 'present' else 'removing from'} {' '.join(hosts) or pattern}", err=True)
+    try:
+        status = _follow_hosts(ctx, job_id)
+    except KeyboardInterrupt:
+        from controller.jobs import cancel_job
+
+        with ctx.db.session() as session:
+            cancel_job(session, job_id)
+        click.echo("  stopping...", err=True)
+        status = _follow_hosts(ctx, job_id)
+    finally:
+        executor.shutdown()
+    if status != "successful":
+        raise click.ClickException(f"deployment {status}: see `cloudx events {job_id}`")
+
+
+_RESULTS = {"runner_on_ok": "ok", "runner_on_failed": "FAILED", "runner_on_unreachable": "UNREACHABLE", "runner_on_skipped": "skipped"}
+
+
+def _follow_hosts(ctx: Context, job_id: str) -> str:
+    """Print one line per host and task result as events arrive, then the per-host recap."""
+    from controller.jobs import events_page, get_job, summary_view
+    from controller.models import JobHostSummary
+
+    after = 0
+    while True:
+        with ctx.db.session() as session:
+            job = get_job(session, job_id)
+            rows, _ = events_page(session, job_id, 500, after, None, None)
+            lines = [(e.counter, e.event, e.host, e.task, (e.event_data.get("res") or {}).get("changed")) for e in rows]
+            finished = not job.active and (job.final_counter or 0) <= (lines[-1][0] if lines else after)
+        for counter, event, host, task, changed in lines:
+            after = counter
+            if event in _RESULTS and event != "runner_on_skipped":
+                result = "changed" if event == "runner_on_ok" and changed else _RESULTS[event]
+                click.echo(f"  {host:<32} {result:<11} {task}", err=True)
+        if finished:
+            break
+        time.sleep(0.5)
+    with ctx.db.session() as session:
+        job = get_job(session, job_id)
+        summaries = [summary_view(s) for s in session.scalars(select(JobHostSummary).where(JobHostSummary.job_id == job_id))]
+        status = job.status
+    click.echo(f"{'HOST':<32} {'OK':>4} {'CHANGED':>8} {'FAILED':>7} {'UNREACHABLE':>12}")
+    for s in sorted(summaries, key=lambda s: s["host"]):
+        click.echo(f"{s['host']:<32} {s['ok']:>4} {s['changed']:>8} {s['failed']:>7} {s['unreachable']:>12}")
+    return status
 
 
 @cli.command()

@@ -161,3 +161,37 @@ def test_deployment_requests_are_validated(deploy_app):
     assert client.post("/api/deployments", json={"limit": "--x"}).get_json()["field"] == "limit"
     assert client.post("/api/deployments", json={"limit": "linux", "state": "gone"}).get_json()["field"] == "state"
     assert client.get("/api/jobs").get_json()["jobs"] == []
+
+
+def test_cli_deploy_and_remove(runner, monkeypatch, booted_hosts, ssh_key, manager, agent_package, tmp_path):
+    from controller.cli import cli
+
+    package, sha256 = agent_package
+    agent_vars = tmp_path / "agent-vars.json"
+    agent_vars.write_text(
+        json.dumps(
+            {
+                "cloudx_agent_linux_package_source": "file",
+                "cloudx_agent_linux_package_file": str(package),
+                "cloudx_agent_linux_package_checksum": f"sha256:{sha256}",
+            }
+        )
+    )
+    monkeypatch.setenv("CLOUDX_AGENT_VARS_FILE", str(agent_vars))
+    password_file = tmp_path / "enroll.pass"
+    password_file.write_text(ENROLLMENT_PASSWORD + "\n")
+    host = booted_hosts[1]
+    common = [host.address, "--user", "root", "--ssh-key", str(ssh_key)]
+    result = runner.invoke(
+        cli,
+        ["deploy", *common, "--manager", manager.sock.getsockname()[0], "--group", "cli", "--enrollment-password-file", str(password_file)],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{host.address}" in result.output and "Start the agent and enable it at boot" in result.output
+    recap = [line.split() for line in result.output.splitlines() if line.startswith(host.address) and len(line.split()) == 5]
+    assert recap and recap[-1][3:] == ["0", "0"]
+    removed = runner.invoke(cli, ["deploy", *common, "--state", "absent"])
+    assert removed.exit_code == 0, removed.output
+    assert host.shell("test -e /var/ossec || echo gone").stdout.strip() == "gone"
+    bad = runner.invoke(cli, ["deploy", "--user", "root", "--ssh-key", str(ssh_key), "--", "-oProxyCommand=id"])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "Error:" in bad.output
