@@ -142,3 +142,34 @@ def test_remove_threat_quarantines_on_a_host(booted_hosts, ssh_key, deploy_vars,
     assert listing[0].startswith("700 ") and any(line.startswith("600 ") and line.endswith(".json") for line in listing)
     log = host.shell("tail -1 /var/ossec/logs/active-responses.log").stdout
     assert json.loads(log)["action"] == "quarantined"
+
+
+def test_standalone_scripts_install_and_uninstall(booted_hosts, agent_package, manager):
+    host = booted_hosts[0]
+    package, sha256 = agent_package
+    work = host.root / "root/cloudx"
+    work.mkdir(exist_ok=True)
+    for path in [package, *sorted((ROOT / "scripts/linux").iterdir())]:
+        (work / path.name).write_bytes(path.read_bytes())
+        (work / path.name).chmod(0o755)
+    (work / "enroll.pass").write_text(ENROLLMENT_PASSWORD + "\n")
+    host.shell("/root/cloudx/cloudx-agent-setup.sh --uninstall --yes")
+    install = (
+        f"/root/cloudx/cloudx-agent-install.sh --manager {manager.sock.getsockname()[0]} --name hand-made --group by_hand"
+        f" --password-file /root/cloudx/enroll.pass --package /root/cloudx/{package.name} --sha256 {sha256}"
+    )
+    result = host.shell(install, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = host.shell("/root/cloudx/cloudx-agent-setup.sh --status").stdout
+    assert "4.9.2-1" in status and "service: active / enabled" in status and "enrolled: yes" in status
+    conf = host.shell("cat /var/ossec/etc/ossec.conf").stdout
+    assert "<agent_name>hand-made</agent_name>" in conf and "<groups>by_hand</groups>" in conf
+    keys_before = host.shell("cat /var/ossec/etc/client.keys").stdout
+    assert host.shell(install, check=False).returncode == 0  # a second run keeps the key
+    assert host.shell("cat /var/ossec/etc/client.keys").stdout == keys_before
+    bad = host.shell(install.replace("hand-made", "'-bad name'"), check=False)
+    assert bad.returncode != 0 and "--name must match" in bad.stderr
+    refused = host.shell("/root/cloudx/cloudx-agent-setup.sh --uninstall < /dev/null", check=False)
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert host.shell("/root/cloudx/cloudx-agent-setup.sh --uninstall --yes").returncode == 0
+    assert host.shell("test -e /var/ossec || echo gone").stdout.strip() == "gone"

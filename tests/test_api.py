@@ -138,3 +138,22 @@ def test_cli_errors_are_one_line(runner):
     assert result.exit_code == 1 and result.output.strip().count("\n") == 0 and "target" in result.output
     result = runner.invoke(cli, ["jobs", "--status", "bogus"])
     assert result.exit_code == 1 and "status must be one of" in result.output
+
+
+def test_scripts_are_served_read_only(client):
+    listing = client.get("/api/scripts").get_json()
+    assert {"cloudx-agent-install.sh", "cloudx-agent-setup.sh", "remove-threat.py", "requirements.txt"} <= set(listing["linux"])
+    response = client.get("/api/scripts/linux/remove-threat.py")
+    assert response.status_code == 200 and response.data.startswith(b"#!/usr/bin/env python3")
+    assert response.headers["Content-Disposition"].startswith("attachment")
+    for path, status in [
+        ("/api/scripts/linux/..%2f..%2fcontroller%2fconfig.py", (400, 404)),
+        ("/api/scripts/linux/../../controller/config.py", (400, 404)),
+        ("/api/scripts/../controller/config.py", (400, 404)),
+        ("/api/scripts/solaris/x.sh", (400,)),
+        ("/api/scripts/linux/.hidden", (400,)),
+        ("/api/scripts/linux/nothing-here.sh", (404,)),
+        ("/api/scripts/linux/%00", (400, 404)),
+    ]:
+        assert client.get(path).status_code in status, path
+    assert client.post("/api/scripts/linux/remove-threat.py").status_code == 405

@@ -14,9 +14,9 @@ from controller.executor import Executor
 
 
 def init_app(app: Flask) -> None:
-    from controller.api import deployments, jobs, scans, system
+    from controller.api import deployments, jobs, scans, scripts, system
 
-    for module in (system, scans, jobs, deployments):
+    for module in (system, scans, jobs, deployments, scripts):
         app.register_blueprint(module.bp, url_prefix="/api")
 
     @app.errorhandler(ApiError)
