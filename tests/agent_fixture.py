@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 SOURCE = Path(__file__).with_name("fixtures") / "agent-package" / "root"
 VERSION = "4.9.2"
@@ -98,3 +99,46 @@ class FakeManager:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def signed_repository(directory: Path, package: Path, key_name: str = "Cloud-X test repository") -> tuple[Path, Path]:
+    """An APT repository holding `package`, signed with a fresh key: (repository root, armoured public key)."""
+    gnupg = directory / "gnupg"
+    gnupg.mkdir(mode=0o700)
+    env = {"GNUPGHOME": str(gnupg), "PATH": "/usr/bin:/bin"}
+
+    def gpg(*argv: str) -> None:
+        subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", *argv], env=env, check=True)
+
+    gpg("--quick-gen-key", key_name, "ed25519", "sign", "never")
+    public_key = directory / "repo-key.asc"
+    gpg("--armor", "--output", str(public_key), "--export", key_name)
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+    root = directory / "repo"
+    pool = root / "pool" / "main"
+    pool.mkdir(parents=True)
+    shutil.copy(package, pool / package.name)
+    index = root / "dists" / "stable" / "main" / f"binary-{arch}"
+    index.mkdir(parents=True)
+    packages = subprocess.run(["apt-ftparchive", "packages", "pool"], cwd=root, capture_output=True, text=True, check=True).stdout
+    (index / "Packages").write_text(packages)
+    options = [
+        f"-oAPT::FTPArchive::Release::{k}={v}"
+        for k, v in (("Suite", "stable"), ("Codename", "stable"), ("Architectures", arch), ("Components", "main"))
+    ]
+    release = subprocess.run(["apt-ftparchive", *options, "release", "dists/stable"], cwd=root, capture_output=True, text=True, check=True)
+    dists = root / "dists" / "stable"
+    (dists / "Release").write_text(release.stdout)
+    gpg("--local-user", key_name, "--clearsign", "--output", str(dists / "InRelease"), str(dists / "Release"))
+    return root, public_key
+
+
+def serve_directory(directory: Path, address: str, port: int = 8000) -> Any:
+    """A static HTTP server for a directory, on one address; returns the server (call shutdown())."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer((address, port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

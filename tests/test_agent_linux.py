@@ -173,3 +173,44 @@ def test_standalone_scripts_install_and_uninstall(booted_hosts, agent_package, m
     assert refused.returncode != 0 and "--yes" in refused.stderr
     assert host.shell("/root/cloudx/cloudx-agent-setup.sh --uninstall --yes").returncode == 0
     assert host.shell("test -e /var/ossec || echo gone").stdout.strip() == "gone"
+
+
+@pytest.fixture(scope="module")
+def repository(agent_package, lab, tmp_path_factory):
+    """The fixture package in a signed APT repository served to the test network, and a second, foreign key."""
+    from tests.agent_fixture import serve_directory, signed_repository
+
+    directory = tmp_path_factory.mktemp("repo")
+    root, key = signed_repository(directory, agent_package[0])
+    _, other_key = signed_repository(tmp_path_factory.mktemp("other"), agent_package[0], key_name="Someone else")
+    server = serve_directory(root, lab.service_address())
+    yield f"http://{lab.service_address()}:8000/", key, other_key
+    server.shutdown()
+
+
+def test_install_from_signed_repository(booted_hosts, ssh_key, manager, repository, deploy_vars, tmp_path):
+    url, key, other_key = repository
+    host = booted_hosts[0]
+    inventory = agent_inventory(tmp_path, [host], ssh_key)
+    repo_vars = [
+        "-e",
+        json.dumps(
+            {
+                "cloudx_agent_linux_package_source": "repo",
+                "cloudx_agent_linux_repo_url": url,
+                "cloudx_agent_linux_apt_update_retries": 1,
+            }
+        ),
+    ]
+    wrong = playbook("deploy_agent.yml", inventory, *deploy_vars, *repo_vars, "-e", f"cloudx_agent_linux_repo_key_file={other_key}")
+    # apt refuses the repository's index when its signature does not verify: the package is not offered.
+    refusals = ("No package matching 'wazuh-agent'", "can't be done securely", "NO_PUBKEY")
+    assert wrong.returncode != 0 and any(r in wrong.stdout for r in refusals), wrong.stdout[-2000:]
+    right = playbook("deploy_agent.yml", inventory, *deploy_vars, *repo_vars, "-e", f"cloudx_agent_linux_repo_key_file={key}")
+    assert right.returncode == 0, right.stdout[-3000:]
+    assert host.shell("dpkg-query -W -f='${Version}' wazuh-agent").stdout == "4.9.2-1"
+    assert "Signed-By: /usr/share/keyrings/cloudx-wazuh.asc" in host.shell("cat /etc/apt/sources.list.d/cloudx-wazuh.sources").stdout
+    again = playbook("deploy_agent.yml", inventory, *deploy_vars, *repo_vars, "-e", f"cloudx_agent_linux_repo_key_file={key}")
+    assert all(c["changed"] == 0 for c in recap(again.stdout).values()), changed_tasks(again.stdout)
+    assert playbook("remove_agent.yml", inventory).returncode == 0
+    assert host.shell("test -e /etc/apt/sources.list.d/cloudx-wazuh.sources || echo gone").stdout.strip() == "gone"

@@ -167,6 +167,8 @@ class Lab:
             str(host.root),
         )
         (host.root / "etc/hostname").write_text(host.name + "\n")
+        # Test hosts are offline: no Debian mirror, only repositories a test serves on the test network.
+        (host.root / "etc/apt/sources.list").write_text("")
         (host.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
         ssh_dir = host.root / "root/.ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)

@@ -9,7 +9,7 @@ extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 export DEBIAN_FRONTEND=noninteractive
 packages=(python3 python3-venv python3-dev gcc iproute2 nmap masscan zmap openssh-client)
-[ -n "$extras" ] && packages+=(nftables openssh-server debootstrap systemd-container procps)
+[ -n "$extras" ] && packages+=(nftables openssh-server debootstrap systemd-container procps sshpass gnupg apt-utils shellcheck dpkg-dev)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
