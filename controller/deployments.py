@@ -203,7 +203,7 @@ def write_inventory(settings: dict[str, Any], directory: Path) -> Path:
         )
     else:
         group_vars["ansible_python_interpreter"] = "auto_silent"
-    inventory = {"all": {"children": {os_type: {"hosts": hosts, "vars": group_vars}}}}
+    inventory = {"all": {"children": {"agents": {"children": {os_type: {"hosts": hosts, "vars": group_vars}}}}}}
     path = directory / "inventory.json"
     path.write_text(json.dumps(inventory, indent=1))
     return path

@@ -153,15 +153,15 @@ def agent_inventory(directory: Path, hosts: list[testhosts.TestHost], ssh_key: P
     """An inventory for booted hosts with their real host keys pinned in a known_hosts file."""
     known_hosts = directory / "known_hosts"
     known_hosts.write_text("".join(f"{h.address} {key}\n" for h in hosts for key in h.host_keys()))
-    lines = ["all:", "  children:", "    linux:", "      hosts:"]
+    lines = ["all:", "  children:", "    agents:", "      children:", "        linux:", "          hosts:"]
     for host in hosts:
-        lines += [f"        {host.name}:", f"          ansible_host: {host.address}"]
+        lines += [f"            {host.name}:", f"              ansible_host: {host.address}"]
     lines += [
-        "      vars:",
-        "        ansible_user: root",
-        f"        ansible_ssh_private_key_file: {ssh_key}",
-        f"        ansible_ssh_common_args: -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes",
-        "        ansible_python_interpreter: /usr/bin/python3",
+        "          vars:",
+        "            ansible_user: root",
+        f"            ansible_ssh_private_key_file: {ssh_key}",
+        f"            ansible_ssh_common_args: -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes",
+        "            ansible_python_interpreter: /usr/bin/python3",
     ]
     path = directory / "hosts.yml"
     path.write_text("\n".join(lines) + "\n")

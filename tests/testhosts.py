@@ -246,6 +246,17 @@ def ensure_rootfs() -> Path:
     """The minimal Debian root every booted host overlays, built once with debootstrap from apt's own source."""
     if (ROOTFS / "usr/sbin/sshd").exists():
         return ROOTFS
+    import fcntl
+
+    ROOTFS.parent.mkdir(parents=True, exist_ok=True)
+    with open(ROOTFS.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be building it right now
+        if (ROOTFS / "usr/sbin/sshd").exists():
+            return ROOTFS
+        return _build_rootfs()
+
+
+def _build_rootfs() -> Path:
     sources = Path("/etc/apt/sources.list.d/debian.sources")
     mirror = next(line.split()[1] for line in sources.read_text().splitlines() if line.startswith("URIs:"))
     building = ROOTFS.with_name(ROOTFS.name + f".tmp{os.getpid()}")
