@@ -34,6 +34,7 @@ from controller.models import FINAL_STATUSES, Job, utcnow
 log = logging.getLogger("cloudx.worker")
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+ENV_KEPT = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM"}
 CANCEL_POLL_SECONDS = 0.5
 
 
@@ -239,9 +240,14 @@ def main(argv: list[str]) -> int:
     # ansible-playbook comes with this interpreter's environment (the venv), which may not be on PATH.
     os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH") or os.defpath])
     config = Config.from_env()
-    db = Database(config.DATABASE_URL)
     # The executor hands credentials over on stdin (see LocalExecutor._spawn).
     secrets = json.loads(sys.stdin.read() or "{}") if os.environ.get("CLOUDX_WORKER_SECRETS_ON_STDIN") == "1" else {}
+    # ansible-runner records its whole environment in the job's `command` artifact: pass on only what
+    # Ansible needs, never the controller's own settings (a database URL may carry a password).
+    for name in list(os.environ):
+        if name not in ENV_KEPT and not name.startswith(("ANSIBLE_", "LC_")):
+            del os.environ[name]
+    db = Database(config.DATABASE_URL)
     run = JobRun(config, db, argv[1], secrets)
     signal.signal(signal.SIGTERM, lambda *_: run.request_stop("the controller stopped while the job was running"))
     signal.signal(signal.SIGINT, lambda *_: run.request_stop("interrupted"))

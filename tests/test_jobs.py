@@ -33,7 +33,7 @@ def test_worker_stores_every_event_in_order(config, tmp_path):
             timeout=300,
         )
         job_id = job.id
-    env = {**config.as_env(), "PATH": "/usr/bin:/bin"}
+    env = {**config.as_env(), "PATH": "/usr/bin:/bin", "CLOUDX_TEST_SECRET_SETTING": "do-not-record-me"}
     subprocess.run([sys.executable, "-m", "controller.worker", job_id], env=env, check=True, timeout=300)
     with db.session() as session:
         job = session.get(Job, job_id)
@@ -46,6 +46,8 @@ def test_worker_stores_every_event_in_order(config, tmp_path):
         assert counters == list(range(1, job.final_counter + 1)) and len(counters) > 40
         assert summaries == {f"h{i}": (3, 1, 0) for i in range(5)}
     assert b"s3cr3t-token-value" not in (tmp_path / "scans.db").read_bytes()
+    command = (tmp_path / "artifacts" / job_id / "artifacts" / "run" / "command").read_text()
+    assert "do-not-record-me" not in command and "DATABASE_URL" not in command
 
 
 def test_claim_respects_the_limit(config):
