@@ -149,6 +149,22 @@ def manager(lab: testhosts.Lab) -> Iterator[Any]:
 ENROLLMENT_PASSWORD = "enroll-S3cret-7f1c9a"
 
 
+def write_agent_vars(path: Path, package: Path, sha256: str) -> Path:
+    """Variables that make the Linux role install the TEST FIXTURE package from a file."""
+    import json
+
+    path.write_text(
+        json.dumps(
+            {
+                "cloudx_agent_linux_package_source": "file",
+                "cloudx_agent_linux_package_file": str(package),
+                "cloudx_agent_linux_package_checksum": f"sha256:{sha256}",
+            }
+        )
+    )
+    return path
+
+
 def agent_inventory(directory: Path, hosts: list[testhosts.TestHost], ssh_key: Path) -> Path:
     """An inventory for booted hosts with their real host keys pinned in a known_hosts file."""
     known_hosts = directory / "known_hosts"

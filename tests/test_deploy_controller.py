@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from controller import create_app, start_executor
 from controller.models import Job
-from tests.conftest import ENROLLMENT_PASSWORD, make_config
+from tests.conftest import ENROLLMENT_PASSWORD, make_config, write_agent_vars
 
 pytestmark = pytest.mark.integration
 SSH_PASSWORD = "Ssh-Pa55word-4e2d91"
@@ -19,17 +19,7 @@ SSH_PASSWORD = "Ssh-Pa55word-4e2d91"
 
 @pytest.fixture
 def deploy_app(tmp_path, agent_package):
-    package, sha256 = agent_package
-    agent_vars = tmp_path / "agent-vars.json"
-    agent_vars.write_text(
-        json.dumps(
-            {
-                "cloudx_agent_linux_package_source": "file",
-                "cloudx_agent_linux_package_file": str(package),
-                "cloudx_agent_linux_package_checksum": f"sha256:{sha256}",
-            }
-        )
-    )
+    agent_vars = write_agent_vars(tmp_path / "agent-vars.json", *agent_package)
     app = create_app(make_config(tmp_path, AGENT_VARS_FILE=str(agent_vars)))
     executor = start_executor(app)
     yield app
@@ -166,17 +156,7 @@ def test_deployment_requests_are_validated(deploy_app):
 def test_cli_deploy_and_remove(runner, monkeypatch, booted_hosts, ssh_key, manager, agent_package, tmp_path):
     from controller.cli import cli
 
-    package, sha256 = agent_package
-    agent_vars = tmp_path / "agent-vars.json"
-    agent_vars.write_text(
-        json.dumps(
-            {
-                "cloudx_agent_linux_package_source": "file",
-                "cloudx_agent_linux_package_file": str(package),
-                "cloudx_agent_linux_package_checksum": f"sha256:{sha256}",
-            }
-        )
-    )
+    agent_vars = write_agent_vars(tmp_path / "agent-vars.json", *agent_package)
     monkeypatch.setenv("CLOUDX_AGENT_VARS_FILE", str(agent_vars))
     password_file = tmp_path / "enroll.pass"
     password_file.write_text(ENROLLMENT_PASSWORD + "\n")
