@@ -17,12 +17,12 @@ if TYPE_CHECKING:
 def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     """The application factory. Executors start with `start_executor` (the `serve` command does it)."""
     config = config or Config.from_env(**overrides)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config.from_object(config)
     app.config["MAX_CONTENT_LENGTH"] = config.MAX_CONTENT_LENGTH
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cloudx.config"] = config
-    db = Database(config.DATABASE_URL)
+    db = Database(config.DATABASE_URL, config.DB_BUSY_TIMEOUT)
     db.upgrade()
     app.extensions["cloudx.db"] = db
     app.extensions["cloudx.executor"] = make_executor(config, db)
@@ -47,5 +47,8 @@ def make_executor(config: Config, db: Database) -> Executor:
 
 def start_executor(app: Flask) -> Executor:
     executor: Executor = app.extensions["cloudx.executor"]
-    executor.start()
+    if app.extensions["cloudx.config"].EXECUTOR_ENABLED:
+        executor.start()
+    else:
+        logging.getLogger("cloudx").warning("CLOUDX_EXECUTOR_ENABLED is off: jobs are queued here but not run")
     return executor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -13,9 +14,11 @@ import click
 from flask import Flask
 from sqlalchemy import select
 
+from controller.auth import ROLES, cli_principal
 from controller.config import Config
 from controller.db import Database
 from controller.errors import ApiError
+from controller.models import AuditEntry
 
 
 def register_app_commands(app: Flask) -> None:
@@ -31,12 +34,37 @@ class Context:
     @property
     def db(self) -> Database:
         if self._db is None:
-            self._db = Database(self.config.DATABASE_URL)
+            self._db = Database(self.config.DATABASE_URL, self.config.DB_BUSY_TIMEOUT)
             self._db.upgrade()
         return self._db
 
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+def _audit(ctx: Context, command: str, status: int, detail: str | None = None, job_id: str | None = None) -> None:
+    """Record a changing command in the audit log, as the API records its requests."""
+    who = cli_principal()
+    outcome = "ok" if status < 400 else "denied" if status in (401, 403) else "refused"
+    with ctx.db.session() as session:
+        session.add(
+            AuditEntry(
+                actor=who.name,
+                role=who.role,
+                method="CLI",
+                path=f"cloudx {command}",
+                action=command,
+                status=status,
+                outcome=outcome,
+                job_id=job_id,
+                detail=detail,
+            )
+        )
+
+
+def _fail(ctx: Context, command: str, exc: ApiError) -> click.ClickException:
+    _audit(ctx, command, exc.status, exc.message)
+    return click.ClickException(exc.message)
 
 
 @click.group()
@@ -54,6 +82,8 @@ def serve(host: str | None, port: int | None, threads: int) -> None:
 
     from controller import create_app, start_executor
 
+    # One line per request (request id first) and per job event worth noting, on stderr.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config.from_env()
     app = create_app(config)
     executor = start_executor(app)
@@ -81,8 +111,11 @@ def serve(host: str | None, port: int | None, threads: int) -> None:
 @click.option("--ports", help="Ports, e.g. 22,80,8000-8100.")
 @click.option("--timeout", type=int, help="Hard limit in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scan record as JSON at the end.")
+@click.option("--allow-large-targets", is_flag=True, help="Allow a network larger than the policy's size limit.")
 @pass_ctx
-def scan(ctx: Context, target: str, tool: str, scan_type: str, ports: str | None, timeout: int | None, as_json: bool) -> None:
+def scan(
+    ctx: Context, target: str, tool: str, scan_type: str, ports: str | None, timeout: int | None, as_json: bool, allow_large_targets: bool
+) -> None:
     """Scan TARGET through the controller, showing progress and then the results."""
     from controller.executor import LocalExecutor
     from controller.jobs import cancel_job
@@ -95,9 +128,11 @@ def scan(ctx: Context, target: str, tool: str, scan_type: str, ports: str | None
         payload["timeout"] = timeout
     try:
         with ctx.db.session() as session:
-            job_id = create_scan(session, ctx.config, payload).job_id
+            job_id = create_scan(session, ctx.config, cli_principal(allow_large_targets), payload).job_id
     except ApiError as exc:
+        _audit(ctx, "scan", exc.status, exc.message)
         raise click.ClickException(exc.message) from None
+    _audit(ctx, "scan", 202, job_id=job_id)
     # Runs the job here unless a running `cloudx serve` on the same database takes it first.
     executor = LocalExecutor(ctx.config, ctx.db, only_job=job_id)
     executor.start()
@@ -165,6 +200,7 @@ def _print_results(view: dict[str, Any]) -> None:
 @click.option("--user", "username", help="Login user (root, or a user with sudo: become is used).")
 @click.option("--ssh-key", "ssh_key_file", type=click.Path(exists=True, dir_okay=False), help="Private key file.")
 @click.option("--ask-password", is_flag=True, help="Prompt for the login password.")
+@click.option("--credential", help="Log in with this stored credential (cloudx credential add).")
 @click.option("--manager", "manager_ip", help="Wazuh manager address.")
 @click.option("--name", "agent_name", help="Agent name (one host only; default: the host).")
 @click.option("--group", help="Agent group.")
@@ -180,6 +216,7 @@ def deploy(
     username: str | None,
     ssh_key_file: str | None,
     ask_password: bool,
+    credential: str | None,
     manager_ip: str | None,
     agent_name: str | None,
     group: str | None,
@@ -194,7 +231,7 @@ def deploy(
     from controller.executor import LocalExecutor
 
     body: dict[str, Any] = {"os_type": os_type}
-    optional = {"username": username, "manager_ip": manager_ip, "group": group}
+    optional = {"username": username, "manager_ip": manager_ip, "group": group, "credential": credential}
     body.update({k: v for k, v in optional.items() if v is not None})
     if ssh_key_file:
         body["ssh_key"] = Path(ssh_key_file).read_text()
@@ -214,9 +251,11 @@ def deploy(
             request, secrets = validate_deployment_request({**body, "state": state})
         executor = LocalExecutor(ctx.config, ctx.db)
         with ctx.db.session() as session:
-            job_id = create_deployment(session, ctx.config, request, secrets, executor.holder_id).id
+            job_id = create_deployment(session, ctx.config, cli_principal(), request, secrets, executor.holder_id).id
     except ApiError as exc:
+        _audit(ctx, "deploy", exc.status, exc.message)
         raise click.ClickException(exc.message) from None
+    _audit(ctx, "deploy", 202, job_id=job_id)
     executor.only_job = job_id
     executor.submit(job_id, secrets)
     executor.start()
@@ -365,6 +404,181 @@ def db_status() -> None:
 
 
 cli.add_command(db_group)
+
+
+@cli.group()
+def token() -> None:
+    """API tokens: create (shown once), list, revoke."""
+
+
+@token.command("create")
+@click.option("--name", required=True, help="Who or what uses it, e.g. dashboard or ci-nightly.")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="viewer reads; operator scans and deploys; admin also manages.")
+@click.option("--scope", "scope", multiple=True, help="Narrow this token to a CIDR or hostname inside the policy scope (repeatable).")
+@click.option("--allow-large-targets", is_flag=True, help="May target networks larger than the policy's size limit.")
+@pass_ctx
+def token_create(ctx: Context, name: str, role: str, scope: tuple[str, ...], allow_large_targets: bool) -> None:
+    """Create a token and print it once: it is stored only as a hash."""
+    from controller.auth import create_token
+
+    try:
+        with ctx.db.session() as session:
+            created, text = create_token(session, name, role, cli_principal().name, list(scope) or None, allow_large_targets)
+    except ApiError as exc:
+        raise _fail(ctx, "token create", exc) from None
+    _audit(ctx, "token create", 201, f"token {created.name} ({created.role})")
+    click.echo(f"token {created.name} ({created.role}) created; it is shown only now:", err=True)
+    click.echo(text)
+
+
+@token.command("list")
+@pass_ctx
+def token_list(ctx: Context) -> None:
+    """List tokens (never their text)."""
+    from controller.auth import list_tokens, token_view
+
+    with ctx.db.session() as session:
+        rows = [token_view(t) for t in list_tokens(session)]
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else f"last used {row['last_used_at'] or 'never'}"
+        scope = ",".join(row["scope"]) if row["scope"] else "policy scope"
+        click.echo(f"{row['name']:<24} {row['role']:<9} {row['id']}  {scope}  {state}")
+
+
+@token.command("revoke")
+@click.argument("name")
+@pass_ctx
+def token_revoke(ctx: Context, name: str) -> None:
+    """Revoke the token NAME (or id) at once."""
+    from controller.auth import revoke_token
+
+    try:
+        with ctx.db.session() as session:
+            revoked = revoke_token(session, name)
+    except ApiError as exc:
+        raise _fail(ctx, "token revoke", exc) from None
+    _audit(ctx, "token revoke", 200, f"token {revoked.name}")
+    click.echo(f"token {revoked.name} revoked", err=True)
+
+
+@cli.group()
+def policy() -> None:
+    """The scope policy: what may be scanned and deployed to."""
+
+
+@policy.command("show")
+@pass_ctx
+def policy_show(ctx: Context) -> None:
+    from controller.policy import get_policy, policy_view
+
+    with ctx.db.session() as session:
+        click.echo(json.dumps(policy_view(get_policy(session)), indent=2))
+
+
+@policy.command("set")
+@click.option("--scope", "scope", multiple=True, help="A CIDR, address or hostname (repeatable); replaces the scope.")
+@click.option("--clear-scope", is_flag=True, help="Empty the scope: refuse every scan and deployment.")
+@click.option("--max-prefix-v4", type=int, help="IPv4 networks larger than this prefix need a large-targets token.")
+@click.option("--max-prefix-v6", type=int, help="The same for IPv6.")
+@click.option("--windows/--no-windows", default=None, help="Allow or forbid Windows deployments.")
+@pass_ctx
+def policy_set(
+    ctx: Context, scope: tuple[str, ...], clear_scope: bool, max_prefix_v4: int | None, max_prefix_v6: int | None, windows: bool | None
+) -> None:
+    """Change the policy; options not given keep their values."""
+    from controller.policy import policy_view, update_policy
+
+    changes: dict[str, Any] = {}
+    if scope or clear_scope:
+        changes["scope"] = [] if clear_scope else list(scope)
+    optional = {"max_prefix_v4": max_prefix_v4, "max_prefix_v6": max_prefix_v6, "windows_deployments": windows}
+    changes.update({k: v for k, v in optional.items() if v is not None})
+    try:
+        with ctx.db.session() as session:
+            view = policy_view(update_policy(session, changes, cli_principal().name))
+    except ApiError as exc:
+        raise _fail(ctx, "policy set", exc) from None
+    _audit(ctx, "policy set", 200, json.dumps(changes))
+    click.echo(json.dumps(view, indent=2))
+
+
+@cli.group()
+def credential() -> None:
+    """Stored credentials (encrypted with CLOUDX_CREDENTIALS_KEY)."""
+
+
+@credential.command("keygen")
+def credential_keygen() -> None:
+    """Print a new key for CLOUDX_CREDENTIALS_KEY."""
+    from controller.credentials import keygen
+
+    click.echo(keygen())
+
+
+@credential.command("add")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["ssh_key", "password"]), required=True)
+@click.option("--username", help="The login user deployments with this credential use by default.")
+@click.option("--secret-file", type=click.Path(exists=True, dir_okay=False), help="Read the key or password from this file.")
+@pass_ctx
+def credential_add(ctx: Context, name: str, kind: str, username: str | None, secret_file: str | None) -> None:
+    """Store a credential; without --secret-file the password is prompted for."""
+    from pathlib import Path
+
+    from controller.credentials import store_credential
+
+    if secret_file:
+        secret = Path(secret_file).read_text()
+        secret = secret if kind == "ssh_key" else secret.rstrip("\n")
+    else:
+        secret = click.prompt("Secret", hide_input=True)
+    body = {"name": name, "kind": kind, "secret": secret, **({"username": username} if username else {})}
+    try:
+        with ctx.db.session() as session:
+            store_credential(session, ctx.config, body, cli_principal().name)
+    except ApiError as exc:
+        raise _fail(ctx, "credential add", exc) from None
+    _audit(ctx, "credential add", 201, f"credential {name} ({kind})")
+    click.echo(f"credential {name} stored", err=True)
+
+
+@credential.command("list")
+@pass_ctx
+def credential_list(ctx: Context) -> None:
+    from controller.credentials import credential_view, list_credentials
+
+    with ctx.db.session() as session:
+        for row in (credential_view(c) for c in list_credentials(session)):
+            click.echo(f"{row['name']:<24} {row['kind']:<8} {row['username'] or '-':<16} {row['created_by']}")
+
+
+@credential.command("delete")
+@click.argument("name")
+@pass_ctx
+def credential_delete(ctx: Context, name: str) -> None:
+    from controller.credentials import delete_credential
+
+    try:
+        with ctx.db.session() as session:
+            delete_credential(session, name)
+    except ApiError as exc:
+        raise _fail(ctx, "credential delete", exc) from None
+    _audit(ctx, "credential delete", 200, f"credential {name}")
+    click.echo(f"credential {name} deleted", err=True)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@pass_ctx
+def audit(ctx: Context, limit: int) -> None:
+    """The newest entries of the audit log."""
+    from controller.jobs import iso
+
+    with ctx.db.session() as session:
+        rows = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
+    for e in rows:
+        line = f"{iso(e.at)} {e.actor:<20} {e.method:<6} {e.path:<32} {e.status} {e.outcome} {e.job_id or ''} {e.detail or ''}"
+        click.echo(line.rstrip())
 
 
 def main() -> None:

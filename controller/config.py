@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,22 @@ def _int(name: str, default: int) -> int:
 @dataclass
 class Config:
     DATABASE_URL: str = "sqlite:///scans.db"
+    # Seconds one statement waits for a locked SQLite database before it fails.
+    DB_BUSY_TIMEOUT: int = 30
+    # Seconds a job worker keeps retrying a write that fails because the database is locked, full or
+    # unreachable (events are held in memory meanwhile) before the job ends as "error".
+    DB_RETRY_SECONDS: int = 120
     ARTIFACTS_DIR: str = "artifacts"
     PROJECT_DIR: str = str(ROOT)
     INVENTORY: str = str(ROOT / "inventory")
     # Ansible host pattern of the scanner a scan runs on.
     SCANNER_PATTERN: str = "scanners[0]"
     EXECUTOR: str = "local"
+    # Off: this process serves the API and queues jobs, but runs none.
     EXECUTOR_ENABLED: bool = True
     MAX_CONCURRENT_JOBS: int = 4
+    # Submissions beyond this many waiting jobs get 429 (0: no limit).
+    MAX_QUEUED_JOBS: int = 100
     JOB_TIMEOUT: int = 3600
     IDLE_TIMEOUT: int = 600
     SCAN_TIMEOUT: int = 1800
@@ -48,6 +56,10 @@ class Config:
     SYNC_HEARTBEAT_FILE: str = "sync_heartbeat.json"
     SYNC_MAX_AGE: int = 30
     MAX_CONTENT_LENGTH: int = 64 * 1024
+    # Browser origins allowed to call the API (comma separated, e.g. https://dash.example.org); none by default.
+    CORS_ORIGINS: str = ""
+    # Key of stored credentials (AES-256-GCM), 32 bytes in URL-safe base64: `cloudx credential keygen`.
+    CREDENTIALS_KEY: str = field(default="", repr=False)
     HOST: str = "127.0.0.1"
     PORT: int = 5001
 
@@ -76,6 +88,8 @@ class Config:
             "CLOUDX_ARTIFACTS_DIR": str(Path(self.ARTIFACTS_DIR).resolve()),
             "CLOUDX_PROJECT_DIR": self.PROJECT_DIR,
             "CLOUDX_INVENTORY": self.INVENTORY,
+            "CLOUDX_DB_BUSY_TIMEOUT": str(self.DB_BUSY_TIMEOUT),
+            "CLOUDX_DB_RETRY_SECONDS": str(self.DB_RETRY_SECONDS),
             "CLOUDX_JOB_TIMEOUT": str(self.JOB_TIMEOUT),
             "CLOUDX_IDLE_TIMEOUT": str(self.IDLE_TIMEOUT),
             "CLOUDX_HOST_KEY_POLICY": self.HOST_KEY_POLICY,

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger("cloudx.db")
+T = TypeVar("T")
 
-def make_engine(url: str) -> Engine:
+
+def make_engine(url: str, busy_timeout: float = 30) -> Engine:
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
         # Several processes write (API, dispatcher, job workers): wait for the lock instead of failing.
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)
@@ -27,16 +33,39 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cursor.close()
 
     return engine
 
 
+def transient(exc: BaseException) -> bool:
+    """A database error that may pass: a lock held too long, a full disk, a dropped connection."""
+    if not isinstance(exc, OperationalError):
+        return False
+    text = str(exc.orig).lower()
+    return any(word in text for word in ("locked", "busy", "disk is full", "disk i/o", "connection", "terminating"))
+
+
+def retrying(action: Callable[[], T], budget: float, what: str) -> T:
+    """Run action, again on transient database errors, for up to budget seconds; then raise the last error."""
+    deadline = time.monotonic() + budget
+    delay = 0.1
+    while True:
+        try:
+            return action()
+        except OperationalError as exc:
+            if not transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: %s; retrying in %.1f s", what, exc.orig, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout: float = 30) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -7,16 +7,19 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.auth import Principal
 from controller.config import Config
+from controller.credentials import open_credential, validate_secret, validate_ssh_key
 from controller.db import Database
 from controller.errors import ValidationError
 from controller.jobs import create_job
 from controller.models import HostKey, Job
+from controller.policy import check_targets
 from controller.scanlib import ScanInputError, scanner
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -25,7 +28,6 @@ KEY_LINE = re.compile(
     r"^(?:\[[A-Za-z0-9.:-]+\]:\d+|[A-Za-z0-9.:-]+) (ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/=]+$"
 )
 OS_TYPES = ("linux", "windows", "mac")
-MAX_SECRET = 16 * 1024
 MAX_HOSTS = 1000
 DEPLOY_TIMEOUT = 3600
 
@@ -41,14 +43,8 @@ def _host(value: Any, field: str) -> str:
 
 
 def _name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not NAME.match(value):
+    if not isinstance(value, str) or not NAME.fullmatch(value):
         raise ValidationError(f"{field} must match {NAME.pattern}", field=field)
-    return value
-
-
-def _secret(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_SECRET or "\x00" in value:
-        raise ValidationError(f"{field} must be a non-empty string of at most {MAX_SECRET} characters", field=field)
     return value
 
 
@@ -60,7 +56,7 @@ def _known_hosts(value: Any) -> list[str]:
         raise ValidationError("known_hosts must be a string or a list of 'host keytype key' lines", field="known_hosts")
     kept = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     for line in kept:
-        if not KEY_LINE.match(line):
+        if not KEY_LINE.fullmatch(line):
             raise ValidationError(f"known_hosts line is not 'host keytype base64key': {line[:80]!r}", field="known_hosts")
     return kept
 
@@ -68,28 +64,29 @@ def _known_hosts(value: Any) -> list[str]:
 def _credentials(body: dict[str, Any], os_type: str, required: bool) -> tuple[dict[str, Any], str]:
     """The in-memory secrets of a request, and which authentication it uses."""
     secrets: dict[str, Any] = {"extra_vars": {}}
-    password, key = body.get("password"), body.get("ssh_key")
-    if password is not None and key is not None:
-        raise ValidationError("give either password or ssh_key, not both", field="ssh_key")
+    password, key, stored = body.get("password"), body.get("ssh_key"), body.get("credential")
+    if sum(value is not None for value in (password, key, stored)) > 1:
+        raise ValidationError("give one of password, ssh_key or credential", field="credential" if stored is not None else "ssh_key")
     if key is not None:
         if os_type == "windows":
             raise ValidationError("Windows hosts are reached over WinRM: give a password", field="ssh_key")
-        key = _secret(key, "ssh_key")
-        if not key.lstrip().startswith("-----BEGIN ") or "PRIVATE KEY-----" not in key:
-            raise ValidationError("ssh_key must be a private key in PEM/OpenSSH format", field="ssh_key")
-        secrets["ssh_key"] = key if key.endswith("\n") else key + "\n"
+        secrets["ssh_key"] = validate_ssh_key(key)
         auth = "key"
     elif password is not None:
-        secrets["extra_vars"]["ansible_password"] = _secret(password, "password")
+        secrets["extra_vars"]["ansible_password"] = validate_secret(password, "password")
         auth = "password"
+    elif stored is not None:
+        # Opened where the job is created (it needs the database and the key).
+        secrets["credential"] = stored
+        auth = "credential"
     elif required:
         raise ValidationError("give a password or an ssh_key", field="password")
     else:
         auth = "inventory"
     if body.get("become_password") is not None:
-        secrets["extra_vars"]["ansible_become_password"] = _secret(body["become_password"], "become_password")
+        secrets["extra_vars"]["ansible_become_password"] = validate_secret(body["become_password"], "become_password")
     if body.get("enrollment_password") is not None:
-        secrets["extra_vars"]["cloudx_agent_enrollment_password"] = _secret(body["enrollment_password"], "enrollment_password")
+        secrets["extra_vars"]["cloudx_agent_enrollment_password"] = validate_secret(body["enrollment_password"], "enrollment_password")
     return secrets, auth
 
 
@@ -102,7 +99,10 @@ def _check_fields(body: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-COMMON = {"os_type", "username", "password", "ssh_key", "become_password", "enrollment_password", "group", "manager_ip", "known_hosts"}
+COMMON = {
+    *("os_type", "username", "password", "ssh_key", "credential", "become_password", "enrollment_password"),
+    *("group", "manager_ip", "known_hosts"),
+}
 
 
 def validate_agent_request(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -131,7 +131,7 @@ def validate_deployment_request(body: Any) -> tuple[dict[str, Any], dict[str, An
             raise ValidationError(f"hosts must be a list of 1 to {MAX_HOSTS} addresses or hostnames", field="hosts")
         hosts = sorted({_host(h, "hosts") for h in hosts})
     else:
-        if not isinstance(limit, str) or not re.match(r"^[A-Za-z0-9_.:*!&,\[\]-]{1,255}$", limit) or limit.startswith("-"):
+        if not isinstance(limit, str) or not re.fullmatch(r"[A-Za-z0-9_.:*!&,\[\]-]{1,255}", limit) or limit.startswith("-"):
             raise ValidationError("limit must be an Ansible host pattern such as 'linux' or 'web*:&prod'", field="limit")
     request = _common(body, hosts=hosts, credentials_required=False)
     request["limit"] = limit
@@ -147,9 +147,9 @@ def _common(body: dict[str, Any], hosts: list[str] | None, credentials_required:
     if os_type not in OS_TYPES:
         raise ValidationError(f"os_type must be one of: {', '.join(OS_TYPES)}", field="os_type")
     username = body.get("username")
-    if username is not None and (not isinstance(username, str) or not USERNAME.match(username)):
+    if username is not None and (not isinstance(username, str) or not USERNAME.fullmatch(username)):
         raise ValidationError("username may hold letters, digits, _ . - and \\ (1-64 characters)", field="username")
-    if hosts is not None and credentials_required and username is None:
+    if hosts is not None and credentials_required and username is None and body.get("credential") is None:
         raise ValidationError("username is required", field="username")
     secrets, auth = _credentials(body, os_type, required=credentials_required)
     extra_vars: dict[str, Any] = {}
@@ -167,8 +167,25 @@ def _common(body: dict[str, Any], hosts: list[str] | None, credentials_required:
     return {"extra_vars": extra_vars, "settings": settings, "secrets": secrets, "playbook": "playbooks/deploy_agent.yml", "limit": None}
 
 
-def create_deployment(session: Session, config: Config, request: dict[str, Any], secrets: dict[str, Any], holder: str) -> Job:
-    generated = "hosts" in request["settings"]
+def create_deployment(
+    session: Session, config: Config, principal: Principal, request: dict[str, Any], secrets: dict[str, Any], holder: str
+) -> Job:
+    """A queued deploy job, once every host it would reach is in the caller's scope."""
+    settings = request["settings"]
+    generated = "hosts" in settings
+    if "credential" in secrets:
+        _open_stored(session, config, secrets, request)
+    if generated:
+        check_targets(session, principal, settings["hosts"], windows=settings["os_type"] == "windows")
+    else:
+        try:
+            hosts = inventory_hosts(config.INVENTORY, request["limit"])
+        except (subprocess.SubprocessError, OSError, ValueError) as exc:
+            raise ValidationError(f"the inventory could not be read: {exc}", field="limit") from None
+        if not hosts:
+            raise ValidationError(f"no inventory host matches {request['limit']!r}", field="limit")
+        targets = sorted({_host(h.address, "limit") for h in hosts})
+        check_targets(session, principal, targets, windows=any(h.windows for h in hosts))
     return create_job(
         session,
         kind="deploy",
@@ -179,7 +196,28 @@ def create_deployment(session: Session, config: Config, request: dict[str, Any],
         timeout=DEPLOY_TIMEOUT,
         settings=request["settings"],
         secrets_holder=holder if secrets.get("ssh_key") or secrets.get("extra_vars") else None,
+        created_by=principal.name,
+        max_queued=config.MAX_QUEUED_JOBS,
     )
+
+
+def _open_stored(session: Session, config: Config, secrets: dict[str, Any], request: dict[str, Any]) -> None:
+    """Put a stored credential's secret where a given one would go (in memory only)."""
+    settings = request["settings"]
+    credential, secret = open_credential(session, config, secrets.pop("credential"))
+    if credential.kind == "ssh_key":
+        if settings["os_type"] == "windows":
+            raise ValidationError("Windows hosts are reached over WinRM: use a password credential", field="credential")
+        secrets["ssh_key"] = secret
+    else:
+        secrets["extra_vars"]["ansible_password"] = secret
+    settings["credential"] = credential.name
+    if "username" not in settings and credential.username:
+        settings["username"] = credential.username
+        if credential.username not in ("root", "Administrator") and settings["os_type"] != "windows":
+            request["extra_vars"]["cloudx_become"] = True
+    if "hosts" in settings and "username" not in settings:
+        raise ValidationError(f"username is required: credential {credential.name!r} has none", field="username")
 
 
 # --- where the job runs --------------------------------------------------------
@@ -209,25 +247,40 @@ def write_inventory(settings: dict[str, Any], directory: Path) -> Path:
     return path
 
 
-def target_hosts(inventory: str, limit: str | None) -> list[tuple[str, int]]:
-    """(address, port) of every SSH host the job will reach, from ansible-inventory."""
+class InventoryHost(NamedTuple):
+    name: str
+    address: str
+    port: int
+    connection: str
+    windows: bool
+
+
+def inventory_hosts(inventory: str, limit: str | None) -> list[InventoryHost]:
+    """Every host of an inventory (matching limit), as ansible-inventory sees it."""
     argv = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", inventory, "--list"]
     if limit:
         argv += ["--limit", limit]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
     data = json.loads(out)
     hostvars = data.get("_meta", {}).get("hostvars", {})
-    names: set[str] = set()
+    groups: dict[str, set[str]] = {}
     for group, content in data.items():
         if group != "_meta" and isinstance(content, dict):
-            names.update(content.get("hosts", []))
+            for name in content.get("hosts", []):
+                groups.setdefault(name, set()).add(group)
     found = []
-    for name in sorted(names):
+    for name in sorted(groups):
         hv = hostvars.get(name, {})
-        if hv.get("ansible_connection", "ssh") not in ("ssh", "smart", "paramiko"):
-            continue
-        found.append((str(hv.get("ansible_host", name)), int(hv.get("ansible_port", 22))))
+        connection = str(hv.get("ansible_connection", "ssh"))
+        windows = "windows" in groups[name] or connection in ("winrm", "psrp")
+        default_port = 5986 if connection == "winrm" else 22
+        found.append(InventoryHost(name, str(hv.get("ansible_host", name)), int(hv.get("ansible_port", default_port)), connection, windows))
     return found
+
+
+def target_hosts(inventory: str, limit: str | None) -> list[tuple[str, int]]:
+    """(address, port) of every SSH host the job will reach."""
+    return [(h.address, h.port) for h in inventory_hosts(inventory, limit) if h.connection in ("ssh", "smart", "paramiko")]
 
 
 def _known_name(address: str, port: int) -> str:

@@ -30,3 +30,23 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status = 409
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class TooBusy(ApiError):
+    """The job queue is full: the client should retry after `retry_after` seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(ApiError):
+    """The database is locked or out of space: nothing was changed, the client may retry."""
+
+    status = 503

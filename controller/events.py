@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import insert, update
 
-from controller.db import Database
+from controller.db import Database, retrying
 from controller.models import Job, JobEvent, JobHostSummary, utcnow
 from controller.redact import redact
 
@@ -76,8 +76,9 @@ class EventWriter:
     BATCH_SIZE events. `close` returns the counter of the last event stored.
     """
 
-    def __init__(self, db: Database, job_id: str, heartbeat_every: float = 5.0) -> None:
+    def __init__(self, db: Database, job_id: str, heartbeat_every: float = 5.0, retry_seconds: float = 120) -> None:
         self.db = db
+        self.retry_seconds = retry_seconds
         self.job_id = job_id
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.last_counter = 0
@@ -142,13 +143,18 @@ class EventWriter:
             values["heartbeat_at"] = utcnow()
         if self.progress is not None:
             values["progress"] = min(99, int(self.progress))
-        with self.db.session() as session:
-            if rows:
-                session.execute(insert(JobEvent), rows)
-            if summaries:
-                session.execute(insert(JobHostSummary), summaries)
-            if values:
-                session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+
+        def write() -> None:
+            with self.db.session() as session:
+                if rows:
+                    session.execute(insert(JobEvent), rows)
+                if summaries:
+                    session.execute(insert(JobHostSummary), summaries)
+                if values:
+                    session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+
+        # A locked or full database holds the batch here (the playbook goes on) until it can be written.
+        retrying(write, self.retry_seconds, f"storing events of job {self.job_id}")
         if rows:
             self.last_counter = max(self.last_counter, rows[-1]["counter"])
             self.stored += len(rows)

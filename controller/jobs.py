@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psutil
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from controller.errors import NotFound, ValidationError
+from controller.errors import NotFound, TooBusy, ValidationError
 from controller.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, JobHostSummary, utcnow
 from controller.redact import redact
 
@@ -35,7 +36,13 @@ def create_job(
     limit: str | None = None,
     settings: dict[str, Any] | None = None,
     secrets_holder: str | None = None,
+    created_by: str | None = None,
+    max_queued: int = 0,
 ) -> Job:
+    """A queued job; TooBusy if max_queued (when set) jobs already wait."""
+    if max_queued and session.get_bind().dialect.name == "postgresql":
+        # Serialise admissions: under READ COMMITTED two requests could each miss the other's row.
+        session.execute(text("SELECT pg_advisory_xact_lock(7261)"))
     job = Job(
         kind=kind,
         playbook=playbook,
@@ -46,9 +53,13 @@ def create_job(
         status="queued",
         settings=settings or {},
         secrets_holder=secrets_holder,
+        created_by=created_by,
     )
     session.add(job)
     session.flush()
+    # Counted after the insert: SQLite serialises writers, so each request sees the rows admitted before it.
+    if max_queued and session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) > max_queued:
+        raise TooBusy(f"{max_queued} jobs are already waiting; try again later", retry_after=5)
     return job
 
 
@@ -167,6 +178,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "extra_vars": job.extra_vars,
         "timeout": job.timeout,
         "final_counter": job.final_counter,
+        "created_by": job.created_by,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
@@ -202,12 +214,23 @@ def summary_view(summary: JobHostSummary) -> dict[str, Any]:
     }
 
 
-def page_limit(raw: str | None, default: int = 50) -> int:
+def int_arg(raw: str | None, field: str, message: str) -> int | None:
+    """A query argument that must be a non-negative integer (ASCII digits, fits the database)."""
     if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}", field="limit")
+        return None
+    if not re.fullmatch(r"[0-9]{1,18}", raw):
+        raise ValidationError(message, field=field)
     return int(raw)
+
+
+def page_limit(raw: str | None, default: int = 50) -> int:
+    message = f"limit must be an integer from 1 to {MAX_PAGE}"
+    value = int_arg(raw, "limit", message)
+    if value is None:
+        return default
+    if not 1 <= value <= MAX_PAGE:
+        raise ValidationError(message, field="limit")
+    return value
 
 
 def encode_cursor(created_at: datetime, key: str | int) -> str:

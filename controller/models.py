@@ -45,6 +45,8 @@ class Job(Base):
     # Credentials never reach the database: the executor that accepted them holds them in memory, and
     # only it may run the job (worker id "host:pid").
     secrets_holder: Mapped[str | None] = mapped_column(String(255))
+    # Who asked for it: an API token's name, or "cli:<user>".
+    created_by: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(255))
     # Counter of the last event; set when the job ends, once every event is stored.
@@ -173,3 +175,74 @@ class ScanPort(Base):
     version: Mapped[str | None] = mapped_column(String(255))
 
     host: Mapped[ScanHost] = relationship(back_populates="ports")
+
+
+class ApiToken(Base):
+    """A bearer token of the API. Only its SHA-256 is stored; the token is shown once, when it is made."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    # Narrows the policy scope for this token (CIDRs and hostnames); None: the policy scope.
+    scope: Mapped[list[Any] | None] = mapped_column(JSON)
+    # May scan or deploy to networks larger than the policy's size limit.
+    allow_large_targets: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """One mutating request (API or CLI): who, what, when and how it ended."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str | None] = mapped_column(String(16))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(1024))
+    action: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Policy(Base):
+    """The scope policy (one row): where scans and deployments may go."""
+
+    __tablename__ = "policy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # CIDRs and hostnames; empty means nothing may be scanned or deployed to (fail closed).
+    scope: Mapped[list[Any]] = mapped_column(default=list)
+    # Networks with a shorter prefix than these need a token allowed large targets.
+    max_prefix_v4: Mapped[int] = mapped_column(Integer, default=16)
+    max_prefix_v6: Mapped[int] = mapped_column(Integer, default=112)
+    windows_deployments: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Credential(Base):
+    """A stored login (SSH key or password), encrypted with CLOUDX_SECRET_KEY (AES-256-GCM)."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    username: Mapped[str | None] = mapped_column(String(64))
+    # Fingerprint of the key that encrypted it, so a wrong key is reported as such.
+    key_id: Mapped[str] = mapped_column(String(16))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

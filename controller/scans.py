@@ -9,11 +9,13 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, selectinload
 
+from controller.auth import Principal
 from controller.config import Config
 from controller.db import Database
 from controller.errors import NotFound, ValidationError
 from controller.jobs import create_job, iso
 from controller.models import Job, Scan, ScanHost, ScanPort
+from controller.policy import check_targets
 from controller.scanlib import ScanInputError, scanner
 
 PLAYBOOK = "playbooks/scan.yml"
@@ -41,8 +43,10 @@ def validate_scan_request(payload: Any, config: Config) -> dict[str, Any]:
     return request
 
 
-def create_scan(session: Session, config: Config, payload: Any) -> Scan:
+def create_scan(session: Session, config: Config, principal: Principal, payload: Any) -> Scan:
+    """A queued scan job, once the request is valid and its target in the caller's scope."""
     request = validate_scan_request(payload, config)
+    check_targets(session, principal, [request["target"]])
     extra_vars = {
         "scanner_hosts": config.SCANNER_PATTERN,
         "scanner_tool": request["tool"],
@@ -58,6 +62,8 @@ def create_scan(session: Session, config: Config, payload: Any) -> Scan:
         inventory=config.INVENTORY,
         extra_vars=extra_vars,
         timeout=request["timeout"] + 300,
+        created_by=principal.name,
+        max_queued=config.MAX_QUEUED_JOBS,
     )
     scan = Scan(job=job, tool=request["tool"], target=request["target"], scan_type=request["scan_type"], ports=request["ports"])
     session.add(scan)

@@ -23,10 +23,11 @@ from typing import Any
 import ansible_runner
 import psutil
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from controller import kinds
 from controller.config import Config
-from controller.db import Database
+from controller.db import Database, retrying
 from controller.events import EventWriter
 from controller.jobs import fail_job, worker_id
 from controller.models import FINAL_STATUSES, Job, utcnow
@@ -87,8 +88,8 @@ class JobRun:
             job_info = {"id": job.id, "inventory": job.inventory, "limit": job.limit, "settings": dict(job.settings)}
         extra_vars.update(kinds.private_vars(kind, self.config, self.job_id))
         private_dir = job_dir(self.config, self.job_id)
-        private_dir.mkdir(parents=True, exist_ok=True)
         try:
+            private_dir.mkdir(parents=True, exist_ok=True)
             plan = kinds.prepare(kind, self.db, self.config, job_info, private_dir)
         except Exception as exc:
             log.exception("preparing job %s failed", self.job_id)
@@ -100,7 +101,7 @@ class JobRun:
         if self.secrets.get("extra_vars"):
             self.secret_file = write_secret_vars(self.secrets["extra_vars"])
             files.append(str(self.secret_file))
-        writer = EventWriter(self.db, self.job_id)
+        writer = EventWriter(self.db, self.job_id, retry_seconds=self.config.DB_RETRY_SECONDS)
         watcher = threading.Thread(target=self._watch_cancel, name="cancel-watch", daemon=True)
         watcher.start()
         status, rc, reason = "error", None, None
@@ -127,7 +128,8 @@ class JobRun:
                 cmdline=" ".join(f"-e @{shlex.quote(f)}" for f in files) or None,
                 ssh_key=self.secrets.get("ssh_key"),
                 event_handler=self._on_event(writer),
-                cancel_callback=self.cancel_requested.is_set,
+                # Stop the playbook when its events can no longer be stored: nobody could follow it.
+                cancel_callback=lambda: self.cancel_requested.is_set() or writer.error is not None,
             )
             status, rc = result.status, result.rc
             if status == "canceled" and self.stop_reason:
@@ -136,6 +138,8 @@ class JobRun:
                 reason = "the job ran longer than its timeout or produced no output for IDLE_TIMEOUT"
             elif status == "canceled":
                 reason = "canceled on request"
+            elif status == "failed":
+                reason = f"ansible-playbook ended with rc {rc}: see the job's failed events"
         except Exception as exc:
             log.exception("job %s could not run", self.job_id)
             status, reason = "error", f"ansible-runner failed: {exc}"
@@ -149,23 +153,29 @@ class JobRun:
             final_counter = writer.close()
         except Exception as exc:
             log.exception("storing events of job %s failed", self.job_id)
-            status, reason, final_counter = "error", f"storing events failed: {exc}", writer.last_counter
+            cause = exc.orig if isinstance(exc, OperationalError) else exc
+            status, reason, final_counter = "error", f"storing events failed: {cause}", writer.last_counter
         try:
             status, reason = kinds.finish(kind, self.db, self.config, self.job_id, status, reason)
         except Exception as exc:
             log.exception("finishing job %s failed", self.job_id)
             status, reason = "error", f"storing results failed: {exc}"
-        with self.db.session() as session:
-            values: dict[str, Any] = {
-                "status": status,
-                "rc": rc,
-                "status_reason": reason,
-                "finished_at": utcnow(),
-                "final_counter": final_counter,
-            }
-            if status == "successful":
-                values["progress"] = 100
-            session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+        values: dict[str, Any] = {
+            "status": status,
+            "rc": rc,
+            "status_reason": reason,
+            "finished_at": utcnow(),
+            "final_counter": final_counter,
+        }
+        if status == "successful":
+            values["progress"] = 100
+
+        def record() -> None:
+            with self.db.session() as session:
+                session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+
+        # The end of a job is worth waiting for longer than one batch of events.
+        retrying(record, 10 * self.config.DB_RETRY_SECONDS, f"recording the end of job {self.job_id}")
         return status
 
     def _drop_secret_file(self) -> None:
@@ -247,7 +257,7 @@ def main(argv: list[str]) -> int:
     for name in list(os.environ):
         if name not in ENV_KEPT and not name.startswith(("ANSIBLE_", "LC_")):
             del os.environ[name]
-    db = Database(config.DATABASE_URL)
+    db = Database(config.DATABASE_URL, config.DB_BUSY_TIMEOUT)
     run = JobRun(config, db, argv[1], secrets)
     signal.signal(signal.SIGTERM, lambda *_: run.request_stop("the controller stopped while the job was running"))
     signal.signal(signal.SIGINT, lambda *_: run.request_stop("interrupted"))

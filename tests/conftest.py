@@ -33,13 +33,13 @@ def write_inventory(directory: Path) -> Path:
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
     inventory = write_inventory(tmp_path / "inventory")
-    return Config.from_env(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'scans.db'}",
-        ARTIFACTS_DIR=str(tmp_path / "artifacts"),
-        INVENTORY=str(inventory),
-        SYNC_HEARTBEAT_FILE=str(tmp_path / "sync_heartbeat.json"),
-        **overrides,
-    )
+    settings = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'scans.db'}",
+        "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "INVENTORY": str(inventory),
+        "SYNC_HEARTBEAT_FILE": str(tmp_path / "sync_heartbeat.json"),
+    }
+    return Config.from_env(**{**settings, **overrides})
 
 
 @pytest.fixture
@@ -47,11 +47,44 @@ def config(tmp_path: Path) -> Config:
     return make_config(tmp_path)
 
 
+# The scope tests run in: the test networks (198.18.0.0/15, RFC 2544), loopback, and TEST-NET-1
+# (192.0.2.0/24) for jobs that are only queued, never run.
+TEST_SCOPE = ["198.18.0.0/15", "127.0.0.0/8", "::1/128", "192.0.2.0/24"]
+
+
+class TokenClient(FlaskClient):
+    """A test client that sends the app's test token (admin unless a test asks otherwise)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        token = self.application.config.get("CLOUDX_TEST_TOKEN")
+        if token:
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+
+def make_token(app: Flask, role: str = "admin", name: str | None = None, **options: Any) -> str:
+    from controller.auth import create_token
+
+    with app.extensions["cloudx.db"].session() as session:
+        return create_token(session, name or f"test-{role}-{time.monotonic_ns()}", role, "tests", **options)[1]
+
+
+def prepare_app(app: Flask, scope: list[str] | None = None) -> Flask:
+    """An admin test token for its clients, and the test scope as policy."""
+    from controller.policy import update_policy
+
+    app.config["TESTING"] = True
+    app.config["CLOUDX_TEST_TOKEN"] = make_token(app, "admin", "tests")
+    app.test_client_class = TokenClient
+    with app.extensions["cloudx.db"].session() as session:
+        update_policy(session, {"scope": TEST_SCOPE if scope is None else scope}, "tests")
+    return app
+
+
 @pytest.fixture
 def app(config: Config) -> Iterator[Flask]:
     """The app without an executor: jobs stay queued (validation and read tests)."""
-    app = create_app(config)
-    app.config["TESTING"] = True
+    app = prepare_app(create_app(config))
     yield app
     app.extensions["cloudx.db"].dispose()
 
@@ -63,8 +96,17 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch, config: Config) -> CliRunner:
+    """The CLI on the test configuration, with the test scope as policy."""
+    from controller.db import Database
+    from controller.policy import update_policy
+
     for key, value in config.as_env().items():
         monkeypatch.setenv(key, value)
+    database = Database(config.DATABASE_URL)
+    database.upgrade()
+    with database.session() as session:
+        update_policy(session, {"scope": TEST_SCOPE}, "tests")
+    database.dispose()
     monkeypatch.setenv("CLOUDX_SYNC_HEARTBEAT_FILE", config.SYNC_HEARTBEAT_FILE)
     return CliRunner()
 
@@ -94,8 +136,7 @@ def slow_target(lab: testhosts.Lab) -> testhosts.TestHost:
 @pytest.fixture
 def live_app(tmp_path: Path) -> Iterator[Flask]:
     """The app with its local executor running: jobs really execute."""
-    app = create_app(make_config(tmp_path))
-    app.config["TESTING"] = True
+    app = prepare_app(create_app(make_config(tmp_path)))
     executor = start_executor(app)
     yield app
     executor.shutdown()

@@ -64,7 +64,7 @@ def test_large_body_is_413(app, client):
 def test_json_errors_for_unknown_routes_and_methods(client):
     assert client.get("/api/nope").status_code == 404 and "error" in client.get("/api/nope").get_json()
     response = client.put("/api/ping")
-    assert response.status_code == 405 and "error" in response.get_json()
+    assert response.status_code == 405 and "error" in response.get_json() and "GET" in response.headers["Allow"]
     for path in ("/api/scans/x", "/api/jobs/x", "/api/jobs/x/events", "/api/jobs/x/hosts", "/api/scans/x/raw"):
         assert client.get(path).status_code == 404
     assert client.post("/api/scans/x/stop").status_code == 404

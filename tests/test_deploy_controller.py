@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from controller import create_app, start_executor
 from controller.models import Job
-from tests.conftest import ENROLLMENT_PASSWORD, make_config, write_agent_vars
+from tests.conftest import ENROLLMENT_PASSWORD, make_config, prepare_app, write_agent_vars
 
 pytestmark = pytest.mark.integration
 SSH_PASSWORD = "Ssh-Pa55word-4e2d91"
@@ -20,7 +20,7 @@ SSH_PASSWORD = "Ssh-Pa55word-4e2d91"
 @pytest.fixture
 def deploy_app(tmp_path, agent_package):
     agent_vars = write_agent_vars(tmp_path / "agent-vars.json", *agent_package)
-    app = create_app(make_config(tmp_path, AGENT_VARS_FILE=str(agent_vars)))
+    app = prepare_app(create_app(make_config(tmp_path, AGENT_VARS_FILE=str(agent_vars))))
     executor = start_executor(app)
     yield app
     executor.shutdown()

@@ -2,72 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
+import contextlib
+import sqlite3
 import subprocess
 import sys
-from pathlib import Path
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from tests.conftest import make_config
+from tests.conftest import ENROLLMENT_PASSWORD, write_agent_vars
+from tests.service import Service
 from tests.test_scan_integration import scanner_processes
 from tests.testhosts import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Service:
-    def __init__(self, tmp_path: Path) -> None:
-        self.config = make_config(tmp_path)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api"
-        self.env = {
-            **os.environ,
-            **self.config.as_env(),
-            "CLOUDX_PORT": str(self.port),
-            "CLOUDX_SYNC_HEARTBEAT_FILE": self.config.SYNC_HEARTBEAT_FILE,
-        }
-        self.log = (tmp_path / "serve.log").open("ab")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "serve"],
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        assert wait_for(self.up, timeout=30), "service did not start"
-
-    def up(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/ping", timeout=1).json() == {"status": "pong"}
-        except requests.RequestException:
-            return False
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -79,23 +30,24 @@ def service(tmp_path):
 
 
 def test_scan_over_http_and_heartbeat(service, target):
-    api = service.url
+    api, http = service.url, service.http
     assert requests.get(f"{api}/health").json()["status"] == "ok"
-    assert requests.get(f"{api}/sync-status").json()["status"] == "inactive"
+    assert requests.get(f"{api}/scans").status_code == 401
+    assert http.get(f"{api}/sync-status").json()["status"] == "inactive"
     subprocess.run([sys.executable, "-m", "controller.cli", "heartbeat"], env=service.env, check=True)
-    assert requests.get(f"{api}/sync-status").json()["status"] == "active"
+    assert http.get(f"{api}/sync-status").json()["status"] == "active"
 
-    response = requests.post(f"{api}/scans", json={"target": target.address, "tool": "nmap", "scan_type": "default", "ports": "22,80"})
+    response = http.post(f"{api}/scans", json={"target": target.address, "tool": "nmap", "scan_type": "default", "ports": "22,80"})
     assert response.status_code == 202
     job_id = response.json()["job_id"]
-    assert wait_for(lambda: requests.get(f"{api}/scans/{job_id}").json()["status"] == "successful", timeout=120)
-    view = requests.get(f"{api}/scans/{job_id}").json()
+    assert wait_for(lambda: http.get(f"{api}/scans/{job_id}").json()["status"] == "successful", timeout=120)
+    view = http.get(f"{api}/scans/{job_id}").json()
     assert {(p["port"], p["state"]) for p in view["results"]["hosts"][0]["ports"]} == {(22, "open"), (80, "closed")}
-    assert requests.get(f"{api}/scans").json()["scans"][0]["job_id"] == job_id
-    hosts = requests.get(f"{api}/jobs/{job_id}/hosts").json()["hosts"]
+    assert http.get(f"{api}/scans").json()["scans"][0]["job_id"] == job_id
+    hosts = http.get(f"{api}/jobs/{job_id}/hosts").json()["hosts"]
     assert [(h["host"], h["failed"], h["unreachable"]) for h in hosts] == [("localhost", 0, 0)]
-    assert requests.get(f"{api}/nope").status_code == 404
-    assert requests.get(f"{api}/nope").json() == {
+    assert http.get(f"{api}/nope").status_code == 404
+    assert http.get(f"{api}/nope").json() == {
         "error": "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again."
     }
 
@@ -104,13 +56,13 @@ def test_scan_over_http_and_heartbeat(service, target):
 def test_kill9_with_job_in_flight(tmp_path, slow_target, kill_workers):
     service = Service(tmp_path)
     service.start()
-    api = service.url
+    api, http = service.url, service.http
     try:
-        job_id = requests.post(
+        job_id = http.post(
             f"{api}/scans", json={"target": slow_target.address, "tool": "nmap", "scan_type": "udp", "ports": "1-1000"}
         ).json()["job_id"]
-        assert wait_for(lambda: requests.get(f"{api}/scans/{job_id}").json()["progress"] > 0, timeout=90)
-        events_before = requests.get(f"{api}/jobs/{job_id}/events?limit=500").json()["events"]
+        assert wait_for(lambda: http.get(f"{api}/scans/{job_id}").json()["progress"] > 0, timeout=90)
+        events_before = http.get(f"{api}/jobs/{job_id}/events?limit=500").json()["events"]
         assert service.proc is not None
         if kill_workers:  # the whole machine "crashes": service and job workers die at once
             for child in __import__("psutil").Process(service.proc.pid).children():
@@ -119,15 +71,108 @@ def test_kill9_with_job_in_flight(tmp_path, slow_target, kill_workers):
         service.start()
         # The orphaned worker stops its job itself (it gets SIGTERM when the service dies); a worker that
         # died too is found by the restarted service.
-        assert wait_for(lambda: requests.get(f"{api}/jobs/{job_id}").json()["status"] != "running", timeout=30)
-        job = requests.get(f"{api}/jobs/{job_id}").json()
+        assert wait_for(lambda: http.get(f"{api}/jobs/{job_id}").json()["status"] != "running", timeout=30)
+        job = http.get(f"{api}/jobs/{job_id}").json()
         assert job["status"] == "failed" and "stopped" in job["status_reason"], job
         assert wait_for(lambda: not scanner_processes(slow_target.address), timeout=40), scanner_processes(slow_target.address)
-        leftovers = subprocess.run(["pgrep", "-f", job_id], capture_output=True, text=True).stdout.split()
-        assert leftovers == []
-        events_after = requests.get(f"{api}/jobs/{job_id}/events?limit=500").json()["events"]
+
+        # The worker records the job's end just before it exits.
+        def leftovers() -> list[str]:
+            return subprocess.run(["pgrep", "-f", job_id], capture_output=True, text=True).stdout.split()
+
+        assert wait_for(lambda: not leftovers(), timeout=20), leftovers()
+        events_after = http.get(f"{api}/jobs/{job_id}/events?limit=500").json()["events"]
         counters = [e["counter"] for e in events_after]
         assert counters == sorted(counters) and len(set(counters)) == len(counters)
         assert {e["counter"] for e in events_before} <= set(counters)
     finally:
         service.stop()
+
+
+def test_200_concurrent_scan_submissions(tmp_path, target):
+    """A burst against the queue limit: every request gets 202 or 429, no job is lost or duplicated."""
+    service = Service(tmp_path, CLOUDX_MAX_QUEUED_JOBS="30", CLOUDX_MAX_CONCURRENT_JOBS="4")
+    service.start()
+    api, http = service.url, service.http
+    body = {"target": target.address, "tool": "nmap", "scan_type": "default", "ports": "22,80"}
+    start = threading.Barrier(50)
+
+    def submit(_: int) -> tuple[int, str | None]:
+        with requests.Session() as session:
+            session.headers["Authorization"] = f"Bearer {service.token}"
+            with contextlib.suppress(threading.BrokenBarrierError):
+                start.wait(timeout=10)
+            response = session.post(f"{api}/scans", json=body, timeout=120)
+            return response.status_code, response.json().get("job_id") if response.status_code == 202 else response.json()["error"]
+
+    try:
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            answers = list(pool.map(submit, range(200)))
+        statuses = Counter(status for status, _ in answers)
+        assert set(statuses) <= {202, 429}, statuses
+        accepted = [job_id for status, job_id in answers if status == 202]
+        assert len(accepted) >= 30 and len(set(accepted)) == len(accepted), statuses
+        assert all("already waiting" in text for status, text in answers if status == 429)
+
+        def all_done() -> bool:
+            jobs = http.get(f"{api}/jobs?limit=500").json()["jobs"]
+            return all(job["status"] not in ("queued", "running") for job in jobs)
+
+        assert wait_for(all_done, timeout=900, interval=2)
+        jobs = {job["id"]: job for job in http.get(f"{api}/jobs?limit=500").json()["jobs"]}
+        assert sorted(jobs) == sorted(accepted)
+        assert {job["status"] for job in jobs.values()} == {"successful"}
+        for job_id in accepted[:5]:
+            counters = [e["counter"] for e in http.get(f"{api}/jobs/{job_id}/events?limit=500").json()["events"]]
+            assert counters == list(range(1, jobs[job_id]["final_counter"] + 1))
+        audit = http.get(f"{api}/audit?limit=500").json()["entries"]
+        assert Counter(e["status"] for e in audit if e["path"] == "/api/scans") == statuses
+    finally:
+        service.stop()
+    with sqlite3.connect(service.config.DATABASE_URL.removeprefix("sqlite:///")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT count(*) FROM scans").fetchone() == (len(accepted),)
+
+
+def test_secrets_never_reach_database_artifacts_or_logs(tmp_path, target, booted_hosts, ssh_key, agent_package, manager):
+    """A scan and a deployment with known secrets: none is found in the database, the artifacts or the logs."""
+    key = subprocess.run([sys.executable, "-m", "controller.cli", "credential", "keygen"], capture_output=True, text=True).stdout.strip()
+    agent_vars = write_agent_vars(tmp_path / "agent-vars.json", *agent_package)
+    service = Service(tmp_path, CLOUDX_CREDENTIALS_KEY=key, CLOUDX_AGENT_VARS_FILE=str(agent_vars))
+    service.start()
+    api, http = service.url, service.http
+    private_key = ssh_key.read_text()
+    stored_password = "Vault-Pa55-d41f0c7e"
+    try:
+        assert http.post(f"{api}/credentials", json={"name": "lab-key", "kind": "ssh_key", "username": "root", "secret": private_key}).ok
+        assert http.post(f"{api}/credentials", json={"name": "spare", "kind": "password", "secret": stored_password}).ok
+        scan = http.post(f"{api}/scans", json={"target": target.address, "tool": "nmap", "scan_type": "default", "ports": "22"})
+        deploy = http.post(
+            f"{api}/deployments",
+            json={
+                "hosts": [booted_hosts[0].address],
+                "os_type": "linux",
+                "credential": "lab-key",
+                "manager_ip": manager.sock.getsockname()[0],
+                "enrollment_password": ENROLLMENT_PASSWORD,
+            },
+        )
+        assert scan.status_code == deploy.status_code == 202, (scan.text, deploy.text)
+        for job_id in (scan.json()["job_id"], deploy.json()["job_id"]):
+            assert wait_for(
+                lambda job_id=job_id: http.get(f"{api}/jobs/{job_id}").json()["status"] not in ("queued", "running"), timeout=300
+            )
+            assert http.get(f"{api}/jobs/{job_id}").json()["status"] == "successful"
+    finally:
+        service.stop()
+    service.log.close()
+    everything = b"".join(
+        path.read_bytes()
+        for path in tmp_path.rglob("*")
+        if path.is_file() and (path.name.startswith(("scans.db", "serve.log")) or "artifacts" in path.parts)
+    )
+    assert b"TASK [" in everything or b"runner_on_ok" in everything  # the search covers real output
+    key_lines = [line for line in private_key.splitlines() if not line.startswith("-----")]
+    secrets = [service.token, service.token.split("_", 2)[2], key, stored_password, ENROLLMENT_PASSWORD, *key_lines]
+    found = {secret[:12]: everything.count(secret.encode()) for secret in secrets}
+    assert set(found.values()) == {0}, found

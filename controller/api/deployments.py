@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from sqlalchemy import select
 
-from controller.api import config, executor, json_object, session
+from controller.api import config, executor, json_object, principal, requires, session
 from controller.deployments import create_deployment, validate_agent_request, validate_deployment_request
 from controller.jobs import iso
 from controller.models import HostKey
@@ -18,25 +18,28 @@ bp = Blueprint("deployments", __name__)
 def _submit(request: dict[str, Any], secrets: dict[str, Any]) -> Any:
     run = executor()
     with session() as s:
-        job = create_deployment(s, config(), request, secrets, run.holder_id)
+        job = create_deployment(s, config(), principal(), request, secrets, run.holder_id)
         job_id, status = job.id, job.status
     run.submit(job_id, secrets)
     return jsonify({"job_id": job_id, "status": status}), 202
 
 
 @bp.post("/deploy/agent")
+@requires("operator")
 def deploy_agent() -> Any:
     """The original single-target deployment: target, os_type, username, password or ssh_key, agent_name, group, manager_ip."""
     return _submit(*validate_agent_request(json_object()))
 
 
 @bp.post("/deployments")
+@requires("operator")
 def deploy_many() -> Any:
     """Deploy to (or remove from) a list of hosts, or an inventory group or pattern."""
     return _submit(*validate_deployment_request(json_object()))
 
 
 @bp.get("/host-keys")
+@requires("viewer")
 def host_keys() -> Any:
     with session() as s:
         keys = s.scalars(select(HostKey).order_by(HostKey.host, HostKey.key_type))

@@ -7,15 +7,16 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
-from controller.api import executor, session
-from controller.errors import Conflict, ValidationError
-from controller.jobs import cancel_job, event_view, events_page, get_job, job_view, jobs_page, page_limit, summary_view
+from controller.api import executor, requires, session
+from controller.errors import Conflict
+from controller.jobs import cancel_job, event_view, events_page, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
 from controller.models import JobHostSummary
 
 bp = Blueprint("jobs", __name__)
 
 
 @bp.get("/jobs")
+@requires("viewer")
 def list_jobs() -> Any:
     limit = page_limit(request.args.get("limit"))
     with session() as s:
@@ -24,20 +25,20 @@ def list_jobs() -> Any:
 
 
 @bp.get("/jobs/<job_id>")
+@requires("viewer")
 def show_job(job_id: str) -> Any:
     with session() as s:
         return jsonify(job_view(get_job(s, job_id)))
 
 
 @bp.get("/jobs/<job_id>/events")
+@requires("viewer")
 def list_events(job_id: str) -> Any:
     limit = page_limit(request.args.get("limit"), default=100)
-    after_raw = request.args.get("after", "0")
-    if not after_raw.isdigit():
-        raise ValidationError("after must be an event counter (an integer)", field="after")
+    after = int_arg(request.args.get("after", "0"), "after", "after must be an event counter (an integer)") or 0
     with session() as s:
         job = get_job(s, job_id)
-        events, next_after = events_page(s, job_id, limit, int(after_raw), request.args.get("event"), request.args.get("host"))
+        events, next_after = events_page(s, job_id, limit, after, request.args.get("event"), request.args.get("host"))
         return jsonify(
             {
                 "job_id": job_id,
@@ -50,6 +51,7 @@ def list_events(job_id: str) -> Any:
 
 
 @bp.get("/jobs/<job_id>/hosts")
+@requires("viewer")
 def list_hosts(job_id: str) -> Any:
     with session() as s:
         get_job(s, job_id)
@@ -58,6 +60,7 @@ def list_hosts(job_id: str) -> Any:
 
 
 @bp.post("/jobs/<job_id>/cancel")
+@requires("operator")
 def cancel(job_id: str) -> Any:
     with session() as s:
         job = cancel_job(s, job_id)

@@ -10,9 +10,9 @@ from typing import Any
 from flask import Blueprint, jsonify, request, send_file
 from sqlalchemy import delete
 
-from controller.api import config, executor, json_object, session
-from controller.errors import Conflict, ValidationError
-from controller.jobs import cancel_job, page_limit
+from controller.api import config, executor, json_object, principal, requires, session
+from controller.errors import Conflict
+from controller.jobs import cancel_job, int_arg, page_limit
 from controller.models import Job
 from controller.scans import create_scan, get_scan, raw_output, scan_view, scans_page
 
@@ -20,33 +20,35 @@ bp = Blueprint("scans", __name__)
 
 
 @bp.post("/scans")
+@requires("operator")
 def submit_scan() -> Any:
     body = json_object()
     with session() as s:
-        scan = create_scan(s, config(), body)
+        scan = create_scan(s, config(), principal(), body)
         job_id, status = scan.job_id, scan.job.status
     executor().submit(job_id)
     return jsonify({"job_id": job_id, "status": status}), 202
 
 
 @bp.get("/scans")
+@requires("viewer")
 def list_scans() -> Any:
     limit = page_limit(request.args.get("limit"))
-    before_raw = request.args.get("before")
-    if before_raw is not None and not before_raw.isdigit():
-        raise ValidationError("before must be a scan id", field="before")
+    before = int_arg(request.args.get("before"), "before", "before must be a scan id")
     with session() as s:
-        scans, next_before = scans_page(s, limit, int(before_raw) if before_raw else None)
+        scans, next_before = scans_page(s, limit, before)
         return jsonify({"scans": [scan_view(scan) for scan in scans], "next_before": next_before})
 
 
 @bp.get("/scans/<job_id>")
+@requires("viewer")
 def show_scan(job_id: str) -> Any:
     with session() as s:
         return jsonify(scan_view(get_scan(s, job_id, with_results=True), with_results=True))
 
 
 @bp.post("/scans/<job_id>/stop")
+@requires("operator")
 def stop_scan(job_id: str) -> Any:
     with session() as s:
         get_scan(s, job_id)
@@ -59,6 +61,7 @@ def stop_scan(job_id: str) -> Any:
 
 
 @bp.get("/scans/<job_id>/raw")
+@requires("viewer")
 def download_raw(job_id: str) -> Any:
     with session() as s:
         scan = get_scan(s, job_id)
@@ -67,6 +70,7 @@ def download_raw(job_id: str) -> Any:
 
 
 @bp.delete("/scans/<job_id>")
+@requires("operator")
 def delete_scan(job_id: str) -> Any:
     """Stop the scan if it is active, then delete it with its job, events and files."""
     with session() as s:

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, send_file
 
-from controller.api import config
+from controller.api import config, requires
 from controller.errors import NotFound, ValidationError
 
 bp = Blueprint("scripts", __name__)
@@ -21,6 +21,7 @@ def _root() -> Path:
 
 
 @bp.get("/scripts")
+@requires("viewer")
 def list_scripts() -> Any:
     root = _root()
     return jsonify(
@@ -29,10 +30,11 @@ def list_scripts() -> Any:
 
 
 @bp.get("/scripts/<os_dir>/<name>")
+@requires("viewer")
 def get_script(os_dir: str, name: str) -> Any:
     if os_dir not in OS_DIRS:
         raise ValidationError(f"os must be one of: {', '.join(OS_DIRS)}", field="os")
-    if not FILE_NAME.match(name) or ".." in name:
+    if not FILE_NAME.fullmatch(name) or ".." in name:
         raise ValidationError("name must be a plain file name", field="name")
     root = _root()
     path = (root / os_dir / name).resolve()

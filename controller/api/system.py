@@ -7,10 +7,11 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sqlalchemy import text
 
-from controller.api import config, session
+from controller.api import PUBLIC, config, principal, requires, session
 from controller.errors import ValidationError
 from controller.heartbeat import HeartbeatError, sync_status
 from controller.monitor import LOCAL_TARGETS, LocalMonitor, ping_latency
+from controller.policy import check_targets
 from controller.scanlib import ScanInputError, scanner
 
 bp = Blueprint("system", __name__)
@@ -18,6 +19,7 @@ _local_monitor = LocalMonitor()
 
 
 @bp.get("/health")
+@requires(PUBLIC)
 def health() -> Any:
     with session() as s:
         s.execute(text("SELECT 1"))
@@ -25,11 +27,13 @@ def health() -> Any:
 
 
 @bp.get("/ping")
+@requires(PUBLIC)
 def ping() -> Any:
     return jsonify({"status": "pong"})
 
 
 @bp.get("/sync-status")
+@requires("viewer")
 def sync() -> Any:
     cfg = config()
     try:
@@ -39,6 +43,7 @@ def sync() -> Any:
 
 
 @bp.get("/system-monitor")
+@requires("viewer")
 def system_monitor() -> Any:
     target = request.args.get("target", "local")
     if target in LOCAL_TARGETS:
@@ -49,5 +54,7 @@ def system_monitor() -> Any:
         raise ValidationError(exc.message, field="target") from None
     if "/" in host:
         raise ValidationError("target must be one host, not a network", field="target")
+    with session() as s:
+        check_targets(s, principal(), [host])
     result = ping_latency(host)
     return jsonify(result), (503 if result["status"] == "unavailable" else 200)

@@ -69,7 +69,7 @@ def validate_target(target: Any) -> str:
         raise ScanInputError("target", "target is too long")
     if target.startswith("-"):
         raise ScanInputError("target", "target must not start with '-'")
-    if not _TARGET_CHARS.match(target):
+    if not _TARGET_CHARS.fullmatch(target):
         raise ScanInputError("target", "target may hold only letters, digits and . : / - (no whitespace or shell characters)")
     if "/" in target:
         try:
@@ -83,7 +83,7 @@ def validate_target(target: Any) -> str:
         pass
     name = target[:-1] if target.endswith(".") else target
     labels = name.split(".")
-    if not all(_HOSTNAME_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+    if not all(_HOSTNAME_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
         raise ScanInputError("target", f"target {target!r} is not an IP address, a CIDR network or a hostname")
     return name.lower()
 
@@ -110,7 +110,7 @@ def parse_ports(ports: Any) -> str | None:
     if not isinstance(ports, str):
         raise ScanInputError("ports", "ports must be a port number, a list or a string like 22,80,1000-2000")
     ports = ports.replace(" ", "")
-    if len(ports) > MAX_PORT_SPEC_LENGTH or not _PORT_SPEC.match(ports):
+    if len(ports) > MAX_PORT_SPEC_LENGTH or not _PORT_SPEC.fullmatch(ports):
         raise ScanInputError("ports", "ports must look like 22,80,1000-2000")
     for part in ports.split(","):
         bounds = [int(b) for b in part.split("-")]
@@ -134,21 +134,21 @@ def validate_request(tool: Any, scan_type: Any, target: Any, ports: Any) -> Dict
     if tool == "zmap":
         if ":" in target:
             raise ScanInputError("target", "zmap scans IPv4 targets only")
-        if ports and not re.match(r"^[0-9]{1,5}$", ports):
+        if ports and not re.fullmatch(r"[0-9]{1,5}", ports):
             raise ScanInputError("ports", "zmap tcp_syn scans exactly one port")
-    if tool == "masscan" and not re.match(r"^[0-9.:a-fA-F/]+$", target):
+    if tool == "masscan" and not re.fullmatch(r"[0-9.:a-fA-F/]+", target):
         raise ScanInputError("target", "masscan needs an IP address or a CIDR network, not a hostname")
     return {"tool": tool, "scan_type": scan_type, "target": target, "ports": ports}
 
 
 def validate_mac(value: str, field: str) -> str:
-    if not _MAC.match(value):
+    if not _MAC.fullmatch(value):
         raise ScanInputError(field, f"{field} must be a MAC address like 02:00:00:00:00:01")
     return value.lower()
 
 
 def validate_interface(value: str, field: str) -> str:
-    if not _IFNAME.match(value) or value.startswith("-"):
+    if not _IFNAME.fullmatch(value) or value.startswith("-"):
         raise ScanInputError(field, f"{field} is not a valid interface name")
     return value
 

@@ -1,0 +1,149 @@
+"""API tokens and roles: who a request comes from and what that role may do."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from controller.errors import Conflict, NotFound, ValidationError
+from controller.models import ApiToken, utcnow
+
+# Each role may do what the roles before it may.
+ROLES = ("viewer", "operator", "admin")
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+# "cx_<id>_<secret>": the id finds the row, the secret is checked against its hash.
+TOKEN_FORMAT = re.compile(r"^cx_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+# A token seen in use is recorded at most this often, so reads do not all become writes.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+_DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a token's owner, or the local command line."""
+
+    name: str
+    role: str
+    token_id: str | None = None
+    scope: tuple[str, ...] | None = None
+    allow_large_targets: bool = False
+
+    def has(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def cli_principal(allow_large_targets: bool = False) -> Principal:
+    """Whoever runs `cloudx` on the controller's machine owns its database: an admin."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Principal(name=f"cli:{user}", role="admin", allow_large_targets=allow_large_targets)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(
+    session: Session,
+    name: str,
+    role: str,
+    created_by: str,
+    scope: list[str] | None = None,
+    allow_large_targets: bool = False,
+) -> tuple[ApiToken, str]:
+    """A new token and its secret text, which is returned here once and never stored."""
+    from controller.policy import validate_scope
+
+    if not isinstance(name, str) or not TOKEN_NAME.fullmatch(name):
+        raise ValidationError(f"name must match {TOKEN_NAME.pattern}", field="name")
+    if role not in ROLES:
+        raise ValidationError(f"role must be one of: {', '.join(ROLES)}", field="role")
+    if not isinstance(allow_large_targets, bool):
+        raise ValidationError("allow_large_targets must be true or false", field="allow_large_targets")
+    if scope is not None:
+        scope = validate_scope(scope)
+    if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
+        raise Conflict(f"a token named {name!r} exists; revoke it or choose another name")
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    token = ApiToken(
+        id=token_id,
+        name=name,
+        role=role,
+        token_hash=_hash(secret),
+        scope=scope,
+        allow_large_targets=allow_large_targets,
+        created_by=created_by,
+    )
+    session.add(token)
+    session.flush()
+    return token, f"cx_{token_id}_{secret}"
+
+
+def authenticate(session: Session, presented: str) -> Principal | None:
+    """The principal of a valid, unrevoked token, or None. The hash comparison takes constant time."""
+    match = TOKEN_FORMAT.fullmatch(presented)
+    token = session.get(ApiToken, match.group(1)) if match else None
+    expected = token.token_hash if token is not None else _DUMMY_HASH
+    ok = hmac.compare_digest(_hash(match.group(2) if match else presented), expected)
+    if not ok or token is None or token.revoked_at is not None:
+        return None
+    return Principal(
+        name=token.name,
+        role=token.role,
+        token_id=token.id,
+        scope=tuple(token.scope) if token.scope is not None else None,
+        allow_large_targets=token.allow_large_targets,
+    )
+
+
+def stale_use(session: Session, token_id: str) -> bool:
+    """Whether the token's last use is older than LAST_USED_RESOLUTION (then worth recording)."""
+    last = session.scalar(select(ApiToken.last_used_at).where(ApiToken.id == token_id))
+    now = utcnow()
+    return last is None or now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo)) > LAST_USED_RESOLUTION
+
+
+def record_use(session: Session, token_id: str) -> None:
+    session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
+
+
+def revoke_token(session: Session, name_or_id: str) -> ApiToken:
+    token = session.scalar(select(ApiToken).where((ApiToken.name == name_or_id) | (ApiToken.id == name_or_id)))
+    if token is None:
+        raise NotFound(f"no token {name_or_id!r}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.flush()
+    return token
+
+
+def token_view(token: ApiToken) -> dict[str, Any]:
+    from controller.jobs import iso
+
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role,
+        "scope": token.scope,
+        "allow_large_targets": token.allow_large_targets,
+        "created_by": token.created_by,
+        "created_at": iso(token.created_at),
+        "last_used_at": iso(token.last_used_at),
+        "revoked_at": iso(token.revoked_at),
+    }
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)))

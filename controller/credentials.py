@@ -1,0 +1,133 @@
+"""Stored credentials: SSH keys and passwords kept encrypted (AES-256-GCM) with a key from the environment.
+
+The key (CLOUDX_CREDENTIALS_KEY) never reaches the database; each row holds a random nonce and the
+ciphertext, bound to the credential's name, so a row copied under another name does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.config import Config
+from controller.errors import Conflict, NotFound, ValidationError
+from controller.models import Credential
+
+KINDS = ("ssh_key", "password")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\\-]{0,63}$")
+MAX_SECRET = 16 * 1024
+NO_KEY = "stored credentials need CLOUDX_CREDENTIALS_KEY: 32 random bytes in URL-safe base64 (`cloudx credential keygen`)"
+
+
+def keygen() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def _key(config: Config) -> tuple[bytes, str]:
+    """The key and its short fingerprint."""
+    if not config.CREDENTIALS_KEY:
+        raise ValidationError(NO_KEY, field="credential")
+    try:
+        key = base64.urlsafe_b64decode(config.CREDENTIALS_KEY.encode())
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ValidationError("CLOUDX_CREDENTIALS_KEY is not 32 bytes in URL-safe base64", field="credential")
+    return key, hashlib.sha256(b"cloudx-credentials" + key).hexdigest()[:16]
+
+
+def validate_secret(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_SECRET or "\x00" in value:
+        raise ValidationError(f"{field} must be a non-empty string of at most {MAX_SECRET} characters", field=field)
+    return value
+
+
+def validate_ssh_key(value: Any, field: str = "ssh_key") -> str:
+    key = validate_secret(value, field)
+    if not key.lstrip().startswith("-----BEGIN ") or "PRIVATE KEY-----" not in key:
+        raise ValidationError(f"{field} must be a private key in PEM/OpenSSH format", field=field)
+    return key if key.endswith("\n") else key + "\n"
+
+
+def store_credential(session: Session, config: Config, body: Any, created_by: str) -> Credential:
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object", field="body")
+    unknown = set(body) - {"name", "kind", "username", "secret"}
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    name, kind, username = body.get("name"), body.get("kind"), body.get("username")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValidationError(f"name must match {NAME.pattern}", field="name")
+    if kind not in KINDS:
+        raise ValidationError(f"kind must be one of: {', '.join(KINDS)}", field="kind")
+    if username is not None and (not isinstance(username, str) or not USERNAME.fullmatch(username)):
+        raise ValidationError("username may hold letters, digits, _ . - and \\ (1-64 characters)", field="username")
+    secret = validate_ssh_key(body.get("secret"), "secret") if kind == "ssh_key" else validate_secret(body.get("secret"), "secret")
+    key, key_id = _key(config)
+    if session.scalar(select(Credential.id).where(Credential.name == name)) is not None:
+        raise Conflict(f"a credential named {name!r} exists; delete it first to replace it")
+    nonce = os.urandom(12)
+    sealed = AESGCM(key).encrypt(nonce, json.dumps({"secret": secret}).encode(), name.encode())
+    credential = Credential(
+        name=name,
+        kind=kind,
+        username=username,
+        key_id=key_id,
+        ciphertext=base64.b64encode(nonce + sealed).decode(),
+        created_by=created_by,
+    )
+    session.add(credential)
+    session.flush()
+    return credential
+
+
+def open_credential(session: Session, config: Config, name: Any) -> tuple[Credential, str]:
+    """The credential and its decrypted secret."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValidationError(f"credential must match {NAME.pattern}", field="credential")
+    credential = session.scalar(select(Credential).where(Credential.name == name))
+    if credential is None:
+        raise ValidationError(f"no stored credential {name!r}", field="credential")
+    key, key_id = _key(config)
+    if credential.key_id != key_id:
+        raise ValidationError(f"credential {name!r} was stored with another CLOUDX_CREDENTIALS_KEY", field="credential")
+    raw = base64.b64decode(credential.ciphertext)
+    try:
+        plain = AESGCM(key).decrypt(raw[:12], raw[12:], name.encode())
+    except InvalidTag:
+        raise ValidationError(f"credential {name!r} does not decrypt: it was altered", field="credential") from None
+    return credential, json.loads(plain)["secret"]
+
+
+def delete_credential(session: Session, name: str) -> None:
+    credential = session.scalar(select(Credential).where(Credential.name == name))
+    if credential is None:
+        raise NotFound(f"no stored credential {name!r}")
+    session.delete(credential)
+
+
+def credential_view(credential: Credential) -> dict[str, Any]:
+    from controller.jobs import iso
+
+    return {
+        "name": credential.name,
+        "kind": credential.kind,
+        "username": credential.username,
+        "created_by": credential.created_by,
+        "created_at": iso(credential.created_at),
+    }
+
+
+def list_credentials(session: Session) -> list[Credential]:
+    return list(session.scalars(select(Credential).order_by(Credential.name)))

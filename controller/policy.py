@@ -1,0 +1,154 @@
+"""The scope policy: what may be scanned and where agents may go. It fails closed.
+
+A target is allowed when every address it stands for lies inside the policy scope and, if the caller's
+token has a scope of its own, inside that too. Hostnames (in targets and in scopes) are resolved and
+every resolved address is checked, so a name cannot point a scan outside the scope.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from controller.auth import Principal
+from controller.errors import Forbidden, ValidationError
+from controller.models import Policy
+from controller.scanlib import ScanInputError, scanner
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_SCOPE_ENTRIES = 1000
+HOW_TO = "an admin sets it with `cloudx policy set --scope CIDR_OR_HOST ...` or PUT /api/policy"
+
+
+def validate_scope(value: Any) -> list[str]:
+    """Scope entries as canonical CIDRs and lowercase hostnames."""
+    if not isinstance(value, list) or len(value) > MAX_SCOPE_ENTRIES:
+        raise ValidationError(f"scope must be a list of at most {MAX_SCOPE_ENTRIES} CIDR networks, addresses or hostnames", field="scope")
+    entries = []
+    for item in value:
+        try:
+            entry = scanner.validate_target(item)
+        except ScanInputError as exc:
+            raise ValidationError(exc.message.replace("target", "scope entry", 1), field="scope") from None
+        if not _is_name(entry):
+            entry = ipaddress.ip_network(entry, strict=False).with_prefixlen
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
+def _is_name(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return True
+    return False
+
+
+def get_policy(session: Session) -> Policy:
+    policy = session.get(Policy, 1)
+    if policy is None:
+        policy = Policy(id=1, scope=[], max_prefix_v4=16, max_prefix_v6=112, windows_deployments=True)
+        session.add(policy)
+        session.flush()
+    return policy
+
+
+def update_policy(session: Session, changes: Any, updated_by: str) -> Policy:
+    """Apply the given fields (the others keep their values)."""
+    if not isinstance(changes, dict) or not changes:
+        raise ValidationError("give at least one of: scope, max_prefix_v4, max_prefix_v6, windows_deployments", field="body")
+    unknown = set(changes) - {"scope", "max_prefix_v4", "max_prefix_v6", "windows_deployments"}
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    values: dict[str, Any] = {}
+    if "scope" in changes:
+        values["scope"] = validate_scope(changes["scope"])
+    for field, top in (("max_prefix_v4", 32), ("max_prefix_v6", 128)):
+        if field in changes:
+            value = changes[field]
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise ValidationError(f"{field} must be an integer from 0 to {top}", field=field)
+            values[field] = value
+    if "windows_deployments" in changes:
+        if not isinstance(changes["windows_deployments"], bool):
+            raise ValidationError("windows_deployments must be true or false", field="windows_deployments")
+        values["windows_deployments"] = changes["windows_deployments"]
+    policy = get_policy(session)
+    for key, value in values.items():
+        setattr(policy, key, value)
+    policy.updated_by = updated_by
+    session.flush()
+    return policy
+
+
+def policy_view(policy: Policy) -> dict[str, Any]:
+    from controller.jobs import iso
+
+    return {
+        "scope": policy.scope,
+        "max_prefix_v4": policy.max_prefix_v4,
+        "max_prefix_v6": policy.max_prefix_v6,
+        "windows_deployments": policy.windows_deployments,
+        "updated_by": policy.updated_by,
+        "updated_at": iso(policy.updated_at),
+    }
+
+
+def resolve(name: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address a hostname resolves to (empty when it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return set()
+    return {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+
+
+def _networks(entries: Iterable[str]) -> list[Network]:
+    networks: list[Network] = []
+    for entry in entries:
+        if _is_name(entry):
+            networks.extend(ipaddress.ip_network(address) for address in resolve(entry))
+        else:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+    return networks
+
+
+def _inside(network: Network, scope: list[Network]) -> bool:
+    return any(network.version == s.version and network.subnet_of(s) for s in scope)  # type: ignore[arg-type]
+
+
+def check_targets(session: Session, principal: Principal, targets: Iterable[str], windows: bool = False) -> None:
+    """Raise Forbidden unless every target is in scope for this caller (targets are validated already)."""
+    policy = get_policy(session)
+    if not policy.scope:
+        raise Forbidden(f"no scope policy is configured, so scanning and deploying are refused; {HOW_TO}")
+    if windows and not policy.windows_deployments:
+        raise Forbidden("Windows deployments are switched off by policy (windows_deployments: false)")
+    scopes = [_networks(policy.scope)]
+    if principal.scope is not None:
+        scopes.append(_networks(principal.scope))
+    for target in targets:
+        if not _is_name(target):
+            networks = [ipaddress.ip_network(target, strict=False)]
+        else:
+            addresses = resolve(target)
+            if not addresses:
+                raise Forbidden(f"target {target!r} does not resolve, so it cannot be checked against the scope") from None
+            networks = [ipaddress.ip_network(address) for address in sorted(addresses, key=str)]
+        for network in networks:
+            limit = policy.max_prefix_v4 if network.version == 4 else policy.max_prefix_v6
+            if network.prefixlen < limit and not principal.allow_large_targets:
+                raise Forbidden(
+                    f"target {network.with_prefixlen} covers {network.num_addresses} addresses; networks larger than "
+                    f"/{limit} need a token allowed large targets (cloudx token create --allow-large-targets)"
+                )
+            for scope in scopes:
+                if not _inside(network, scope):
+                    which = "the policy scope" if scope is scopes[0] else f"the scope of token {principal.name!r}"
+                    shown = f"{target} ({network.network_address})" if _is_name(target) else target
+                    raise Forbidden(f"target {shown} is outside {which}")

@@ -1,0 +1,79 @@
+"""`cloudx serve` as a real process, set up with the CLI as an operator would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from tests.conftest import make_config
+from tests.testhosts import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    def __init__(self, tmp_path: Path, scope: tuple[str, ...] = ("198.18.0.0/15", "127.0.0.0/8"), **env: str) -> None:
+        self.config = make_config(tmp_path)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.env = {
+            **os.environ,
+            **self.config.as_env(),
+            "CLOUDX_PORT": str(self.port),
+            "CLOUDX_SYNC_HEARTBEAT_FILE": self.config.SYNC_HEARTBEAT_FILE,
+            **env,
+        }
+        self.tmp_path = tmp_path
+        self.log = (tmp_path / "serve.log").open("ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+        # Set up as an operator would: a scope policy and an API token, with the CLI.
+        if scope:
+            self.cloudx("policy", "set", *(arg for entry in scope for arg in ("--scope", entry)))
+        self.token = self.cloudx("token", "create", "--name", "service-tests", "--role", "admin").strip()
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def cloudx(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "controller.cli", *args], env=self.env, check=True, capture_output=True, text=True
+        ).stdout
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "serve"],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert wait_for(self.up, timeout=30), "service did not start"
+
+    def up(self) -> bool:
+        try:
+            return self.http.get(f"{self.url}/ping", timeout=1).json() == {"status": "pong"}
+        except requests.RequestException:
+            return False
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
