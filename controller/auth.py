@@ -74,7 +74,7 @@ def create_token(
     if scope is not None:
         scope = validate_scope(scope)
     if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
-        raise Conflict(f"a token named {name!r} exists; revoke it or choose another name")
+        raise Conflict(f"a token named {name!r} exists (names are never reused, even revoked); choose another name")
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     token = ApiToken(
@@ -119,10 +119,10 @@ def record_use(session: Session, token_id: str) -> None:
     session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
 
 
-def revoke_token(session: Session, name_or_id: str) -> ApiToken:
-    token = session.scalar(select(ApiToken).where((ApiToken.name == name_or_id) | (ApiToken.id == name_or_id)))
+def revoke_token(session: Session, name: str) -> ApiToken:
+    token = session.scalar(select(ApiToken).where(ApiToken.name == name))
     if token is None:
-        raise NotFound(f"no token {name_or_id!r}")
+        raise NotFound(f"no token {name!r}")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         session.flush()

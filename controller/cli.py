@@ -426,9 +426,9 @@ def token_create(ctx: Context, name: str, role: str, scope: tuple[str, ...], all
             created, text = create_token(session, name, role, cli_principal().name, list(scope) or None, allow_large_targets)
     except ApiError as exc:
         raise _fail(ctx, "token create", exc) from None
-    _audit(ctx, "token create", 201, f"token {created.name} ({created.role})")
     click.echo(f"token {created.name} ({created.role}) created; it is shown only now:", err=True)
     click.echo(text)
+    _audit(ctx, "token create", 201, f"token {created.name} ({created.role})")
 
 
 @token.command("list")
@@ -449,7 +449,7 @@ def token_list(ctx: Context) -> None:
 @click.argument("name")
 @pass_ctx
 def token_revoke(ctx: Context, name: str) -> None:
-    """Revoke the token NAME (or id) at once."""
+    """Revoke the token NAME at once."""
     from controller.auth import revoke_token
 
     try:
@@ -519,9 +519,10 @@ def credential_keygen() -> None:
 @click.argument("name")
 @click.option("--kind", type=click.Choice(["ssh_key", "password"]), required=True)
 @click.option("--username", help="The login user deployments with this credential use by default.")
+@click.option("--scope", "scope", multiple=True, help="Only for hosts in this CIDR or hostname (repeatable).")
 @click.option("--secret-file", type=click.Path(exists=True, dir_okay=False), help="Read the key or password from this file.")
 @pass_ctx
-def credential_add(ctx: Context, name: str, kind: str, username: str | None, secret_file: str | None) -> None:
+def credential_add(ctx: Context, name: str, kind: str, username: str | None, scope: tuple[str, ...], secret_file: str | None) -> None:
     """Store a credential; without --secret-file the password is prompted for."""
     from pathlib import Path
 
@@ -532,7 +533,13 @@ def credential_add(ctx: Context, name: str, kind: str, username: str | None, sec
         secret = secret if kind == "ssh_key" else secret.rstrip("\n")
     else:
         secret = click.prompt("Secret", hide_input=True)
-    body = {"name": name, "kind": kind, "secret": secret, **({"username": username} if username else {})}
+    body = {
+        "name": name,
+        "kind": kind,
+        "secret": secret,
+        **({"username": username} if username else {}),
+        **({"scope": list(scope)} if scope else {}),
+    }
     try:
         with ctx.db.session() as session:
             store_credential(session, ctx.config, body, cli_principal().name)

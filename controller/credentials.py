@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from controller.config import Config
 from controller.errors import Conflict, NotFound, ValidationError
 from controller.models import Credential
+from controller.policy import validate_scope
 
 KINDS = ("ssh_key", "password")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
@@ -63,7 +64,7 @@ def validate_ssh_key(value: Any, field: str = "ssh_key") -> str:
 def store_credential(session: Session, config: Config, body: Any, created_by: str) -> Credential:
     if not isinstance(body, dict):
         raise ValidationError("the request body must be a JSON object", field="body")
-    unknown = set(body) - {"name", "kind", "username", "secret"}
+    unknown = set(body) - {"name", "kind", "username", "secret", "scope"}
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     name, kind, username = body.get("name"), body.get("kind"), body.get("username")
@@ -74,19 +75,22 @@ def store_credential(session: Session, config: Config, body: Any, created_by: st
     if username is not None and (not isinstance(username, str) or not USERNAME.fullmatch(username)):
         raise ValidationError("username may hold letters, digits, _ . - and \\ (1-64 characters)", field="username")
     secret = validate_ssh_key(body.get("secret"), "secret") if kind == "ssh_key" else validate_secret(body.get("secret"), "secret")
+    scope = validate_scope(body["scope"]) if body.get("scope") is not None else None
     key, key_id = _key(config)
     if session.scalar(select(Credential.id).where(Credential.name == name)) is not None:
         raise Conflict(f"a credential named {name!r} exists; delete it first to replace it")
     nonce = os.urandom(12)
-    sealed = AESGCM(key).encrypt(nonce, json.dumps({"secret": secret}).encode(), name.encode())
     credential = Credential(
         name=name,
         kind=kind,
         username=username,
+        scope=scope,
         key_id=key_id,
-        ciphertext=base64.b64encode(nonce + sealed).decode(),
+        ciphertext="",
         created_by=created_by,
     )
+    sealed = AESGCM(key).encrypt(nonce, json.dumps({"secret": secret}).encode(), _bound(credential))
+    credential.ciphertext = base64.b64encode(nonce + sealed).decode()
     session.add(credential)
     session.flush()
     return credential
@@ -102,12 +106,17 @@ def open_credential(session: Session, config: Config, name: Any) -> tuple[Creden
     key, key_id = _key(config)
     if credential.key_id != key_id:
         raise ValidationError(f"credential {name!r} was stored with another CLOUDX_CREDENTIALS_KEY", field="credential")
-    raw = base64.b64decode(credential.ciphertext)
     try:
-        plain = AESGCM(key).decrypt(raw[:12], raw[12:], name.encode())
-    except InvalidTag:
+        raw = base64.b64decode(credential.ciphertext, validate=True)
+        plain = AESGCM(key).decrypt(raw[:12], raw[12:], _bound(credential))
+    except (InvalidTag, binascii.Error, ValueError):
         raise ValidationError(f"credential {name!r} does not decrypt: it was altered", field="credential") from None
     return credential, json.loads(plain)["secret"]
+
+
+def _bound(credential: Credential) -> bytes:
+    """What the ciphertext is bound to: changing any of it in the database makes it fail to decrypt."""
+    return json.dumps([credential.name, credential.kind, credential.username, credential.scope]).encode()
 
 
 def delete_credential(session: Session, name: str) -> None:
@@ -124,6 +133,7 @@ def credential_view(credential: Credential) -> dict[str, Any]:
         "name": credential.name,
         "kind": credential.kind,
         "username": credential.username,
+        "scope": credential.scope,
         "created_by": credential.created_by,
         "created_at": iso(credential.created_at),
     }

@@ -16,10 +16,10 @@ from controller.auth import Principal
 from controller.config import Config
 from controller.credentials import open_credential, validate_secret, validate_ssh_key
 from controller.db import Database
-from controller.errors import ValidationError
+from controller.errors import Forbidden, ValidationError
 from controller.jobs import create_job
-from controller.models import HostKey, Job
-from controller.policy import check_targets
+from controller.models import Credential, HostKey, Job
+from controller.policy import check_targets, inside_scope, principal_for
 from controller.scanlib import ScanInputError, scanner
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -170,27 +170,36 @@ def _common(body: dict[str, Any], hosts: list[str] | None, credentials_required:
 def create_deployment(
     session: Session, config: Config, principal: Principal, request: dict[str, Any], secrets: dict[str, Any], holder: str
 ) -> Job:
-    """A queued deploy job, once every host it would reach is in the caller's scope."""
+    """A queued deploy job, once every host it would reach (and the manager) is in the caller's scope."""
     settings = request["settings"]
-    generated = "hosts" in settings
     if "credential" in secrets:
         _open_stored(session, config, secrets, request)
-    if generated:
-        check_targets(session, principal, settings["hosts"], windows=settings["os_type"] == "windows")
+    if "hosts" in settings:
+        windows = settings["os_type"] == "windows"
+        targets = list(settings["hosts"])
     else:
-        try:
-            hosts = inventory_hosts(config.INVENTORY, request["limit"])
-        except (subprocess.SubprocessError, OSError, ValueError) as exc:
-            raise ValidationError(f"the inventory could not be read: {exc}", field="limit") from None
-        if not hosts:
-            raise ValidationError(f"no inventory host matches {request['limit']!r}", field="limit")
-        targets = sorted({_host(h.address, "limit") for h in hosts})
-        check_targets(session, principal, targets, windows=any(h.windows for h in hosts))
+        hosts = _inventory_for_request(config, request["limit"])
+        windows = any(h.windows for h in hosts)
+        targets = sorted({_host(address, "limit") for h in hosts for address in h.addresses})
+    manager = request["extra_vars"].get("cloudx_agent_manager_address")
+    checked = check_targets(session, principal, [*targets, *([manager] if manager else [])], windows=windows)
+    if "hosts" in settings:
+        # The job connects to the addresses checked here, not to names resolved again later.
+        settings["addresses"] = {host: checked[host][0] for host in settings["hosts"]}
+    if manager:
+        request["extra_vars"]["cloudx_agent_manager_address"] = checked[manager][0]
+    known = set(targets) | set(settings.get("addresses", {}).values())
+    for line in settings["known_hosts"]:
+        host = line.split(" ", 1)[0]
+        if host.split("]:", 1)[0].lstrip("[") not in known:
+            raise ValidationError(f"known_hosts line for {host!r}, which this deployment does not reach", field="known_hosts")
+    if "credential" in settings:
+        _check_credential_scope(session, settings["credential"], [a for t in targets for a in checked[t]])
     return create_job(
         session,
         kind="deploy",
         playbook=request["playbook"],
-        inventory="generated" if generated else config.INVENTORY,
+        inventory="generated" if "hosts" in settings else config.INVENTORY,
         limit=request["limit"],
         extra_vars=request["extra_vars"],
         timeout=DEPLOY_TIMEOUT,
@@ -199,6 +208,22 @@ def create_deployment(
         created_by=principal.name,
         max_queued=config.MAX_QUEUED_JOBS,
     )
+
+
+def _inventory_for_request(config: Config, limit: str | None) -> list[InventoryHost]:
+    try:
+        hosts = inventory_hosts(config.INVENTORY, limit)
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        raise ValidationError(f"the inventory could not be read: {exc}", field="limit") from None
+    if not hosts:
+        raise ValidationError(f"no inventory host matches {limit!r}", field="limit")
+    return hosts
+
+
+def _check_credential_scope(session: Session, name: str, addresses: list[str]) -> None:
+    credential = session.scalar(select(Credential).where(Credential.name == name))
+    if credential is not None and credential.scope is not None and not inside_scope(credential.scope, addresses):
+        raise Forbidden(f"credential {name!r} may only be used for hosts in its scope: {', '.join(credential.scope)}")
 
 
 def _open_stored(session: Session, config: Config, secrets: dict[str, Any], request: dict[str, Any]) -> None:
@@ -226,7 +251,12 @@ def _open_stored(session: Session, config: Config, secrets: dict[str, Any], requ
 def write_inventory(settings: dict[str, Any], directory: Path) -> Path:
     """The inventory of a deployment to listed hosts: one group per os_type, connection settings per platform."""
     os_type = settings["os_type"]
-    hosts = {host: ({"ansible_port": settings["port"]} if "port" in settings else {}) for host in settings["hosts"]}
+    addresses = settings.get("addresses", {})
+    hosts: dict[str, dict[str, Any]] = {}
+    for host in settings["hosts"]:
+        hosts[host] = {"ansible_port": settings["port"]} if "port" in settings else {}
+        if addresses.get(host, host) != host:
+            hosts[host]["ansible_host"] = addresses[host]
     group_vars: dict[str, Any] = {}
     if "username" in settings:
         group_vars["ansible_user"] = settings["username"]
@@ -253,34 +283,48 @@ class InventoryHost(NamedTuple):
     port: int
     connection: str
     windows: bool
+    # Every address a host variable names (ansible_host, ansible_ssh_host, ...): all are checked.
+    addresses: tuple[str, ...]
+
+
+ADDRESS_VARS = ("ansible_host", "ansible_ssh_host", "ansible_winrm_host", "ansible_psrp_host")
 
 
 def inventory_hosts(inventory: str, limit: str | None) -> list[InventoryHost]:
-    """Every host of an inventory (matching limit), as ansible-inventory sees it."""
+    """Every host of an inventory (matching limit), as ansible-inventory sees it, with all its groups."""
     argv = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", inventory, "--list"]
     if limit:
         argv += ["--limit", limit]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
     data = json.loads(out)
     hostvars = data.get("_meta", {}).get("hostvars", {})
-    groups: dict[str, set[str]] = {}
+    parents: dict[str, set[str]] = {}
+    direct: dict[str, set[str]] = {}
     for group, content in data.items():
         if group != "_meta" and isinstance(content, dict):
+            for child in content.get("children", []):
+                parents.setdefault(child, set()).add(group)
             for name in content.get("hosts", []):
-                groups.setdefault(name, set()).add(group)
+                direct.setdefault(name, set()).add(group)
     found = []
-    for name in sorted(groups):
+    for name in sorted(direct):
+        groups, todo = set(), list(direct[name])
+        while todo:  # a host is in its groups' parent groups too (group_names)
+            group = todo.pop()
+            if group not in groups:
+                groups.add(group)
+                todo.extend(parents.get(group, ()))
         hv = hostvars.get(name, {})
         connection = str(hv.get("ansible_connection", "ssh"))
-        windows = "windows" in groups[name] or connection in ("winrm", "psrp")
+        windows = "windows" in groups or connection in ("winrm", "psrp")
         default_port = 5986 if connection == "winrm" else 22
-        found.append(InventoryHost(name, str(hv.get("ansible_host", name)), int(hv.get("ansible_port", default_port)), connection, windows))
+        named = tuple(dict.fromkeys(str(hv[v]) for v in ADDRESS_VARS if hv.get(v))) or (name,)
+        address = str(hv.get("ansible_ssh_host") or hv.get("ansible_host") or name)
+        found.append(InventoryHost(name, address, int(hv.get("ansible_port", default_port)), connection, windows, named))
     return found
 
 
-def target_hosts(inventory: str, limit: str | None) -> list[tuple[str, int]]:
-    """(address, port) of every SSH host the job will reach."""
-    return [(h.address, h.port) for h in inventory_hosts(inventory, limit) if h.connection in ("ssh", "smart", "paramiko")]
+SSH_CONNECTIONS = ("ssh", "smart", "paramiko")
 
 
 def _known_name(address: str, port: int) -> str:
@@ -332,15 +376,25 @@ def _record(session: Session, host: str, key_type: str, key: str, source: str, j
     existing = session.scalar(select(HostKey).where(HostKey.host == host, HostKey.key_type == key_type))
     if existing is None:
         session.add(HostKey(host=host, key_type=key_type, public_key=key, source=source, job_id=job_id))
-    elif source == "provided" and existing.public_key != key:
-        existing.public_key, existing.source, existing.job_id = key, "provided", job_id
+    elif existing.public_key != key:
+        # A request must not replace a trusted key (that would let it intercept later deployments).
+        raise ValueError(
+            f"the {key_type} key given for {host} differs from the trusted one; an admin removes it first (DELETE /api/host-keys/{host})"
+        )
 
 
 def prepare(db: Database, config: Config, job: dict[str, Any], private_dir: Path) -> dict[str, Any]:
     """Runner settings of a deploy job: its inventory, its known_hosts and strict host key checking."""
     settings = job["settings"]
     inventory = str(write_inventory(settings, private_dir)) if "hosts" in settings else job["inventory"]
-    hosts = target_hosts(inventory, job["limit"])
+    everything = inventory_hosts(inventory, job["limit"])
+    # Checked again where the job runs: the inventory, the policy or the submitter's token may have changed.
+    with db.session() as session:
+        targets = sorted({a for h in everything for a in h.addresses})
+        manager = job["extra_vars"].get("cloudx_agent_manager_address")
+        principal = principal_for(session, job["created_by"])
+        check_targets(session, principal, [*targets, *([manager] if manager else [])], windows=any(h.windows for h in everything))
+    hosts = [(h.address, h.port) for h in everything if h.connection in SSH_CONNECTIONS]
     known_hosts = pin_host_keys(db, config, job["id"], settings, hosts, private_dir)
     ssh_args = f"-C -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
     extra_files = [config.AGENT_VARS_FILE] if config.AGENT_VARS_FILE else []

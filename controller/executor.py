@@ -128,7 +128,9 @@ class LocalExecutor:
             self._spawn(job_id)
 
     def _spawn(self, job_id: str) -> None:
-        env = {**os.environ, **self.config.as_env(), "CLOUDX_WORKER_DIE_WITH_PARENT": "1", "CLOUDX_WORKER_SECRETS_ON_STDIN": "1"}
+        # Workers never need the credentials key: secrets reach them opened, on stdin.
+        env = {k: v for k, v in os.environ.items() if k != "CLOUDX_CREDENTIALS_KEY"}
+        env.update({**self.config.as_env(), "CLOUDX_WORKER_DIE_WITH_PARENT": "1", "CLOUDX_WORKER_SECRETS_ON_STDIN": "1"})
         secrets = self.secrets.pop(job_id, None)
         try:
             proc = subprocess.Popen(

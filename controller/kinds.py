@@ -28,4 +28,6 @@ def prepare(kind: str, db: Database, config: Config, job: dict[str, Any], privat
     """Runner settings prepared where the job runs: inventory, environment, extra variable files."""
     if kind == "deploy":
         return deployments.prepare(db, config, job, private_dir)
+    if kind == "scan":
+        return scans.prepare(db, job)
     return {}

@@ -241,6 +241,8 @@ class Credential(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     kind: Mapped[str] = mapped_column(String(16))
     username: Mapped[str | None] = mapped_column(String(64))
+    # Where it may be used (CIDRs and hostnames); None: wherever the policy allows.
+    scope: Mapped[list[Any] | None] = mapped_column(JSON)
     # Fingerprint of the key that encrypted it, so a wrong key is reported as such.
     key_id: Mapped[str] = mapped_column(String(16))
     ciphertext: Mapped[str] = mapped_column(Text)

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.auth import Principal
@@ -122,8 +123,12 @@ def _inside(network: Network, scope: list[Network]) -> bool:
     return any(network.version == s.version and network.subnet_of(s) for s in scope)  # type: ignore[arg-type]
 
 
-def check_targets(session: Session, principal: Principal, targets: Iterable[str], windows: bool = False) -> None:
-    """Raise Forbidden unless every target is in scope for this caller (targets are validated already)."""
+def check_targets(session: Session, principal: Principal, targets: Iterable[str], windows: bool = False) -> dict[str, list[str]]:
+    """The addresses each target stands for, checked; Forbidden unless all are in scope for this caller.
+
+    Jobs use the addresses returned, not the names, so a name that resolves elsewhere later (another DNS
+    answer, another resolver on the scanner) cannot take them out of the scope.
+    """
     policy = get_policy(session)
     if not policy.scope:
         raise Forbidden(f"no scope policy is configured, so scanning and deploying are refused; {HOW_TO}")
@@ -132,6 +137,7 @@ def check_targets(session: Session, principal: Principal, targets: Iterable[str]
     scopes = [_networks(policy.scope)]
     if principal.scope is not None:
         scopes.append(_networks(principal.scope))
+    checked: dict[str, list[str]] = {}
     for target in targets:
         if not _is_name(target):
             networks = [ipaddress.ip_network(target, strict=False)]
@@ -152,3 +158,24 @@ def check_targets(session: Session, principal: Principal, targets: Iterable[str]
                     which = "the policy scope" if scope is scopes[0] else f"the scope of token {principal.name!r}"
                     shown = f"{target} ({network.network_address})" if _is_name(target) else target
                     raise Forbidden(f"target {shown} is outside {which}")
+        checked[target] = [str(n.network_address) if n.num_addresses == 1 else n.with_prefixlen for n in networks]
+    return checked
+
+
+def principal_for(session: Session, created_by: str | None) -> Principal:
+    """Who submitted a job, as they stand now: a job runs only if its submitter may still submit it."""
+    from controller.auth import cli_principal
+    from controller.models import ApiToken
+
+    if created_by is None or created_by.startswith("cli:"):
+        return cli_principal(allow_large_targets=True)
+    token = session.scalar(select(ApiToken).where(ApiToken.name == created_by))
+    if token is None or token.revoked_at is not None:
+        raise Forbidden(f"the token {created_by!r} that submitted the job was revoked")
+    return Principal(created_by, token.role, token.id, tuple(token.scope) if token.scope is not None else None, token.allow_large_targets)
+
+
+def inside_scope(entries: list[str], addresses: Iterable[str]) -> bool:
+    """Whether every address (or network) lies within the given scope entries."""
+    scope = _networks(entries)
+    return all(_inside(ipaddress.ip_network(a, strict=False), scope) for a in addresses)

@@ -15,7 +15,7 @@ from controller.db import Database
 from controller.errors import NotFound, ValidationError
 from controller.jobs import create_job, iso
 from controller.models import Job, Scan, ScanHost, ScanPort
-from controller.policy import check_targets
+from controller.policy import check_targets, principal_for
 from controller.scanlib import ScanInputError, scanner
 
 PLAYBOOK = "playbooks/scan.yml"
@@ -46,12 +46,13 @@ def validate_scan_request(payload: Any, config: Config) -> dict[str, Any]:
 def create_scan(session: Session, config: Config, principal: Principal, payload: Any) -> Scan:
     """A queued scan job, once the request is valid and its target in the caller's scope."""
     request = validate_scan_request(payload, config)
-    check_targets(session, principal, [request["target"]])
+    # A hostname is scanned at the address checked here (the first, if it has several).
+    address = check_targets(session, principal, [request["target"]])[request["target"]][0]
     extra_vars = {
         "scanner_hosts": config.SCANNER_PATTERN,
         "scanner_tool": request["tool"],
         "scanner_scan_type": request["scan_type"],
-        "scanner_target": request["target"],
+        "scanner_target": address,
         "scanner_ports": request["ports"] or "",
         "scanner_timeout": request["timeout"],
     }
@@ -73,6 +74,13 @@ def create_scan(session: Session, config: Config, principal: Principal, payload:
 
 def results_root(config: Config, job_id: str) -> Path:
     return Path(config.ARTIFACTS_DIR).resolve() / job_id / "results"
+
+
+def prepare(db: Database, job: dict[str, Any]) -> dict[str, Any]:
+    """Check the target again where the job runs: the policy or the submitter's token may have changed."""
+    with db.session() as session:
+        check_targets(session, principal_for(session, job["created_by"]), [job["extra_vars"]["scanner_target"]])
+    return {}
 
 
 def runtime_vars(config: Config, job_id: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from controller import kinds
 from controller.config import Config
 from controller.db import Database, retrying
+from controller.errors import ApiError
 from controller.events import EventWriter
 from controller.jobs import fail_job, worker_id
 from controller.models import FINAL_STATUSES, Job, utcnow
@@ -85,7 +86,14 @@ class JobRun:
             job.heartbeat_at = utcnow()
             kind, playbook, inventory, limit, timeout = job.kind, job.playbook, job.inventory, job.limit, job.timeout
             extra_vars = dict(job.extra_vars)
-            job_info = {"id": job.id, "inventory": job.inventory, "limit": job.limit, "settings": dict(job.settings)}
+            job_info = {
+                "id": job.id,
+                "inventory": job.inventory,
+                "limit": job.limit,
+                "settings": dict(job.settings),
+                "extra_vars": dict(job.extra_vars),
+                "created_by": job.created_by,
+            }
         extra_vars.update(kinds.private_vars(kind, self.config, self.job_id))
         private_dir = job_dir(self.config, self.job_id)
         try:
@@ -94,7 +102,8 @@ class JobRun:
         except Exception as exc:
             log.exception("preparing job %s failed", self.job_id)
             with self.db.session() as session:
-                fail_job(session, self.job_id, "error", f"preparing the job failed: {exc}")
+                reason = f"refused where it runs: {exc}" if isinstance(exc, ApiError) else f"preparing the job failed: {exc}"
+                fail_job(session, self.job_id, "error", reason)
             return "error"
         inventory = plan.get("inventory", inventory)
         files = list(plan.get("cmdline_files", []))

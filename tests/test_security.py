@@ -436,3 +436,114 @@ def test_audit_entry_count_matches_mutations(app, client):
         client.post("/api/scans", json=SCAN)
     with app.extensions["cloudx.db"].session() as session:
         assert session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.path == "/api/scans")) == 3
+
+
+# --- what jobs really reach -------------------------------------------------------
+
+
+def test_manager_must_be_in_scope(app, client):
+    deploy = {"hosts": ["198.18.0.20"], "os_type": "linux", "username": "root", "password": "pw"}
+    refused = client.post("/api/deployments", json={**deploy, "manager_ip": "203.0.113.66"})
+    assert refused.status_code == 403 and "203.0.113.66" in refused.get_json()["error"]
+    assert client.post("/api/deployments", json={**deploy, "manager_ip": "198.18.0.5"}).status_code == 202
+    assert job_count(app) == 1
+
+
+def test_hostnames_become_the_checked_addresses(app, client, tmp_path):
+    scan = client.post("/api/scans", json={**SCAN, "target": "localhost"}).get_json()
+    job = client.get(f"/api/jobs/{scan['job_id']}").get_json()
+    assert job["extra_vars"]["scanner_target"] == "127.0.0.1"
+    assert client.get(f"/api/scans/{scan['job_id']}").get_json()["target"] == "localhost"
+    deploy = client.post("/api/deployments", json={"hosts": ["localhost"], "os_type": "linux", "username": "root", "password": "pw"})
+    with app.extensions["cloudx.db"].session() as session:
+        assert session.get(Job, deploy.get_json()["job_id"]).settings["addresses"] == {"localhost": "127.0.0.1"}
+    from controller.deployments import write_inventory
+
+    inventory = json.loads(
+        write_inventory({"os_type": "linux", "hosts": ["localhost"], "addresses": {"localhost": "127.0.0.1"}}, tmp_path).read_text()
+    )
+    assert inventory["all"]["children"]["agents"]["children"]["linux"]["hosts"]["localhost"]["ansible_host"] == "127.0.0.1"
+
+
+def test_known_hosts_only_for_the_jobs_hosts(client):
+    deploy = {"hosts": ["198.18.0.20"], "os_type": "linux", "username": "root", "password": "pw"}
+    other = client.post("/api/deployments", json={**deploy, "known_hosts": "198.18.0.99 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"})
+    assert other.status_code == 400 and "does not reach" in other.get_json()["error"]
+    mine = client.post("/api/deployments", json={**deploy, "known_hosts": "198.18.0.20 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"})
+    assert mine.status_code == 202
+
+
+def test_provided_keys_never_replace_trusted_ones(app, client, tmp_path):
+    from controller.deployments import pin_host_keys
+
+    db, config = app.extensions["cloudx.db"], app.extensions["cloudx.config"]
+    first = {"known_hosts": ["198.18.0.20 ssh-ed25519 AAAAfirst"]}
+    pin_host_keys(db, config, "job-1", first, [("198.18.0.20", 22)], tmp_path)
+    with pytest.raises(ValueError, match="differs from the trusted one"):
+        pin_host_keys(db, config, "job-2", {"known_hosts": ["198.18.0.20 ssh-ed25519 AAAAsecond"]}, [("198.18.0.20", 22)], tmp_path)
+    assert [k["public_key"] for k in client.get("/api/host-keys").get_json()["host_keys"]] == ["AAAAfirst"]
+    assert client.delete("/api/host-keys/198.18.0.20", headers=bearer(make_token(app, "operator"))).status_code == 403
+    assert client.delete("/api/host-keys/198.18.0.20").get_json() == {"host": "198.18.0.20", "deleted": 1}
+    assert client.delete("/api/host-keys/198.18.0.20").status_code == 404
+
+
+def test_inventory_groups_are_followed_to_their_parents(app, client, config):
+    client.put("/api/policy", json={"windows_deployments": False})
+    inventory = Path(config.INVENTORY) / "hosts.yml"
+    inventory.write_text(
+        inventory.read_text()
+        + "    windows:\n      children:\n        win2019:\n          hosts:\n            w1: {ansible_host: 198.18.0.50}\n"
+        "    linux:\n      hosts:\n        l1: {ansible_host: 198.18.0.51, ansible_ssh_host: 203.0.113.51}\n"
+    )
+    nested = client.post("/api/deployments", json={"limit": "win2019"})
+    assert nested.status_code == 403 and "Windows deployments are switched off" in nested.get_json()["error"]
+    ssh_host = client.post("/api/deployments", json={"limit": "l1"})
+    assert ssh_host.status_code == 403 and "203.0.113.51" in ssh_host.get_json()["error"]
+    assert job_count(app) == 0
+
+
+def test_jobs_are_checked_again_where_they_run(app, client, tmp_path):
+    from controller import kinds
+    from controller.errors import Forbidden
+
+    token = make_token(app, "operator", "short-lived")
+    job_id = client.post("/api/scans", json=SCAN, headers=bearer(token)).get_json()["job_id"]
+    db, config = app.extensions["cloudx.db"], app.extensions["cloudx.config"]
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        info = {"id": job_id, "extra_vars": dict(job.extra_vars), "created_by": job.created_by, "settings": {}, "limit": None}
+    assert kinds.prepare("scan", db, config, info, tmp_path) == {}
+    client.put("/api/policy", json={"scope": ["127.0.0.0/8"]})
+    with pytest.raises(Forbidden, match="outside the policy scope"):
+        kinds.prepare("scan", db, config, info, Path(tmp_path))
+    client.put("/api/policy", json={"scope": ["198.18.0.0/15"]})
+    client.delete("/api/tokens/short-lived")
+    with pytest.raises(Forbidden, match="was revoked"):
+        kinds.prepare("scan", db, config, info, Path(tmp_path))
+
+
+def test_credential_scope_and_binding(tmp_path):
+    app = prepare_app(create_app(make_config(tmp_path, CREDENTIALS_KEY=keygen())))
+    client = app.test_client()
+    body = {"name": "dmz", "kind": "password", "username": "deploy", "secret": "Dmz-Pa55-1", "scope": ["198.18.7.0/24"]}
+    assert client.post("/api/credentials", json=body).status_code == 201
+    deploy = {"hosts": ["198.18.7.9"], "os_type": "linux", "credential": "dmz"}
+    assert client.post("/api/deployments", json=deploy).status_code == 202
+    outside = client.post("/api/deployments", json={**deploy, "hosts": ["198.18.8.9"]})
+    assert outside.status_code == 403 and "its scope" in outside.get_json()["error"]
+    with app.extensions["cloudx.db"].session() as session:
+        session.scalar(select(Credential)).scope = ["198.18.0.0/15"]  # widened behind the API's back
+    widened = client.post("/api/deployments", json={**deploy, "hosts": ["198.18.8.9"]})
+    assert widened.status_code == 400 and "altered" in widened.get_json()["error"]
+    with app.extensions["cloudx.db"].session() as session:
+        session.scalar(select(Credential)).ciphertext = "not base64!"
+    assert "altered" in client.post("/api/deployments", json=deploy).get_json()["error"]
+    app.extensions["cloudx.db"].dispose()
+
+
+def test_log_lines_cannot_be_forged_and_downloads_are_not_cached(client, caplog):
+    with caplog.at_level("INFO", logger="cloudx.api"):
+        client.post("/api/scans%0aFORGED%20line")
+    assert not any(line.startswith("FORGED") for record in caplog.records for line in record.getMessage().splitlines())
+    download = client.get("/api/scripts/linux/remove-threat.py")
+    assert download.status_code == 200 and download.headers["Cache-Control"] == "no-store"

@@ -2,11 +2,11 @@
 # Installs what Cloud-X needs on a fresh Debian 12 machine (run as root from the repository):
 # Debian packages (scanners, test-host tools) and a virtual environment in .venv with the controller.
 #   tools/setup.sh          the service
-#   tools/setup.sh --test   the service and the test tools
+#   tools/setup.sh --test   the service, the test tools and the benchmarks (python -m bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+[ "${1:-}" = "--test" ] && extras="[test,bench]"
 export DEBIAN_FRONTEND=noninteractive
 packages=(python3 python3-venv python3-dev gcc iproute2 nmap masscan zmap openssh-client)
 [ -n "$extras" ] && packages+=(nftables openssh-server debootstrap systemd-container procps sshpass gnupg apt-utils shellcheck dpkg-dev)

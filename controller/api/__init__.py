@@ -91,7 +91,7 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def finish(response: Any) -> Any:
         for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
+            response.headers[name] = value  # also over send_file's own caching headers
         response.headers["X-Request-ID"] = g.get("request_id", "")
         origin = request.headers.get("Origin")
         if origin and origin.rstrip("/") in cors_origins:
@@ -101,7 +101,7 @@ def init_app(app: Flask) -> None:
         principal: Principal | None = g.get("principal")
         elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         log.info(
-            "%s %s %s %s %d %.1fms",
+            "%s %s %s %r %d %.1fms",  # the path quoted: a decoded %0a must not start a forged log line
             g.get("request_id"),
             principal.name if principal else "-",
             request.method,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, jsonify
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from controller.api import config, executor, json_object, principal, requires, session
 from controller.deployments import create_deployment, validate_agent_request, validate_deployment_request
+from controller.errors import NotFound
 from controller.jobs import iso
 from controller.models import HostKey
 
@@ -36,6 +37,17 @@ def deploy_agent() -> Any:
 def deploy_many() -> Any:
     """Deploy to (or remove from) a list of hosts, or an inventory group or pattern."""
     return _submit(*validate_deployment_request(json_object()))
+
+
+@bp.delete("/host-keys/<host>")
+@requires("admin")
+def forget_host_key(host: str) -> Any:
+    """Stop trusting a host's keys (after the host was rebuilt); the next deployment pins or is given new ones."""
+    with session() as s:
+        removed = s.execute(delete(HostKey).where(HostKey.host == host)).rowcount
+    if not removed:
+        raise NotFound(f"no trusted key for {host}")
+    return jsonify({"host": host, "deleted": removed})
 
 
 @bp.get("/host-keys")

@@ -94,6 +94,10 @@ def string(pattern: str | None = None, **keywords: Any) -> Schema:
     return {"type": "string", **({"pattern": pattern} if pattern else {}), **keywords}
 
 
+def text_schema() -> Schema:
+    return {"type": "string"}
+
+
 def integer(minimum: int | None = None, maximum: int | None = None, **keywords: Any) -> Schema:
     bounds = {k: v for k, v in (("minimum", minimum), ("maximum", maximum)) if v is not None}
     return {"type": "integer", **bounds, **keywords}
@@ -486,6 +490,22 @@ def _paths(cfg: Config) -> dict[str, Any]:
                 {200: json_response("Host keys, by host and key type.", obj({"host_keys": array(ref("HostKey"))}))},
             )
         },
+        "/api/host-keys/{host}": {
+            "parameters": [path_param("host", "The host as known_hosts names it: an address, or [address]:port.")],
+            "delete": operation(
+                "forget_host_key",
+                "deployments",
+                "admin",
+                "Stop trusting a host's SSH keys",
+                {
+                    200: json_response(
+                        "How many keys were removed.", obj({"host": {"type": "string"}, "deleted": integer(1)}, ["host", "deleted"])
+                    )
+                },
+                errors={404: "No trusted key for this host."},
+                description="After a host was rebuilt: the next deployment pins its new keys (or is given them).",
+            ),
+        },
         "/api/scripts": {
             "get": operation(
                 "list_scripts",
@@ -541,7 +561,7 @@ def _paths(cfg: Config) -> dict[str, Any]:
                 "admin",
                 "Revoke an API token",
                 {200: json_response("The revoked token (revoking twice is harmless).", ref("Token"))},
-                errors={404: "No token with this name or id."},
+                errors={404: "No token with this name."},
             ),
         },
         "/api/policy": {
@@ -800,6 +820,7 @@ def _admin_requests() -> dict[str, Schema]:
                 "kind": enum(KINDS),
                 "username": nullable(ref("Username")),
                 "secret": ref("Secret"),
+                "scope": nullable({**scope, "description": "Only for hosts inside these networks and names; null: anywhere."}),
             },
             ["name", "kind", "secret"],
             closed=True,
@@ -962,7 +983,16 @@ def _view_schemas() -> dict[str, Schema]:
                 "updated_at": maybe_time,
             }
         ),
-        "Credential": obj({"name": text, "kind": enum(KINDS), "username": maybe_text, "created_by": text, "created_at": timestamp()}),
+        "Credential": obj(
+            {
+                "name": text,
+                "kind": enum(KINDS),
+                "username": maybe_text,
+                "scope": nullable(array({"type": "string"})),
+                "created_by": text,
+                "created_at": timestamp(),
+            }
+        ),
         "AuditEntry": obj(
             {
                 "id": integer(),

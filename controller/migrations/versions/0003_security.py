@@ -69,6 +69,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("username", sa.String(length=64), nullable=True),
+        sa.Column("scope", sa.JSON(), nullable=True),
         sa.Column("key_id", sa.String(length=16), nullable=False),
         sa.Column("ciphertext", sa.Text(), nullable=False),
         sa.Column("created_by", sa.String(length=128), nullable=False),

@@ -85,6 +85,9 @@ def validate_target(target: Any) -> str:
     labels = name.split(".")
     if not all(_HOSTNAME_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
         raise ScanInputError("target", f"target {target!r} is not an IP address, a CIDR network or a hostname")
+    # nmap reads names made of digits and dashes ("10.0.0.0-255") as address ranges.
+    if all(set(label) <= set("0123456789-") for label in labels):
+        raise ScanInputError("target", f"target {target!r} looks like an address range; give a CIDR network")
     return name.lower()
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` (see README, Benchmarks). Not tests: nothing here asserts a time."""

@@ -1,0 +1,75 @@
+"""Run the benchmarks and write bench/RESULTS.md: `.venv/bin/python -m bench [--only NAME,...] [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import machine, versions
+
+# Module name -> what it measures, in the order of the report.
+BENCHMARKS = {
+    "overhead": "controller overhead against bare ansible-playbook",
+    "ingest": "event ingest into SQLite (and PostgreSQL when given)",
+    "scanparse": "nmap XML parse + store against python-libnmap",
+    "api_latency": "API latency with 1M events and 100k scans",
+    "fanout": "agent deployment to 20 hosts against 1",
+}
+HERE = Path(__file__).resolve().parent
+PARTS = HERE / "results"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few rounds, to check the benchmarks run")
+    args = parser.parse_args()
+    chosen = args.only.split(",") if args.only else list(BENCHMARKS)
+    unknown = set(chosen) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    PARTS.mkdir(exist_ok=True)
+    for name in chosen:
+        log(f"== {name}: {BENCHMARKS[name]}")
+        started = time.monotonic()
+        module = importlib.import_module(f"bench.{name}")
+        section = module.run(quick=args.quick, log=log)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        quick = " (quick run: reduced sizes)" if args.quick else ""
+        text = section.markdown() + f"\n_Measured {stamp}{quick} in {time.monotonic() - started:.0f} s._\n"
+        (PARTS / f"{name}.md").write_text(text)
+        log(f"== {name} done: {section.verdict}")
+    write_report()
+    return 0
+
+
+def write_report() -> None:
+    """bench/RESULTS.md: the machine and versions, then every benchmark's latest section."""
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `.venv/bin/python -m bench`. Every figure is a ratio against a reference measured in the same",
+        "run, the variants alternating, several rounds, medians reported. Each section says when it was measured.",
+        "",
+        f"- Machine: {machine()}",
+        f"- Versions: {json.dumps(versions())}",
+        f"- Report written: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        "",
+    ]
+    for name in BENCHMARKS:
+        part = PARTS / f"{name}.md"
+        lines.append(part.read_text() if part.is_file() else f"## {BENCHMARKS[name]}\n\nNot measured yet.\n")
+    (HERE / "RESULTS.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
