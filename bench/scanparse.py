@@ -197,9 +197,6 @@ def build_document(path: Path, hosts: int) -> dict[str, int]:
 def document(hosts: int, log: Callable[[str], None]) -> tuple[Path, dict[str, int]]:
     """The cached document of that many hosts (built on first use) and its counts."""
     CACHE.mkdir(exist_ok=True)
-    ignore = CACHE / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# build products of the benchmarks\n*\n")
     path = CACHE / f"nmap_{hosts}_v{FORMAT}.xml"
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file():
@@ -347,7 +344,7 @@ def _median(m: Measurement, key: str) -> float:
 def run(quick: bool, log: Callable[[str], None]) -> Section:
     hosts, rounds = (HOSTS_QUICK, ROUNDS_QUICK) if quick else (HOSTS_FULL, ROUNDS_FULL)
     xml, counts = document(hosts, log)
-    workdir = CACHE / "run"
+    workdir = CACHE / "scanparse-run"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     names = ["libnmap", "controller", "libnmap-baseline", "controller-baseline"]

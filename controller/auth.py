@@ -36,6 +36,8 @@ class Principal:
     token_id: str | None = None
     scope: tuple[str, ...] | None = None
     allow_large_targets: bool = False
+    # The token's last recorded use is old enough to record this one (see LAST_USED_RESOLUTION).
+    stale_use: bool = False
 
     def has(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -99,20 +101,15 @@ def authenticate(session: Session, presented: str) -> Principal | None:
     ok = hmac.compare_digest(_hash(match.group(2) if match else presented), expected)
     if not ok or token is None or token.revoked_at is not None:
         return None
+    now, last = utcnow(), token.last_used_at
     return Principal(
+        stale_use=last is None or now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo)) > LAST_USED_RESOLUTION,
         name=token.name,
         role=token.role,
         token_id=token.id,
         scope=tuple(token.scope) if token.scope is not None else None,
         allow_large_targets=token.allow_large_targets,
     )
-
-
-def stale_use(session: Session, token_id: str) -> bool:
-    """Whether the token's last use is older than LAST_USED_RESOLUTION (then worth recording)."""
-    last = session.scalar(select(ApiToken.last_used_at).where(ApiToken.id == token_id))
-    now = utcnow()
-    return last is None or now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo)) > LAST_USED_RESOLUTION
 
 
 def record_use(session: Session, token_id: str) -> None:

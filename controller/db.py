@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,6 +60,20 @@ def retrying(action: Callable[[], T], budget: float, what: str) -> T:
             log.warning("%s: %s; retrying in %.1f s", what, exc.orig, delay)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def insert_rows(connection: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], json: Sequence[str] = ()) -> None:
+    """executemany straight to the driver, for bulk rows that are final (JSON columns as JSON text already).
+
+    The ORM's per-row work costs more than SQLite's own for the controller's bulk paths (events, scan ports).
+    """
+    if not rows:
+        return
+    if connection.dialect.name == "sqlite":
+        values = ", ".join("?" for _ in columns)
+    else:  # psycopg: JSON text is cast where it lands
+        values = ", ".join("%s::json" if c in json else "%s" for c in columns)
+    connection.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})", rows)
 
 
 class Database:

@@ -186,7 +186,10 @@ def job_view(job: Job) -> dict[str, Any]:
     }
 
 
-def event_view(event: JobEvent) -> dict[str, Any]:
+EVENT_VIEW_COLUMNS = ("counter", "uuid", "parent_uuid", "event", "host", "task", "play", "stdout", "created", "event_data")
+
+
+def event_view(event: Any) -> dict[str, Any]:
     return {
         "counter": event.counter,
         "uuid": event.uuid,
@@ -262,14 +265,14 @@ def jobs_page(session: Session, limit: int, cursor: str | None, status: str | No
     return jobs[:limit], next_cursor
 
 
-def events_page(
-    session: Session, job_id: str, limit: int, after: int, event: str | None, host: str | None
-) -> tuple[list[JobEvent], int | None]:
-    query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.counter > after)
+def events_page(session: Session, job_id: str, limit: int, after: int, event: str | None, host: str | None) -> tuple[list[Any], int | None]:
+    """A keyset page of events (rows with the event columns, not ORM objects: pages are read-only and hot)."""
+    columns = [JobEvent.__table__.c[name] for name in EVENT_VIEW_COLUMNS]
+    query = select(*columns).where(JobEvent.job_id == job_id, JobEvent.counter > after)
     if event:
         query = query.where(JobEvent.event == event)
     if host:
         query = query.where(JobEvent.host == host)
-    events = list(session.scalars(query.order_by(JobEvent.counter).limit(limit + 1)))
+    events = session.execute(query.order_by(JobEvent.counter).limit(limit + 1)).all()
     next_after = events[limit - 1].counter if len(events) > limit else None
     return events[:limit], next_after

@@ -11,14 +11,15 @@ from sqlalchemy.orm import Session, selectinload
 
 from controller.auth import Principal
 from controller.config import Config
-from controller.db import Database
+from controller.db import Database, insert_rows
 from controller.errors import NotFound, ValidationError
 from controller.jobs import create_job, iso
-from controller.models import Job, Scan, ScanHost, ScanPort
+from controller.models import Job, Scan, ScanHost
 from controller.policy import check_targets, principal_for
 from controller.scanlib import ScanInputError, scanner
 
 PLAYBOOK = "playbooks/scan.yml"
+PORT_COLUMNS = ("host_id", "protocol", "port", "state", "reason", "service", "product", "version")
 RAW_TYPES = {"xml": "application/xml", "json": "application/json", "csv": "text/csv"}
 
 
@@ -129,17 +130,14 @@ def _store_hosts(session: Session, scan_id: int, path: Path, batch: int = 2000) 
     def flush() -> None:
         if not hosts:
             return
-        ids = session.scalars(
-            insert(ScanHost).returning(ScanHost.id, sort_by_parameter_order=True),
+        connection = session.connection()
+        table = ScanHost.__table__
+        ids = connection.execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True),
             [{k: h[k] for k in ("scan_id", "address", "status", "reason", "hostnames", "mac")} for h in hosts],
-        ).all()
-        ports = [
-            {"host_id": host_id, **{k: p.get(k) for k in ("protocol", "port", "state", "reason", "service", "product", "version")}}
-            for host_id, h in zip(ids, hosts, strict=True)
-            for p in h["ports"]
-        ]
-        if ports:
-            session.execute(insert(ScanPort), ports)
+        ).scalars()
+        ports = [(host_id, *(p.get(k) for k in PORT_COLUMNS[1:])) for host_id, h in zip(ids, hosts, strict=True) for p in h["ports"]]
+        insert_rows(connection, "scan_ports", PORT_COLUMNS, ports)
         hosts.clear()
 
     with path.open(encoding="utf-8") as lines:
@@ -178,19 +176,7 @@ def get_scan(session: Session, job_id: str, with_results: bool = False) -> Scan:
 def scan_view(scan: Scan, with_results: bool = False) -> dict[str, Any]:
     """The seed's scan record: id, job_id, tool, target, scan_type, status, progress, results, timestamps."""
     job: Job = scan.job
-    view: dict[str, Any] = {
-        "id": scan.id,
-        "job_id": scan.job_id,
-        "tool": scan.tool,
-        "target": scan.target,
-        "scan_type": scan.scan_type,
-        "ports": scan.ports,
-        "status": job.status,
-        "status_reason": job.status_reason,
-        "progress": job.progress,
-        "created_at": iso(scan.created_at),
-        "updated_at": iso(max(scan.updated_at, job.updated_at)),
-    }
+    view = _listed(scan, job.status, job.status_reason, job.progress, job.updated_at)
     if with_results:
         view["results"] = {
             "summary": scan.summary,
@@ -220,9 +206,30 @@ def scan_view(scan: Scan, with_results: bool = False) -> dict[str, Any]:
     return view
 
 
-def scans_page(session: Session, limit: int, before: int | None) -> tuple[list[Scan], int | None]:
-    query = select(Scan).options(selectinload(Scan.job)).order_by(Scan.id.desc())
+def _listed(scan: Any, status: str, reason: str | None, progress: int, job_updated_at: Any) -> dict[str, Any]:
+    """What a scan list shows of a scan (a Scan or a row with its columns) and its job."""
+    return {
+        "id": scan.id,
+        "job_id": scan.job_id,
+        "tool": scan.tool,
+        "target": scan.target,
+        "scan_type": scan.scan_type,
+        "ports": scan.ports,
+        "status": status,
+        "status_reason": reason,
+        "progress": progress,
+        "created_at": iso(scan.created_at),
+        "updated_at": iso(max(scan.updated_at, job_updated_at)),
+    }
+
+
+def scans_page(session: Session, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of scan views, newest first: only the columns the list shows, in one joined query."""
+    columns = (Scan.id, Scan.job_id, Scan.tool, Scan.target, Scan.scan_type, Scan.ports, Scan.created_at, Scan.updated_at)
+    job_columns = (Job.status, Job.status_reason, Job.progress, Job.updated_at.label("job_updated_at"))
+    query = select(*columns, *job_columns).join(Job, Job.id == Scan.job_id).order_by(Scan.id.desc())
     if before is not None:
         query = query.where(Scan.id < before)
-    scans = list(session.scalars(query.limit(limit + 1)))
-    return scans[:limit], (scans[limit - 1].id if len(scans) > limit else None)
+    rows = session.execute(query.limit(limit + 1)).all()
+    views = [_listed(r, r.status, r.status_reason, r.progress, r.job_updated_at) for r in rows[:limit]]
+    return views, (rows[limit - 1].id if len(rows) > limit else None)

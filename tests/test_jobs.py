@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from controller.db import Database
 from controller.jobs import claim_next, create_job
 from controller.models import Job, JobEvent, JobHostSummary
-from controller.redact import REDACTED
+from controller.redact import REDACTED, may_hold_secrets, redact
 
 
 def test_worker_stores_every_event_in_order(config, tmp_path):
@@ -73,13 +76,18 @@ def test_job_timeout_ends_the_job_and_its_processes(config, tmp_path):
     db.upgrade()
     with db.session() as session:
         job_id = create_job(
-            session, kind="playbook", playbook="tests/playbooks/sleep.yml", inventory=local_inventory(tmp_path), extra_vars={}, timeout=4
+            session,
+            kind="playbook",
+            playbook="tests/playbooks/sleep.yml",
+            inventory=local_inventory(tmp_path),
+            extra_vars={"sleep_seconds": 171},
+            timeout=4,
         ).id
     subprocess.run([sys.executable, "-m", "controller.worker", job_id], env=config.as_env(), check=True, timeout=120)
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job.status == "timeout" and "timeout" in job.status_reason
-    assert subprocess.run(["pgrep", "-f", "sleep 120"], capture_output=True).returncode == 1
+    assert subprocess.run(["pgrep", "-f", "sleep 171"], capture_output=True).returncode == 1
 
 
 def test_reconcile_keeps_queued_and_ends_orphaned_running(config):
@@ -99,3 +107,43 @@ def test_reconcile_keeps_queued_and_ends_orphaned_running(config):
         assert session.get(Job, queued).status == "queued"
         job = session.get(Job, running)
         assert job.status == "failed" and "worker process is gone" in job.status_reason
+
+
+KEYS = [
+    "msg",
+    "password",
+    "Password",
+    "db_passwd",
+    "passphrase",
+    "passport",
+    "compass",
+    "api_token",
+    "token_count",
+    "x_secret_y",
+    "private_key_file",
+    "SSH_KEY",
+    "credentials",
+    "res",
+    "user",
+    'a"password',
+    "pass",
+    "bypass",
+    "key",
+    "\u00e9password",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12), st.sampled_from(["password", '":', "token"])),
+        lambda children: (
+            st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_the_quick_secret_check_never_misses_a_key_redact_would_hide(value):
+    encoded = json.dumps(value)
+    if not may_hold_secrets(encoded):
+        assert redact(value) == value, encoded

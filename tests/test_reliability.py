@@ -34,9 +34,9 @@ def local_inventory(path: Path, hosts: int) -> Path:
     return path
 
 
-def queue_job(db: Database, inventory: Path, playbook: str = "tests/playbooks/events.yml") -> str:
+def queue_job(db: Database, inventory: Path, playbook: str = "tests/playbooks/events.yml", **extra_vars: object) -> str:
     with db.session() as session:
-        return create_job(session, kind="playbook", playbook=playbook, inventory=str(inventory), extra_vars={}, timeout=300).id
+        return create_job(session, kind="playbook", playbook=playbook, inventory=str(inventory), extra_vars=extra_vars, timeout=300).id
 
 
 def start_worker(config, job_id: str) -> subprocess.Popen[str]:
@@ -96,7 +96,7 @@ def test_database_locked_too_long_ends_the_job_as_error(tmp_path):
     config = make_config(tmp_path, DB_BUSY_TIMEOUT=1, DB_RETRY_SECONDS=2)
     db = Database(config.DATABASE_URL)
     db.upgrade()
-    job_id = queue_job(db, local_inventory(tmp_path / "hosts.yml", 2), playbook="tests/playbooks/sleep.yml")
+    job_id = queue_job(db, local_inventory(tmp_path / "hosts.yml", 2), playbook="tests/playbooks/sleep.yml", sleep_seconds=173)
     worker = start_worker(config, job_id)
     assert wait_for(lambda: event_count(db, job_id) > 0, timeout=60)
     with locked(tmp_path / "scans.db"):
@@ -107,7 +107,7 @@ def test_database_locked_too_long_ends_the_job_as_error(tmp_path):
         assert job.status == "error", (job.status, job.status_reason)
         assert job.status_reason == "storing events failed: database is locked"
         assert job.finished_at is not None
-    assert subprocess.run(["pgrep", "-f", "sleep 120"], capture_output=True).returncode == 1
+    assert subprocess.run(["pgrep", "-f", "sleep 173"], capture_output=True).returncode == 1
     db.dispose()
 
 

@@ -19,7 +19,7 @@ from flask import Flask, current_app, g, jsonify, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from controller.auth import ROLES, Principal, authenticate, record_use, stale_use
+from controller.auth import ROLES, Principal, authenticate, record_use
 from controller.config import Config
 from controller.db import Database
 from controller.errors import ApiError, TooBusy, ValidationError
@@ -164,10 +164,9 @@ def _authenticate() -> Principal:
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
     with session() as s:
         principal = authenticate(s, presented.strip())
-        stale = principal is not None and principal.token_id is not None and stale_use(s, principal.token_id)
     if principal is None:
         raise Unauthorized("the token is not valid or was revoked")
-    if stale:
+    if principal.stale_use:
         # Best effort: a locked database must not turn a read into an error.
         try:
             with session() as s:

@@ -8,9 +8,9 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
 from controller.api import executor, requires, session
-from controller.errors import Conflict
+from controller.errors import Conflict, NotFound
 from controller.jobs import cancel_job, event_view, events_page, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
-from controller.models import JobHostSummary
+from controller.models import Job, JobHostSummary
 
 bp = Blueprint("jobs", __name__)
 
@@ -37,7 +37,9 @@ def list_events(job_id: str) -> Any:
     limit = page_limit(request.args.get("limit"), default=100)
     after = int_arg(request.args.get("after", "0"), "after", "after must be an event counter (an integer)") or 0
     with session() as s:
-        job = get_job(s, job_id)
+        job = s.execute(select(Job.status, Job.final_counter).where(Job.id == job_id)).first()
+        if job is None:
+            raise NotFound(f"no job {job_id}")
         events, next_after = events_page(s, job_id, limit, after, request.args.get("event"), request.args.get("host"))
         return jsonify(
             {

@@ -37,7 +37,7 @@ def list_scans() -> Any:
     before = int_arg(request.args.get("before"), "before", "before must be a scan id")
     with session() as s:
         scans, next_before = scans_page(s, limit, before)
-        return jsonify({"scans": [scan_view(scan) for scan in scans], "next_before": next_before})
+        return jsonify({"scans": scans, "next_before": next_before})
 
 
 @bp.get("/scans/<job_id>")

@@ -339,40 +339,36 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
 
     parser.StartDoctypeDeclHandler = doctype
     done: List[Dict[str, Any]] = []
-    state: Dict[str, Any] = {"host": None, "port": None, "in_hosthint": False}
+    # The host and port being read; one handler per element that matters (a table, not an if-chain:
+    # expat calls back for every element of a 65,536-host document).
+    current: Dict[str, Any] = {"host": None, "port": None}
 
-    def start(name: str, attrs: Dict[str, str]) -> None:
-        host = state["host"]
-        if name == "host":
-            state["host"] = {"address": None, "status": "unknown", "reason": None, "hostnames": [], "mac": None, "ports": []}
-        elif name == "hosthint":
-            state["in_hosthint"] = True
-        elif host is None:
-            if name == "nmaprun":
-                info["args"] = attrs.get("args")
-                info["version"] = attrs.get("version")
-            elif name == "finished":
-                info["exit"] = attrs.get("exit")
-                if attrs.get("errormsg"):
-                    info["error"] = attrs["errormsg"]
-                info["elapsed"] = attrs.get("elapsed")
-            elif name == "hosts":
-                info["hosts_up"] = int(attrs.get("up", 0))
-                info["hosts_total"] = int(attrs.get("total", 0))
-        elif name == "status" and state["port"] is None:
+    def on_host(_attrs: Dict[str, str]) -> None:
+        current["host"] = {"address": None, "status": "unknown", "reason": None, "hostnames": [], "mac": None, "ports": []}
+
+    def on_status(attrs: Dict[str, str]) -> None:
+        host = current["host"]
+        if host is not None and current["port"] is None:
             host["status"] = attrs.get("state", "unknown")
             host["reason"] = attrs.get("reason")
-        elif name == "address":
-            if attrs.get("addrtype") == "mac":
-                host["mac"] = attrs.get("addr", "").lower() or None
-            elif host["address"] is None:
-                host["address"] = attrs.get("addr")
-        elif name == "hostname":
-            hostname = attrs.get("name")
-            if hostname and hostname not in host["hostnames"]:
-                host["hostnames"].append(hostname)
-        elif name == "port":
-            state["port"] = {
+
+    def on_address(attrs: Dict[str, str]) -> None:
+        host = current["host"]
+        if host is None:
+            return
+        if attrs.get("addrtype") == "mac":
+            host["mac"] = attrs.get("addr", "").lower() or None
+        elif host["address"] is None:
+            host["address"] = attrs.get("addr")
+
+    def on_hostname(attrs: Dict[str, str]) -> None:
+        host, hostname = current["host"], attrs.get("name")
+        if host is not None and hostname and hostname not in host["hostnames"]:
+            host["hostnames"].append(hostname)
+
+    def on_port(attrs: Dict[str, str]) -> None:
+        if current["host"] is not None:
+            current["port"] = {
                 "protocol": attrs.get("protocol"),
                 "port": int(attrs.get("portid", 0)),
                 "state": None,
@@ -381,31 +377,72 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
                 "product": None,
                 "version": None,
             }
-        elif name == "state" and state["port"] is not None:
-            state["port"]["state"] = attrs.get("state")
-            state["port"]["reason"] = attrs.get("reason")
-        elif name == "service" and state["port"] is not None:
-            port = state["port"]
+
+    def on_state(attrs: Dict[str, str]) -> None:
+        port = current["port"]
+        if port is not None:
+            port["state"] = attrs.get("state")
+            port["reason"] = attrs.get("reason")
+
+    def on_service(attrs: Dict[str, str]) -> None:
+        port = current["port"]
+        if port is not None:
             port["service"] = attrs.get("name")
             port["product"] = attrs.get("product")
             port["version"] = attrs.get("version")
 
+    def on_nmaprun(attrs: Dict[str, str]) -> None:
+        info["args"] = attrs.get("args")
+        info["version"] = attrs.get("version")
+
+    def on_finished(attrs: Dict[str, str]) -> None:
+        info["exit"] = attrs.get("exit")
+        if attrs.get("errormsg"):
+            info["error"] = attrs["errormsg"]
+        info["elapsed"] = attrs.get("elapsed")
+
+    def on_hosts(attrs: Dict[str, str]) -> None:
+        info["hosts_up"] = int(attrs.get("up", 0))
+        info["hosts_total"] = int(attrs.get("total", 0))
+
+    def on_hosthint(_attrs: Dict[str, str]) -> None:
+        # A <hosthint> repeats a host's address before its scan: nothing in it is read.
+        parser.StartElementHandler = None
+
+    starts = {
+        "host": on_host,
+        "status": on_status,
+        "address": on_address,
+        "hostname": on_hostname,
+        "port": on_port,
+        "state": on_state,
+        "service": on_service,
+        "nmaprun": on_nmaprun,
+        "finished": on_finished,
+        "hosts": on_hosts,
+        "hosthint": on_hosthint,
+    }
+
+    def start(name: str, attrs: Dict[str, str]) -> None:
+        handler = starts.get(name)
+        if handler is not None:
+            handler(attrs)
+
     def end(name: str) -> None:
-        if name == "port" and state["port"] is not None and state["host"] is not None:
-            state["host"]["ports"].append(state["port"])
-            state["port"] = None
-        elif name == "host" and state["host"] is not None:
-            if state["host"]["address"]:
-                done.append(state["host"])
-            state["host"] = None
+        if name == "port":
+            port, host = current["port"], current["host"]
+            if port is not None and host is not None:
+                host["ports"].append(port)
+            current["port"] = None
+        elif name == "host":
+            host = current["host"]
+            if host is not None and host["address"]:
+                done.append(host)
+            current["host"] = None
         elif name == "hosthint":
-            state["in_hosthint"] = False
+            parser.StartElementHandler = start
 
-    def start_outside_hint(name: str, attrs: Dict[str, str]) -> None:
-        if not state["in_hosthint"] or name == "hosthint":
-            start(name, attrs)
-
-    parser.StartElementHandler = start_outside_hint
+    parser.StartElementHandler = start
     parser.EndElementHandler = end
     try:
         while True:
@@ -591,5 +628,5 @@ def write_jsonl(hosts: Iterable[Dict[str, Any]], path: str, on_host: Callable[[D
         for host in hosts:
             if on_host is not None:
                 on_host(host)
-            out.write(json.dumps(host, separators=(",", ":"), sort_keys=True))
+            out.write(json.dumps(host, separators=(",", ":")))
             out.write("\n")
