@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from controller.auth import Principal
@@ -131,12 +131,13 @@ def _store_hosts(session: Session, scan_id: int, path: Path, batch: int = 2000) 
         if not hosts:
             return
         connection = session.connection()
-        table = ScanHost.__table__
-        ids = connection.execute(
-            insert(table).returning(table.c.id, sort_by_parameter_order=True),
-            [{k: h[k] for k in ("scan_id", "address", "status", "reason", "hostnames", "mac")} for h in hosts],
-        ).scalars()
-        ports = [(host_id, *(p.get(k) for k in PORT_COLUMNS[1:])) for host_id, h in zip(ids, hosts, strict=True) for p in h["ports"]]
+        ids = _insert_hosts(connection, hosts)
+        g = dict.get
+        ports = [
+            (host_id, g(p, "protocol"), g(p, "port"), g(p, "state"), g(p, "reason"), g(p, "service"), g(p, "product"), g(p, "version"))
+            for host_id, h in zip(ids, hosts, strict=True)
+            for p in h["ports"]
+        ]
         insert_rows(connection, "scan_ports", PORT_COLUMNS, ports)
         hosts.clear()
 
@@ -150,6 +151,25 @@ def _store_hosts(session: Session, scan_id: int, path: Path, batch: int = 2000) 
             if len(hosts) >= batch:
                 flush()
     flush()
+
+
+def _insert_hosts(connection: Connection, hosts: list[dict[str, Any]]) -> list[int]:
+    """Insert scan hosts; their ids, in order."""
+    table = ScanHost.__table__
+    columns = ("scan_id", "address", "status", "reason", "hostnames", "mac")
+    if connection.dialect.name != "sqlite":
+        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        return list(connection.execute(statement, [{k: h[k] for k in columns} for h in hosts]).scalars())
+    # SQLite serialises writers, and this transaction holds the write lock from its first insert on: after
+    # it, the next ids are known, so the rest go in one executemany instead of a RETURNING per row.
+    first = connection.execute(insert(table).returning(table.c.id), {k: hosts[0][k] for k in columns}).scalar_one()
+    ids = list(range(first, first + len(hosts)))
+    rows = [
+        (i, h["scan_id"], h["address"], h["status"], h["reason"], json.dumps(h["hostnames"]), h["mac"])
+        for i, h in zip(ids[1:], hosts[1:], strict=True)
+    ]
+    insert_rows(connection, "scan_hosts", ("id", *columns), rows)
+    return ids
 
 
 def raw_output(config: Config, scan: Scan) -> tuple[Path, str]:

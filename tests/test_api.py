@@ -157,3 +157,42 @@ def test_scripts_are_served_read_only(client):
     ]:
         assert client.get(path).status_code in status, path
     assert client.post("/api/scripts/linux/remove-threat.py").status_code == 405
+
+
+def test_stored_scan_results_keep_each_port_with_its_host(app, client, tmp_path):
+    """The bulk store (ids assigned in batches) puts every port under the right host, batch after batch."""
+    from controller.models import Scan
+    from controller.scans import _store_hosts
+
+    hosts = [
+        {
+            "address": f"198.18.3.{i}",
+            "status": "up",
+            "reason": "syn-ack",
+            "hostnames": [f"h{i}.test"] if i % 2 else [],
+            "mac": None,
+            "ports": [
+                {
+                    "protocol": "tcp",
+                    "port": 1000 + i * 10 + k,
+                    "state": "open",
+                    "reason": "syn-ack",
+                    "service": None,
+                    "product": None,
+                    "version": None,
+                }
+                for k in range(i % 4)
+            ],
+        }
+        for i in range(1, 12)
+    ]
+    path = tmp_path / "hosts.jsonl"
+    path.write_text("".join(json.dumps(h) + "\n" for h in hosts))
+    job_id = client.post("/api/scans", json={**VALID, "target": "198.18.3.0/24"}).get_json()["job_id"]
+    with app.extensions["cloudx.db"].session() as session:
+        scan_id = session.query(Scan).filter_by(job_id=job_id).one().id
+        _store_hosts(session, scan_id, path, batch=4)
+    stored = client.get(f"/api/scans/{job_id}").get_json()["results"]["hosts"]
+    assert [(h["address"], h["hostnames"], [p["port"] for p in h["ports"]]) for h in stored] == [
+        (h["address"], h["hostnames"], [p["port"] for p in h["ports"]]) for h in hosts
+    ]
