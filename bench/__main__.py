@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -38,6 +39,15 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     PARTS.mkdir(exist_ok=True)
+    if len(chosen) > 1:
+        # One process per benchmark: a process's peak memory (ru_maxrss) starts at its parent's size when it is
+        # forked, so a parent that held one benchmark's data would inflate the next one's memory figures.
+        for name in chosen:
+            argv = [sys.executable, "-m", "bench", "--only", name] + (["--quick"] if args.quick else [])
+            if subprocess.run(argv, check=False).returncode != 0:
+                log(f"== {name} FAILED (see above); the other benchmarks go on")
+        write_report()
+        return 0
     for name in chosen:
         log(f"== {name}: {BENCHMARKS[name]}")
         started = time.monotonic()

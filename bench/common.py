@@ -66,7 +66,11 @@ def alternate(variants: Sequence[Variant], repetitions: int, log: Callable[[str]
 
 
 def run_measured(argv: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None) -> dict[str, float]:
-    """Run a command to completion; its peak resident memory (MiB) from wait4, which counts that process alone."""
+    """Run a command to completion; its peak resident memory (MiB) from wait4 (that process, not its children).
+
+    ru_maxrss includes what the process held when it was forked, so run benchmarks from a small parent
+    (`python -m bench` runs each benchmark in a process of its own).
+    """
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""

@@ -14,6 +14,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("cloudx.db")
+# Bound parameters per SQLite statement (SQLITE_MAX_VARIABLE_NUMBER is 32766 since SQLite 3.32).
+SQLITE_MAX_VARIABLES = 32766
 T = TypeVar("T")
 
 
@@ -69,11 +71,18 @@ def insert_rows(connection: Connection, table: str, columns: Sequence[str], rows
     """
     if not rows:
         return
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
     if connection.dialect.name == "sqlite":
-        values = ", ".join("?" for _ in columns)
+        # Many rows per statement: executemany would release and retake the GIL for every row, and a
+        # thread that wants it back waits for the interpreter's switch interval each time.
+        per_statement = max(1, SQLITE_MAX_VARIABLES // len(columns))
+        group = "(" + ", ".join("?" for _ in columns) + ")"
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            connection.exec_driver_sql(head + ", ".join([group] * len(chunk)), tuple(v for row in chunk for v in row))
     else:  # psycopg: JSON text is cast where it lands
         values = ", ".join("%s::json" if c in json else "%s" for c in columns)
-    connection.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})", rows)
+        connection.exec_driver_sql(f"{head}({values})", rows)
 
 
 class Database:

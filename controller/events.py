@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import collections
 import json
+import queue
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, update
 
@@ -96,13 +97,18 @@ class EventWriter:
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = threading.Event()
         self._closing = False
+        # Two stages, so that turning events into rows (Python) overlaps with writing rows (SQLite, which
+        # runs without the GIL while it executes a statement): the encoder hands batches to the writer.
+        self._batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=4)
         self.last_counter = 0
         self.stored = 0
         self.progress: float | None = None
         self.error: BaseException | None = None
         self.heartbeat_every = heartbeat_every
-        self._thread = threading.Thread(target=self._run, name=f"events-{job_id}", daemon=True)
-        self._thread.start()
+        self._encoder = threading.Thread(target=self._encode_loop, name=f"events-{job_id}", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name=f"events-db-{job_id}", daemon=True)
+        self._encoder.start()
+        self._writer.start()
 
     def put(self, event: dict[str, Any]) -> None:
         if "counter" in event:
@@ -113,34 +119,45 @@ class EventWriter:
     def close(self) -> int:
         self._closing = True
         self._wake.set()
-        self._thread.join()
+        self._encoder.join()
+        self._writer.join()
         if self.error is not None:
             raise self.error
         return self.last_counter
 
-    def _run(self) -> None:
+    def _encode_loop(self) -> None:
         last_beat = 0.0
-        while True:
-            self._wake.wait(FLUSH_INTERVAL)
-            self._wake.clear()
-            closing = self._closing  # read before draining: whatever was put before close() is drained
-            while True:
-                batch = [self._pending.popleft() for _ in range(min(BATCH_SIZE, len(self._pending)))]
-                now = time.monotonic()
-                beat = now - last_beat >= self.heartbeat_every
-                if batch or beat:
-                    try:
-                        self._flush(batch, beat)
-                    except BaseException as exc:  # reported by close(); the job then ends as "error"
-                        self.error = exc
-                        return
-                    last_beat = now if beat else last_beat
-                if not self._pending:
-                    break
-            if closing:
-                return
+        try:
+            while self.error is None:
+                self._wake.wait(FLUSH_INTERVAL)
+                self._wake.clear()
+                closing = self._closing  # read before draining: whatever was put before close() is drained
+                while self.error is None:
+                    events = [self._pending.popleft() for _ in range(min(BATCH_SIZE, len(self._pending)))]
+                    now = time.monotonic()
+                    beat = now - last_beat >= self.heartbeat_every
+                    if events or beat:
+                        self._batches.put(self._prepare(events, beat))
+                        last_beat = now if beat else last_beat
+                    if not self._pending:
+                        break
+                if closing:
+                    return
+        except BaseException as exc:  # reported by close(); the job then ends as "error"
+            self.error = self.error or exc
+        finally:
+            self._batches.put(None)
 
-    def _flush(self, events: list[dict[str, Any]], heartbeat: bool) -> None:
+    def _write_loop(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            if self.error is not None:
+                continue  # drain, so that the encoder never blocks on a full queue
+            try:
+                self._write(batch)
+            except BaseException as exc:  # reported by close(); the job then ends as "error"
+                self.error = exc
+
+    def _prepare(self, events: list[dict[str, Any]], heartbeat: bool) -> _Batch:
         events.sort(key=lambda e: int(e["counter"]))
         rows = [event_row(self.job_id, e) for e in events]
         summaries: list[dict[str, Any]] = []
@@ -155,20 +172,28 @@ class EventWriter:
             values["heartbeat_at"] = utcnow()
         if self.progress is not None:
             values["progress"] = min(99, int(self.progress))
+        return _Batch(rows, summaries, values)
 
+    def _write(self, batch: _Batch) -> None:
         def write() -> None:
             with self.db.session() as session:
-                insert_rows(session.connection(), "job_events", EVENT_COLUMNS, rows, json=["event_data"])
-                if summaries:
-                    session.execute(insert(JobHostSummary), summaries)
-                if values:
-                    session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+                insert_rows(session.connection(), "job_events", EVENT_COLUMNS, batch.rows, json=["event_data"])
+                if batch.summaries:
+                    session.execute(insert(JobHostSummary), batch.summaries)
+                if batch.values:
+                    session.execute(update(Job).where(Job.id == self.job_id).values(**batch.values))
 
         # A locked or full database holds the batch here (the playbook goes on) until it can be written.
         retrying(write, self.retry_seconds, f"storing events of job {self.job_id}")
-        if rows:
-            self.last_counter = max(self.last_counter, rows[-1][1])
-            self.stored += len(rows)
+        if batch.rows:
+            self.last_counter = max(self.last_counter, batch.rows[-1][1])
+            self.stored += len(batch.rows)
+
+
+class _Batch(NamedTuple):
+    rows: list[tuple[Any, ...]]
+    summaries: list[dict[str, Any]]
+    values: dict[str, Any]
 
 
 def host_summaries(job_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
