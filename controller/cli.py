@@ -8,11 +8,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from controller.auth import ROLES, cli_principal
 from controller.config import Config
@@ -65,6 +67,20 @@ def _audit(ctx: Context, command: str, status: int, detail: str | None = None, j
 def _fail(ctx: Context, command: str, exc: ApiError) -> click.ClickException:
     _audit(ctx, command, exc.status, exc.message)
     return click.ClickException(exc.message)
+
+
+T = TypeVar("T")
+
+
+def _change(ctx: Context, command: str, change: Callable[[Session], T], status: int, detail: str) -> T:
+    """Make a change in one transaction and audit it; a refused change is audited too and ends the command."""
+    try:
+        with ctx.db.session() as session:
+            result = change(session)
+    except ApiError as exc:
+        raise _fail(ctx, command, exc) from None
+    _audit(ctx, command, status, detail)
+    return result
 
 
 @click.group()
@@ -452,13 +468,8 @@ def token_revoke(ctx: Context, name: str) -> None:
     """Revoke the token NAME at once."""
     from controller.auth import revoke_token
 
-    try:
-        with ctx.db.session() as session:
-            revoked = revoke_token(session, name)
-    except ApiError as exc:
-        raise _fail(ctx, "token revoke", exc) from None
-    _audit(ctx, "token revoke", 200, f"token {revoked.name}")
-    click.echo(f"token {revoked.name} revoked", err=True)
+    _change(ctx, "token revoke", lambda session: revoke_token(session, name), 200, f"token {name}")
+    click.echo(f"token {name} revoked", err=True)
 
 
 @cli.group()
@@ -493,12 +504,9 @@ def policy_set(
         changes["scope"] = [] if clear_scope else list(scope)
     optional = {"max_prefix_v4": max_prefix_v4, "max_prefix_v6": max_prefix_v6, "windows_deployments": windows}
     changes.update({k: v for k, v in optional.items() if v is not None})
-    try:
-        with ctx.db.session() as session:
-            view = policy_view(update_policy(session, changes, cli_principal().name))
-    except ApiError as exc:
-        raise _fail(ctx, "policy set", exc) from None
-    _audit(ctx, "policy set", 200, json.dumps(changes))
+    view = _change(
+        ctx, "policy set", lambda session: policy_view(update_policy(session, changes, cli_principal().name)), 200, json.dumps(changes)
+    )
     click.echo(json.dumps(view, indent=2))
 
 
@@ -540,12 +548,8 @@ def credential_add(ctx: Context, name: str, kind: str, username: str | None, sco
         **({"username": username} if username else {}),
         **({"scope": list(scope)} if scope else {}),
     }
-    try:
-        with ctx.db.session() as session:
-            store_credential(session, ctx.config, body, cli_principal().name)
-    except ApiError as exc:
-        raise _fail(ctx, "credential add", exc) from None
-    _audit(ctx, "credential add", 201, f"credential {name} ({kind})")
+    who = cli_principal().name
+    _change(ctx, "credential add", lambda session: store_credential(session, ctx.config, body, who), 201, f"credential {name} ({kind})")
     click.echo(f"credential {name} stored", err=True)
 
 
@@ -565,12 +569,7 @@ def credential_list(ctx: Context) -> None:
 def credential_delete(ctx: Context, name: str) -> None:
     from controller.credentials import delete_credential
 
-    try:
-        with ctx.db.session() as session:
-            delete_credential(session, name)
-    except ApiError as exc:
-        raise _fail(ctx, "credential delete", exc) from None
-    _audit(ctx, "credential delete", 200, f"credential {name}")
+    _change(ctx, "credential delete", lambda session: delete_credential(session, name), 200, f"credential {name}")
     click.echo(f"credential {name} deleted", err=True)
 
 

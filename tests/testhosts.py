@@ -151,6 +151,7 @@ class Lab:
     def add_booted_host(self, authorized_key: str) -> TestHost:
         """A Debian 12 host booted with systemd-nspawn on an overlay of the shared root, reachable over SSH as root."""
         root_fs = ensure_rootfs()
+        _raise_inotify_instances()
         host = self._network_host()
         base = HOSTS_DIR / host.name
         for sub in ("upper", "work", "root"):
@@ -196,7 +197,8 @@ class Lab:
             start_new_session=True,
         )
         if not wait_for(lambda: _ssh_ready(host.address), timeout=90):
-            raise RuntimeError(f"{host.name} did not boot: see {base / 'console.log'}")
+            console = (base / "console.log").read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(f"{host.name} did not boot; its console ended with:\n" + "\n".join(console))
         return host
 
     def service_address(self) -> str:
@@ -279,6 +281,15 @@ def _ssh_ready(address: str) -> bool:
             return sock.recv(4).startswith(b"SSH-")
     except OSError:
         return False
+
+
+def _raise_inotify_instances(wanted: int = 1024) -> None:
+    """Every booted host's systemd takes inotify instances from root's share (128 by default): about 18
+    hosts exhaust it and the next one cannot boot. Raise the limit (a kernel setting, not persisted)."""
+    path = Path("/proc/sys/fs/inotify/max_user_instances")
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text()) < wanted:
+            path.write_text(str(wanted))
 
 
 def _container_leader(nspawn_pid: int) -> int:
