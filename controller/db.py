@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -79,7 +80,7 @@ def insert_rows(connection: Connection, table: str, columns: Sequence[str], rows
         group = "(" + ", ".join("?" for _ in columns) + ")"
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
-            connection.exec_driver_sql(head + ", ".join([group] * len(chunk)), tuple(v for row in chunk for v in row))
+            connection.exec_driver_sql(head + ", ".join([group] * len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
     else:  # psycopg: JSON text is cast where it lands
         values = ", ".join("%s::json" if c in json else "%s" for c in columns)
         connection.exec_driver_sql(f"{head}({values})", rows)

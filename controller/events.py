@@ -31,7 +31,9 @@ _encode = json.JSONEncoder(default=str).encode  # one encoder: json.dumps(defaul
 
 def trim_event_data(data: dict[str, Any]) -> str:
     """Event data as JSON text, without duplicated keys or secrets, and `res` cut short when it is huge."""
-    kept = {k: v for k, v in data.items() if k not in _DROPPED_KEYS}
+    kept = dict(data)  # a copy and a few pops: several times faster than a filtering comprehension
+    for key in _DROPPED_KEYS:
+        kept.pop(key, None)
     encoded = _encode(kept)
     # Most events hold no secret-looking key: one scan of the text spares walking every value.
     if may_hold_secrets(encoded):

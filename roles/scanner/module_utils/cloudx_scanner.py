@@ -623,10 +623,13 @@ def _open_text(path: str | None) -> IO[str] | None:
         return None
 
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every host, not one per call
+
+
 def write_jsonl(hosts: Iterable[Dict[str, Any]], path: str, on_host: Callable[[Dict[str, Any]], None] | None = None) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for host in hosts:
             if on_host is not None:
                 on_host(host)
-            out.write(json.dumps(host, separators=(",", ":")))
+            out.write(_compact(host))
             out.write("\n")
