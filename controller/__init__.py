@@ -25,6 +25,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     db = Database(config.DATABASE_URL, config.DB_BUSY_TIMEOUT)
     db.upgrade()
     app.extensions["cloudx.db"] = db
+    from controller.executor import make_executor
+
     app.extensions["cloudx.executor"] = make_executor(config, db)
 
     from controller.api import init_app as init_api
@@ -35,14 +37,6 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     register_app_commands(app)
     logging.getLogger("cloudx").setLevel(logging.INFO)
     return app
-
-
-def make_executor(config: Config, db: Database) -> Executor:
-    from controller.executor import LocalExecutor
-
-    if config.EXECUTOR != "local":
-        raise SystemExit(f"CLOUDX_EXECUTOR={config.EXECUTOR!r} is not available; use 'local'")
-    return LocalExecutor(config, db)
 
 
 def start_executor(app: Flask) -> Executor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -42,6 +43,7 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def _audit(ctx: Context, command: str, status: int, detail: str | None = None, job_id: str | None = None) -> None:
@@ -121,6 +123,26 @@ def serve(host: str | None, port: int | None, threads: int) -> None:
 
 
 @cli.command()
+@click.option("--name", default="cloudx@%h", show_default=True, help="Worker name, unique in the cluster (%h: this host's name).")
+@click.option("--queues", "-Q", help="Comma-separated queues (default: CLOUDX_CELERY_QUEUE and CLOUDX_CELERY_SCAN_QUEUE).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 256), help="Jobs run at once (default CLOUDX_MAX_CONCURRENT_JOBS).")
+@click.option("--loglevel", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO", show_default=True)
+@pass_ctx
+def worker(ctx: Context, name: str, queues: str | None, concurrency: int | None, loglevel: str) -> None:
+    """Run jobs sent through Celery (CLOUDX_EXECUTOR=celery on the API; CELERY_BROKER_URL, DATABASE_URL here)."""
+    from controller.celery_executor import QUEUE_NAME, Worker
+
+    config = ctx.config
+    names = (queues or f"{config.CELERY_QUEUE},{config.CELERY_SCAN_QUEUE}").split(",")
+    bad = [q for q in names if not QUEUE_NAME.fullmatch(q)]
+    if bad:
+        raise click.ClickException(f"queue name {bad[0]!r} is not valid: letters, digits, _ . - (at most 64)")
+    if not re.fullmatch(r"[A-Za-z0-9_.%-]{1,64}@[A-Za-z0-9_.%-]{1,253}", name):
+        raise click.ClickException(f"worker name {name!r} is not valid: NAME@HOST (letters, digits, _ . -; %h for this host)")
+    Worker(config).main(name, sorted(set(names), key=names.index), concurrency or config.MAX_CONCURRENT_JOBS, loglevel.upper())
+
+
+@cli.command()
 @click.argument("target")
 @click.option("--tool", type=click.Choice(["nmap", "masscan", "zmap"]), default="nmap", show_default=True)
 @click.option("--type", "scan_type", default="default", show_default=True, help="Scan type (see README).")
@@ -133,7 +155,7 @@ def scan(
     ctx: Context, target: str, tool: str, scan_type: str, ports: str | None, timeout: int | None, as_json: bool, allow_large_targets: bool
 ) -> None:
     """Scan TARGET through the controller, showing progress and then the results."""
-    from controller.executor import LocalExecutor
+    from controller.executor import make_executor
     from controller.jobs import cancel_job
     from controller.scans import create_scan, get_scan, scan_view
 
@@ -149,8 +171,13 @@ def scan(
         _audit(ctx, "scan", exc.status, exc.message)
         raise click.ClickException(exc.message) from None
     _audit(ctx, "scan", 202, job_id=job_id)
-    # Runs the job here unless a running `cloudx serve` on the same database takes it first.
-    executor = LocalExecutor(ctx.config, ctx.db, only_job=job_id)
+    # The local executor runs the job here unless a running `cloudx serve` on the same database takes it
+    # first; the Celery executor sends it to the workers.
+    executor = make_executor(ctx.config, ctx.db, only_job=job_id)
+    try:
+        executor.submit(job_id)
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from None
     executor.start()
     click.echo(f"scan {job_id}: {tool} {scan_type} {target}", err=True)
     interrupted = False
@@ -244,7 +271,7 @@ def deploy(
     from pathlib import Path
 
     from controller.deployments import create_deployment, validate_agent_request, validate_deployment_request
-    from controller.executor import LocalExecutor
+    from controller.executor import LocalExecutor, make_executor
 
     body: dict[str, Any] = {"os_type": os_type}
     optional = {"username": username, "manager_ip": manager_ip, "group": group, "credential": credential}
@@ -265,15 +292,19 @@ def deploy(
         else:
             body.update({"hosts": list(hosts)} if hosts else {"limit": pattern} if pattern else {})
             request, secrets = validate_deployment_request({**body, "state": state})
-        executor = LocalExecutor(ctx.config, ctx.db)
+        executor = make_executor(ctx.config, ctx.db)
         with ctx.db.session() as session:
             job_id = create_deployment(session, ctx.config, cli_principal(), request, secrets, executor.holder_id).id
     except ApiError as exc:
         _audit(ctx, "deploy", exc.status, exc.message)
         raise click.ClickException(exc.message) from None
     _audit(ctx, "deploy", 202, job_id=job_id)
-    executor.only_job = job_id
-    executor.submit(job_id, secrets)
+    if isinstance(executor, LocalExecutor):
+        executor.only_job = job_id
+    try:
+        executor.submit(job_id, secrets)
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from None
     executor.start()
     click.echo(f"job {job_id}: {'deploying to' if state == 'present' else 'removing from'} {' '.join(hosts) or pattern}", err=True)
     try:

@@ -33,7 +33,19 @@ class Config:
     INVENTORY: str = str(ROOT / "inventory")
     # Ansible host pattern of the scanner a scan runs on.
     SCANNER_PATTERN: str = "scanners[0]"
+    # "local": worker processes on this machine; "celery": Celery workers (`cloudx worker`) through Redis.
     EXECUTOR: str = "local"
+    CELERY_BROKER_URL: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    # Queue of deployments and other jobs, and queue of scans (pin scanner workers with `cloudx worker -Q scanners`).
+    CELERY_QUEUE: str = "cloudx"
+    CELERY_SCAN_QUEUE: str = "scanners"
+    # A job message taken by a worker that dies before starting it goes back to the queue after this long.
+    CELERY_VISIBILITY_TIMEOUT: int = 120
+    # Messages a worker reserves per job slot (Celery's worker_prefetch_multiplier).
+    CELERY_PREFETCH_MULTIPLIER: int = 1
+    # Key that seals a job's credentials inside its Celery message; the API and every worker share it
+    # (32 bytes, URL-safe base64: `cloudx credential keygen`). Workers never get CREDENTIALS_KEY.
+    JOB_SECRETS_KEY: str = field(default="", repr=False)
     # Off: this process serves the API and queues jobs, but runs none.
     EXECUTOR_ENABLED: bool = True
     MAX_CONCURRENT_JOBS: int = 4
@@ -45,7 +57,7 @@ class Config:
     SCAN_MAX_TIMEOUT: int = 86400
     SCAN_LEASE_SECONDS: int = 10
     SCAN_POLL_INTERVAL: int = 2
-    # A running job whose worker has not reported for this long is ended as "error".
+    # A running job whose worker has not reported for this long is ended as "error" (workers beat every sixth of it).
     WORKER_LOST_AFTER: int = 60
     # SSH host keys of deployment targets: "pin-on-first-use" records unknown keys (ssh-keyscan) in the
     # database with the job that pinned them; "strict" only trusts keys provided or pinned before.
@@ -95,4 +107,5 @@ class Config:
             "CLOUDX_HOST_KEY_POLICY": self.HOST_KEY_POLICY,
             "CLOUDX_KNOWN_HOSTS_FILE": self.KNOWN_HOSTS_FILE,
             "CLOUDX_AGENT_VARS_FILE": self.AGENT_VARS_FILE,
+            "CLOUDX_WORKER_LOST_AFTER": str(self.WORKER_LOST_AFTER),
         }

@@ -35,15 +35,36 @@ def keygen() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
+def decode_key(raw: str) -> bytes | None:
+    """A 32-byte AES key from URL-safe base64, or None when raw is not one."""
+    try:
+        key = base64.urlsafe_b64decode(raw.encode())
+    except (binascii.Error, ValueError):
+        return None
+    return key if len(key) == 32 else None
+
+
+def seal(key: bytes, bound_to: bytes, value: Any) -> str:
+    """value as JSON, encrypted and authenticated (AES-256-GCM, random nonce), bound to `bound_to`."""
+    nonce = os.urandom(12)
+    return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, json.dumps(value).encode(), bound_to)).decode()
+
+
+def unseal(key: bytes, bound_to: bytes, sealed: str) -> Any:
+    """What seal() sealed; ValueError for another key, another binding or altered text."""
+    try:
+        raw = base64.b64decode(sealed, validate=True)
+        return json.loads(AESGCM(key).decrypt(raw[:12], raw[12:], bound_to))
+    except (InvalidTag, binascii.Error, ValueError):
+        raise ValueError("does not decrypt: another key, or altered") from None
+
+
 def _key(config: Config) -> tuple[bytes, str]:
     """The key and its short fingerprint."""
     if not config.CREDENTIALS_KEY:
         raise ValidationError(NO_KEY, field="credential")
-    try:
-        key = base64.urlsafe_b64decode(config.CREDENTIALS_KEY.encode())
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
+    key = decode_key(config.CREDENTIALS_KEY)
+    if key is None:
         raise ValidationError("CLOUDX_CREDENTIALS_KEY is not 32 bytes in URL-safe base64", field="credential")
     return key, hashlib.sha256(b"cloudx-credentials" + key).hexdigest()[:16]
 
@@ -79,7 +100,6 @@ def store_credential(session: Session, config: Config, body: Any, created_by: st
     key, key_id = _key(config)
     if session.scalar(select(Credential.id).where(Credential.name == name)) is not None:
         raise Conflict(f"a credential named {name!r} exists; delete it first to replace it")
-    nonce = os.urandom(12)
     credential = Credential(
         name=name,
         kind=kind,
@@ -89,8 +109,7 @@ def store_credential(session: Session, config: Config, body: Any, created_by: st
         ciphertext="",
         created_by=created_by,
     )
-    sealed = AESGCM(key).encrypt(nonce, json.dumps({"secret": secret}).encode(), _bound(credential))
-    credential.ciphertext = base64.b64encode(nonce + sealed).decode()
+    credential.ciphertext = seal(key, _bound(credential), {"secret": secret})
     session.add(credential)
     session.flush()
     return credential
@@ -107,11 +126,9 @@ def open_credential(session: Session, config: Config, name: Any) -> tuple[Creden
     if credential.key_id != key_id:
         raise ValidationError(f"credential {name!r} was stored with another CLOUDX_CREDENTIALS_KEY", field="credential")
     try:
-        raw = base64.b64decode(credential.ciphertext, validate=True)
-        plain = AESGCM(key).decrypt(raw[:12], raw[12:], _bound(credential))
-    except (InvalidTag, binascii.Error, ValueError):
+        return credential, unseal(key, _bound(credential), credential.ciphertext)["secret"]
+    except ValueError:
         raise ValidationError(f"credential {name!r} does not decrypt: it was altered", field="credential") from None
-    return credential, json.loads(plain)["secret"]
 
 
 def _bound(credential: Credential) -> bytes:

@@ -113,6 +113,9 @@ class Database:
         config = AlembicConfig()
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # The API and workers may start together on a new database: one of them migrates it.
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7262)")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

@@ -2,24 +2,23 @@
 
 The local executor runs jobs in worker processes on this machine, at most
 MAX_CONCURRENT_JOBS at a time, taking them from the jobs table (the queue).
-Another backend (Celery, issue 6) implements the same interface.
+The Celery executor (controller.celery_executor) sends them to `cloudx worker` processes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
+import socket
 import subprocess
-import sys
 import threading
 from typing import Any, Protocol
 
 from controller.config import Config
 from controller.db import Database
 from controller.jobs import claim_next, fail_job, reconcile, set_worker, worker_id
-from controller.worker import kill_job_processes
+from controller.worker import exit_reason, kill_job_processes, spawn
 
 log = logging.getLogger("cloudx.executor")
 
@@ -34,7 +33,10 @@ class Executor(Protocol):
         ...
 
     def submit(self, job_id: str, secrets: dict[str, Any] | None = None) -> None:
-        """A job was queued (it is already stored with status "queued"); `secrets` never reach the database."""
+        """A job was queued (it is already stored with status "queued"); `secrets` never reach the database.
+
+        Raises controller.errors.Unavailable, after ending the job as "error", when it cannot be handed on.
+        """
 
     def cancel(self, job_id: str) -> None:
         """A cancel was requested (already recorded on the job); deliver it quickly."""
@@ -53,6 +55,7 @@ class LocalExecutor:
         self.db = db
         self.only_job = only_job
         self.me = worker_id()
+        self.node = f"local@{socket.gethostname()}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.secrets: dict[str, dict[str, Any]] = {}
         self._wake = threading.Event()
@@ -122,28 +125,14 @@ class LocalExecutor:
             if self.only_job in self.processes:
                 return
             with self.db.session() as session:
-                job_id = claim_next(session, self.config.MAX_CONCURRENT_JOBS, self.me, only=self.only_job)
+                job_id = claim_next(session, self.config.MAX_CONCURRENT_JOBS, self.me, self.node, only=self.only_job)
             if job_id is None:
                 return
             self._spawn(job_id)
 
     def _spawn(self, job_id: str) -> None:
-        # Workers never need the credentials key: secrets reach them opened, on stdin.
-        env = {k: v for k, v in os.environ.items() if k != "CLOUDX_CREDENTIALS_KEY"}
-        env.update({**self.config.as_env(), "CLOUDX_WORKER_DIE_WITH_PARENT": "1", "CLOUDX_WORKER_SECRETS_ON_STDIN": "1"})
-        secrets = self.secrets.pop(job_id, None)
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.worker", job_id],
-                env=env,
-                cwd=self.config.PROJECT_DIR,
-                stdin=subprocess.PIPE,
-                start_new_session=True,
-            )
-            # Credentials go to the worker through a pipe: never a file, an argument or the environment.
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(secrets or {}).encode())
-            proc.stdin.close()
+            proc = spawn(self.config, job_id, self.secrets.pop(job_id, None))
         except OSError as exc:
             with self.db.session() as session:
                 fail_job(session, job_id, "error", f"could not start a worker process: {exc}")
@@ -154,7 +143,19 @@ class LocalExecutor:
             set_worker(session, job_id, f"{self.me.rpartition(':')[0]}:{proc.pid}")
 
     def _reap(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
-        if proc.returncode not in (0, None):
+        reason = exit_reason(proc.returncode)
+        if reason:
             with self.db.session() as session:
-                if fail_job(session, job_id, "error", f"the worker process exited with code {proc.returncode}"):
-                    log.error("worker for job %s exited with %s", job_id, proc.returncode)
+                if fail_job(session, job_id, "error", reason):
+                    log.error("job %s: %s", job_id, reason)
+
+
+def make_executor(config: Config, db: Database, only_job: str | None = None) -> Executor:
+    """The executor CLOUDX_EXECUTOR names. `only_job`: a CLI run that waits for one job."""
+    if config.EXECUTOR == "local":
+        return LocalExecutor(config, db, only_job=only_job)
+    if config.EXECUTOR == "celery":
+        from controller.celery_executor import CeleryExecutor
+
+        return CeleryExecutor(config, db)
+    raise SystemExit(f"CLOUDX_EXECUTOR must be 'local' or 'celery', not {config.EXECUTOR!r}")

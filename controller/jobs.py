@@ -85,23 +85,25 @@ def cancel_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def claim_next(session: Session, max_running: int, worker: str, only: str | None = None) -> str | None:
+def claim_next(session: Session, max_running: int, worker: str, node: str, only: str | None = None) -> str | None:
     """Move the oldest queued job (or the job `only`) to running if fewer than max_running run.
 
-    It is one UPDATE, atomic on every backend, so dispatchers in several
-    processes (the service, a CLI run) never exceed the limit or claim the same job.
-    A CLI run claims its own job (`only`) whatever the limit: the user asked for it now.
+    It is one UPDATE, atomic on every backend, so dispatchers in several processes (services, CLI runs,
+    Celery workers) never exceed the limit or claim the same job: the status is checked again on the
+    row itself, which PostgreSQL re-reads after a concurrent update.
+    A CLI run or a Celery worker claims its own job (`only`) whatever the limit: it was sent there to run.
     """
     if only is None:
         # A job with credentials runs only where they are held (in that executor's memory).
         claimable = and_(Job.status == "queued", or_(Job.secrets_holder.is_(None), Job.secrets_holder == worker))
         oldest = select(Job.id).where(claimable).order_by(Job.created_at, Job.id).limit(1).scalar_subquery()
         running = select(func.count()).select_from(Job).where(Job.status == "running").scalar_subquery()
-        condition = and_(Job.id == oldest, running < max_running)
+        condition = and_(Job.id == oldest, Job.status == "queued", running < max_running)
     else:
         condition = and_(Job.id == only, Job.status == "queued")
+    now = utcnow()
     return session.execute(
-        update(Job).where(condition).values(status="running", worker=worker, started_at=utcnow(), heartbeat_at=utcnow()).returning(Job.id)
+        update(Job).where(condition).values(status="running", worker=worker, node=node, started_at=now, heartbeat_at=now).returning(Job.id)
     ).scalar()
 
 
@@ -121,7 +123,7 @@ def fail_job(session: Session, job_id: str, status: str, reason: str) -> bool:
 
 
 def reconcile(session: Session, lost_after: int) -> list[str]:
-    """End running jobs whose worker is gone; queued jobs stay queued and run again.
+    """End running jobs whose worker is gone (as "error"); queued jobs stay queued and run again.
 
     A worker on this machine whose process no longer exists is gone at once;
     any other is gone when it has not reported for `lost_after` seconds.
@@ -135,13 +137,13 @@ def reconcile(session: Session, lost_after: int) -> list[str]:
         heartbeat = _aware(job.heartbeat_at or job.started_at or job.created_at)
         if local_dead or heartbeat < stale:
             why = "its worker process is gone" if local_dead else f"its worker has not reported for {lost_after} s"
-            if fail_job(session, job.id, "failed", f"interrupted: the controller or worker stopped while the job was running ({why})"):
+            if fail_job(session, job.id, "error", f"worker lost: the worker or its machine stopped while the job was running ({why})"):
                 ended.append(job.id)
     for job in session.scalars(select(Job).where(Job.status == "queued", Job.secrets_holder.is_not(None))):
         holder_host, _, pid = (job.secrets_holder or "").rpartition(":")
         if holder_host == host and pid.isdigit() and not _pid_alive(int(pid)):
             reason = "the credentials of this job were held in memory by a controller that stopped; submit it again"
-            if fail_job(session, job.id, "failed", reason):
+            if fail_job(session, job.id, "error", reason):
                 ended.append(job.id)
     return ended
 
@@ -178,6 +180,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "extra_vars": job.extra_vars,
         "timeout": job.timeout,
         "final_counter": job.final_counter,
+        "node": job.node,
         "created_by": job.created_by,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),

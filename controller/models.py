@@ -48,7 +48,10 @@ class Job(Base):
     # Who asked for it: an API token's name, or "cli:<user>".
     created_by: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The process running the job ("host:pid"), and the executor node that took it ("local@host", or a
+    # Celery worker's name such as "w1@host").
     worker: Mapped[str | None] = mapped_column(String(255))
+    node: Mapped[str | None] = mapped_column(String(255))
     # Counter of the last event; set when the job ends, once every event is stored.
     final_counter: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,9 +14,11 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 ENV_KEPT = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM"}
 CANCEL_POLL_SECONDS = 0.5
+PRIVATE_ENV = {"CLOUDX_CREDENTIALS_KEY", "CLOUDX_JOB_SECRETS_KEY", "CELERY_BROKER_URL", "CLOUDX_CELERY_BROKER_URL"}
 
 
 def job_dir(config: Config, job_id: str) -> Path:
@@ -62,14 +65,24 @@ class JobRun:
         self.stop_reason = reason
         self.cancel_requested.set()
 
-    def _watch_cancel(self) -> None:
-        # ansible-runner asks cancel_callback often; the database is read here, twice a second.
+    def _watch(self) -> None:
+        """Read the cancel flag twice a second (ansible-runner asks cancel_callback far more often) and beat
+        the job's heartbeat every sixth of WORKER_LOST_AFTER, so that a worker on a machine that died is
+        noticed even while a playbook is quiet."""
+        beat_every = max(1.0, self.config.WORKER_LOST_AFTER / 6)
+        next_beat = time.monotonic() + beat_every
         while not self._done.wait(CANCEL_POLL_SECONDS):
             try:
                 with self.db.session() as session:
-                    if session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)):
-                        self.cancel_requested.set()
-                        return
+                    if time.monotonic() >= next_beat:
+                        next_beat = time.monotonic() + beat_every
+                        beat = update(Job).where(Job.id == self.job_id).values(heartbeat_at=utcnow())
+                        cancel = session.execute(beat.returning(Job.cancel_requested)).scalar()
+                    else:
+                        cancel = session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
+                if cancel:
+                    self.cancel_requested.set()
+                    return
             except Exception:  # a locked or briefly unavailable database must not kill the job
                 log.exception("cancel check failed for job %s", self.job_id)
 
@@ -111,7 +124,7 @@ class JobRun:
             self.secret_file = write_secret_vars(self.secrets["extra_vars"])
             files.append(str(self.secret_file))
         writer = EventWriter(self.db, self.job_id, retry_seconds=self.config.DB_RETRY_SECONDS)
-        watcher = threading.Thread(target=self._watch_cancel, name="cancel-watch", daemon=True)
+        watcher = threading.Thread(target=self._watch, name="cancel-watch", daemon=True)
         watcher.start()
         status, rc, reason = "error", None, None
         try:
@@ -142,7 +155,7 @@ class JobRun:
             )
             status, rc = result.status, result.rc
             if status == "canceled" and self.stop_reason:
-                status, reason = "failed", self.stop_reason
+                status, reason = "error", self.stop_reason
             elif status == "timeout":
                 reason = "the job ran longer than its timeout or produced no output for IDLE_TIMEOUT"
             elif status == "canceled":
@@ -202,6 +215,41 @@ class JobRun:
         return handler
 
 
+def spawn(config: Config, job_id: str, secrets: dict[str, Any] | None) -> subprocess.Popen[bytes]:
+    """Start `python -m controller.worker JOB_ID`, handing it the job's credentials on stdin.
+
+    The worker dies with the thread that started it (PR_SET_PDEATHSIG) and records why.
+    """
+    # Keys and the broker address stay here: credentials reach the worker opened, through a pipe, never
+    # as a file, an argument or the environment.
+    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+    env.update({**config.as_env(), "CLOUDX_WORKER_DIE_WITH_PARENT": "1", "CLOUDX_WORKER_SECRETS_ON_STDIN": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.worker", job_id],
+        env=env,
+        cwd=config.PROJECT_DIR,
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(secrets or {}).encode())
+        proc.stdin.close()
+    except OSError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def exit_reason(returncode: int | None) -> str | None:
+    """Why a job ends as "error" when its worker process exited without recording the end itself."""
+    if returncode in (0, None):
+        return None
+    how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+    return f"the worker process {how}"
+
+
 def write_secret_vars(values: dict[str, Any]) -> Path:
     """Secret extra variables in a private file in memory (tmpfs), removed as soon as ansible-playbook has read it.
 
@@ -259,7 +307,7 @@ def main(argv: list[str]) -> int:
     # ansible-playbook comes with this interpreter's environment (the venv), which may not be on PATH.
     os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH") or os.defpath])
     config = Config.from_env()
-    # The executor hands credentials over on stdin (see LocalExecutor._spawn).
+    # The executor hands credentials over on stdin (see spawn).
     secrets = json.loads(sys.stdin.read() or "{}") if os.environ.get("CLOUDX_WORKER_SECRETS_ON_STDIN") == "1" else {}
     # ansible-runner records its whole environment in the job's `command` artifact: pass on only what
     # Ansible needs, never the controller's own settings (a database URL may carry a password).
@@ -268,7 +316,7 @@ def main(argv: list[str]) -> int:
             del os.environ[name]
     db = Database(config.DATABASE_URL, config.DB_BUSY_TIMEOUT)
     run = JobRun(config, db, argv[1], secrets)
-    signal.signal(signal.SIGTERM, lambda *_: run.request_stop("the controller stopped while the job was running"))
+    signal.signal(signal.SIGTERM, lambda *_: run.request_stop("stopped: its worker was shut down while the job was running"))
     signal.signal(signal.SIGINT, lambda *_: run.request_stop("interrupted"))
     status = run.run()
     db.dispose()

@@ -1,0 +1,226 @@
+"""The Celery executor: jobs run on `cloudx worker` processes, on any number of machines, through Redis.
+
+The API stores the job as "queued" and sends one message, cloudx.run_job(job_id, sealed_secrets), to the
+job's queue (scans to CLOUDX_CELERY_SCAN_QUEUE, everything else to CLOUDX_CELERY_QUEUE). A worker claims
+the job with the same atomic UPDATE as the local executor, then runs `python -m controller.worker JOB_ID`
+exactly as the local executor does. The database stays the one record of a job:
+
+- Messages are acknowledged when the job has ended (acks_late): Redis hands a message taken by a worker
+  that died back to the queue after CLOUDX_CELERY_VISIBILITY_TIMEOUT, so a job that never started runs
+  elsewhere. A message delivered twice finds its job no longer queued and is dropped: no job runs twice.
+- Cancel requests and heartbeats go through the job's row, which the worker reads twice a second; a job
+  whose worker stopped beating is ended as "error" by the API's monitor and by every worker's.
+- Credentials travel inside the message, sealed (AES-256-GCM, bound to the job id) with
+  CLOUDX_JOB_SECRETS_KEY, which the API and the workers share; they never reach the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import socket
+import subprocess
+import threading
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import select
+
+from controller.config import Config
+from controller.credentials import decode_key, seal, unseal
+from controller.db import Database
+from controller.errors import Unavailable
+from controller.jobs import claim_next, fail_job, reconcile, set_worker, worker_id
+from controller.models import Job
+from controller.worker import exit_reason, kill_job_processes, spawn
+
+log = logging.getLogger("cloudx.celery")
+TASK = "cloudx.run_job"
+HOLDER = "celery"  # jobs sent to Celery carry their credentials in the message: any worker may run them
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MONITOR_SECONDS = 2.0
+
+
+def secrets_key(config: Config) -> bytes:
+    key = decode_key(config.JOB_SECRETS_KEY) if config.JOB_SECRETS_KEY else None
+    if key is None:
+        raise SystemExit(
+            "the Celery executor needs CLOUDX_JOB_SECRETS_KEY, the same on the API and every worker: "
+            "32 random bytes in URL-safe base64 (`cloudx credential keygen`)"
+        )
+    return key
+
+
+def _bound(job_id: str) -> bytes:
+    return f"cloudx-job:{job_id}".encode()
+
+
+def celery_app(config: Config) -> Celery:
+    app = Celery("cloudx", broker=config.CELERY_BROKER_URL, set_as_current=False)
+    visibility = max(1, config.CELERY_VISIBILITY_TIMEOUT)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_default_queue=config.CELERY_QUEUE,
+        # Acknowledged when the job has ended, so a worker that dies first hands the message back.
+        task_acks_late=True,
+        worker_prefetch_multiplier=config.CELERY_PREFETCH_MULTIPLIER,
+        broker_transport_options={
+            "visibility_timeout": visibility,
+            # Sweep for messages of dead workers often enough that they come back soon after the timeout.
+            "unacked_restore_interval": max(1, min(10, visibility // 4)),
+            "unacked_restore_throttle": 1,
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        # A broker outage must not stop running playbooks: their messages are redelivered and dropped.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+class CeleryExecutor:
+    """The API side: sends jobs to the workers and watches for workers that were lost."""
+
+    def __init__(self, config: Config, db: Database) -> None:
+        self.config = config
+        self.db = db
+        self.key = secrets_key(config)
+        self.app = celery_app(config)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def holder_id(self) -> str:
+        return HOLDER
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=_monitor, args=(self.db, self.config, self._stopping), name="celery-monitor", daemon=True)
+        self._thread.start()
+
+    def submit(self, job_id: str, secrets: dict[str, Any] | None = None) -> None:
+        with self.db.session() as session:
+            kind = session.scalar(select(Job.kind).where(Job.id == job_id))
+        queue = self.config.CELERY_SCAN_QUEUE if kind == "scan" else self.config.CELERY_QUEUE
+        sealed = seal(self.key, _bound(job_id), secrets) if secrets else None
+        try:
+            self.app.send_task(
+                TASK,
+                args=[job_id, sealed],
+                queue=queue,
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+            )
+        except Exception as exc:  # kombu raises its own OperationalError, or OSError, for a broker it cannot reach
+            log.error("job %s could not be sent to the Celery broker: %s", job_id, exc)
+            with self.db.session() as session:
+                fail_job(session, job_id, "error", f"could not be sent to the job queue (Celery broker): {exc}")
+            raise Unavailable("the job queue (Celery broker) cannot be reached; the job was not run") from None
+
+    def cancel(self, job_id: str) -> None:
+        """The worker running the job reads its cancel flag twice a second; a queued job's message is dropped."""
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _monitor(db: Database, config: Config, stopping: threading.Event) -> None:
+    """End running jobs whose worker stopped beating (and kill what they left on this machine)."""
+    while not stopping.wait(MONITOR_SECONDS):
+        try:
+            with db.session() as session:
+                ended = reconcile(session, config.WORKER_LOST_AFTER)
+            for job_id in ended:
+                log.warning("job %s: its worker was lost; ended as error", job_id)
+                kill_job_processes(job_id)
+        except Exception:  # a database that is briefly away: try again on the next round
+            log.exception("checking for lost workers failed")
+
+
+class Worker:
+    """What `cloudx worker` runs: the task that claims and runs jobs, in a Celery worker."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.key = secrets_key(config)
+        self.db = Database(config.DATABASE_URL, config.DB_BUSY_TIMEOUT)
+        self.app = celery_app(config)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+        @self.app.task(name=TASK, bind=True)
+        def run_job(task: Any, job_id: str, sealed: str | None) -> str:
+            return self.run_job(job_id, sealed, task.request.hostname or f"celery@{socket.gethostname()}")
+
+    def run_job(self, job_id: str, sealed: str | None, node: str) -> str:
+        with self.db.session() as session:
+            claimed = claim_next(session, 0, worker_id(), node, only=job_id)
+        if claimed is None:
+            # Taken by another worker (a message handed back while its job ran), canceled, or ended.
+            log.info("job %s is no longer queued: message dropped", job_id)
+            return "dropped"
+        try:
+            secrets = unseal(self.key, _bound(job_id), sealed) if sealed else None
+        except ValueError:
+            with self.db.session() as session:
+                reason = "its credentials do not open here: this worker's CLOUDX_JOB_SECRETS_KEY differs from the API's"
+                fail_job(session, job_id, "error", reason)
+            return "error"
+        try:
+            proc = spawn(self.config, job_id, secrets)
+        except OSError as exc:
+            with self.db.session() as session:
+                fail_job(session, job_id, "error", f"could not start a worker process: {exc}")
+            return "error"
+        with self._lock:
+            self.processes[job_id] = proc
+        try:
+            with self.db.session() as session:
+                set_worker(session, job_id, f"{socket.gethostname()}:{proc.pid}")
+            if self._stopping.is_set():
+                proc.send_signal(signal.SIGTERM)
+            proc.wait()
+        finally:
+            with self._lock:
+                self.processes.pop(job_id, None)
+        reason = exit_reason(proc.returncode)
+        if reason:
+            with self.db.session() as session:
+                if fail_job(session, job_id, "error", reason):
+                    log.error("job %s: %s", job_id, reason)
+        return "ran"
+
+    def stop_jobs(self, **_: Any) -> None:
+        """A warm shutdown waits for running tasks: stop their jobs, which record why (as "error")."""
+        self._stopping.set()
+        with self._lock:
+            for proc in self.processes.values():
+                proc.send_signal(signal.SIGTERM)
+
+    def main(self, name: str, queues: list[str], concurrency: int, loglevel: str) -> None:
+        from celery.signals import worker_shutting_down
+
+        self.db.upgrade()
+        worker_shutting_down.connect(self.stop_jobs, weak=False)
+        monitor_stop = threading.Event()
+        threading.Thread(target=_monitor, args=(self.db, self.config, monitor_stop), name="celery-monitor", daemon=True).start()
+        # Threads, not forked children: each task only waits for its job's own worker process.
+        self.app.worker_main(
+            [
+                "worker",
+                f"--hostname={name}",
+                f"--queues={','.join(queues)}",
+                "--pool=threads",
+                f"--concurrency={concurrency}",
+                f"--loglevel={loglevel}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+        monitor_stop.set()

@@ -1,0 +1,214 @@
+"""Throwaway servers for the Celery executor's tests: PostgreSQL (a cluster made with initdb), Redis, and
+`cloudx worker` processes. Everything listens on loopback, on free ports, and is removed afterwards."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.testhosts import wait_for
+
+PG_USER = "cloudx"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def available() -> str | None:
+    """Why these tests cannot run here, or None."""
+    if not pg_bin():
+        return "PostgreSQL server binaries not found (apt-get install postgresql; tools/setup.sh --test)"
+    if not shutil.which("redis-server"):
+        return "redis-server not found (apt-get install redis-server; tools/setup.sh --test)"
+    return None
+
+
+def pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
+    return Path(found[-1]).parent if found else None
+
+
+class Postgres:
+    """A cluster of its own: initdb as the unprivileged `postgres` user (initdb refuses root), scram passwords."""
+
+    def __init__(self) -> None:
+        bindir = pg_bin()
+        assert bindir is not None
+        self.password = secrets.token_urlsafe(18)
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="cloudx-pg-"))
+        owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+        os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+        pwfile = self.dir / "pw"
+        pwfile.write_text(self.password + "\n")
+        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        as_owner = ["runuser", "-u", owner.pw_name, "--"] if os.geteuid() == 0 else []
+        subprocess.run(
+            [*as_owner, str(bindir / "initdb"), "-D", str(self.dir / "data"), "-U", PG_USER, "--auth=scram-sha-256", f"--pwfile={pwfile}"],
+            check=True,
+            capture_output=True,
+        )
+        pwfile.unlink()
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.dir),
+            "max_connections": "300",
+            # A test cluster: durability is not what is tested.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+        self.log = (self.dir / "postgres.log").open("ab")
+        args = [str(bindir / "postgres"), "-D", str(self.dir / "data"), *(a for k, v in settings.items() for a in ("-c", f"{k}={v}"))]
+        self.proc = subprocess.Popen([*as_owner, *args], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        assert wait_for(self._ready, timeout=60), f"PostgreSQL did not start: {(self.dir / 'postgres.log').read_text()[-2000:]}"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{PG_USER}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def _ready(self) -> bool:
+        import psycopg
+
+        try:
+            psycopg.connect(self.url().replace("+psycopg", ""), connect_timeout=2).close()
+            return True
+        except psycopg.OperationalError:
+            return self.proc.poll() is None and False
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url().replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url().replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Redis:
+    def __init__(self) -> None:
+        self.password = secrets.token_urlsafe(18)
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="cloudx-redis-"))
+        self.proc = subprocess.Popen(
+            ["redis-server", "-"],
+            stdin=subprocess.PIPE,
+            stdout=(self.dir / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        # The configuration on stdin, so that the password is not on a command line.
+        config = f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\nsave \"\"\nappendonly no\ndir {self.dir}\n"
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(config.encode())
+        self.proc.stdin.close()
+        assert wait_for(self._ready, timeout=30), "redis-server did not start"
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis.from_url(self.url())
+
+    def _ready(self) -> bool:
+        import redis
+
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    def flush(self) -> None:
+        self.client().flushall()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Workers:
+    """`cloudx worker` processes started as an operator would, each with its own name and log."""
+
+    def __init__(self, env: dict[str, str], directory: Path) -> None:
+        self.env = env
+        self.directory = directory
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        log = self.log_path(name)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "worker", "--name", f"{name}@%h", *args],
+            env=self.env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        if wait:
+            assert wait_for(lambda: proc.poll() is not None or " ready." in log.read_text(errors="replace"), timeout=60)
+            assert proc.poll() is None, f"worker {name} exited: {log.read_text(errors='replace')[-3000:]}"
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.directory / f"worker-{name}.log"
+
+    def kill9(self, name: str) -> None:
+        """The worker's machine dies: the worker, its job processes and their playbooks, at once."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self, name: str, timeout: float = 60) -> int:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"worker {name} did not stop within {timeout} s") from None
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            try:
+                self.stop(name)
+            except AssertionError:
+                pass
+        # Job processes run in sessions of their own: none may outlive the test.
+        time.sleep(0.1)
