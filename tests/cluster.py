@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import glob
 import os
 import pwd
@@ -12,9 +14,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from controller.config import Config
 from tests.testhosts import wait_for
 
 PG_USER = "cloudx"
@@ -127,7 +129,7 @@ class Redis:
             start_new_session=True,
         )
         # The configuration on stdin, so that the password is not on a command line.
-        config = f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\nsave \"\"\nappendonly no\ndir {self.dir}\n"
+        config = f'bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\nsave ""\nappendonly no\ndir {self.dir}\n'
         assert self.proc.stdin is not None
         self.proc.stdin.write(config.encode())
         self.proc.stdin.close()
@@ -181,18 +183,32 @@ class Workers:
         )
         self.procs[name] = proc
         if wait:
-            assert wait_for(lambda: proc.poll() is not None or " ready." in log.read_text(errors="replace"), timeout=60)
-            assert proc.poll() is None, f"worker {name} exited: {log.read_text(errors='replace')[-3000:]}"
+            self.wait_ready(name)
         return proc
+
+    def wait_ready(self, name: str) -> None:
+        log, proc = self.log_path(name), self.procs[name]
+        assert wait_for(lambda: proc.poll() is not None or " ready." in log.read_text(errors="replace"), timeout=60)
+        assert proc.poll() is None, f"worker {name} exited: {log.read_text(errors='replace')[-3000:]}"
 
     def log_path(self, name: str) -> Path:
         return self.directory / f"worker-{name}.log"
 
     def kill9(self, name: str) -> None:
-        """The worker's machine dies: the worker, its job processes and their playbooks, at once."""
+        """The worker's machine dies: the worker, its job processes and their playbooks, all at once
+        (frozen first, so that none of them sees another die and records anything)."""
+        import psutil
+
         proc = self.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGKILL)
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for member in tree:
+            with contextlib.suppress(psutil.Error):
+                member.suspend()
+        for member in tree:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
         proc.wait()
+        psutil.wait_procs(tree, timeout=10)
 
     def stop(self, name: str, timeout: float = 60) -> int:
         proc = self.procs.pop(name)
@@ -204,11 +220,58 @@ class Workers:
             proc.wait()
             raise AssertionError(f"worker {name} did not stop within {timeout} s") from None
 
+    def start_many(self, names: list[str], *args: str) -> None:
+        """Start workers side by side, then wait until each is ready."""
+        for name in names:
+            self.start(name, *args, wait=False)
+        for name in names:
+            self.wait_ready(name)
+
     def close(self) -> None:
         for name in list(self.procs):
-            try:
+            with contextlib.suppress(AssertionError):
                 self.stop(name)
-            except AssertionError:
-                pass
-        # Job processes run in sessions of their own: none may outlive the test.
-        time.sleep(0.1)
+
+
+class Cluster:
+    """One PostgreSQL and one Redis for the session; each test gets a database of its own and an empty Redis."""
+
+    def __init__(self) -> None:
+        self.pg = Postgres()
+        try:
+            self.redis = Redis()
+        except BaseException:
+            self.pg.close()
+            raise
+        self.key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+        self.databases: list[str] = []
+
+    def settings(self, **overrides: object) -> dict[str, object]:
+        """Config overrides for a test: its own database, the shared broker (emptied), the shared secrets key."""
+        name = f"t_{secrets.token_hex(6)}"
+        self.databases.append(name)
+        self.redis.flush()
+        return {
+            "DATABASE_URL": self.pg.create_database(name),
+            "EXECUTOR": "celery",
+            "CELERY_BROKER_URL": self.redis.url(),
+            "JOB_SECRETS_KEY": self.key,
+            **overrides,
+        }
+
+    @staticmethod
+    def worker_env(config: Config) -> dict[str, str]:
+        """What an operator sets on a worker machine: the database, the broker, the key, the paths."""
+        return {
+            **os.environ,
+            **config.as_env(),
+            "CLOUDX_EXECUTOR": "celery",
+            "CELERY_BROKER_URL": config.CELERY_BROKER_URL,
+            "CLOUDX_JOB_SECRETS_KEY": config.JOB_SECRETS_KEY,
+            "CLOUDX_CELERY_VISIBILITY_TIMEOUT": str(config.CELERY_VISIBILITY_TIMEOUT),
+            "CLOUDX_CELERY_PREFETCH_MULTIPLIER": str(config.CELERY_PREFETCH_MULTIPLIER),
+        }
+
+    def close(self) -> None:
+        self.redis.close()
+        self.pg.close()

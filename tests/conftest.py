@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,14 +134,58 @@ def slow_target(lab: testhosts.Lab) -> testhosts.TestHost:
     return lab.add_host(tcp=[22])
 
 
-@pytest.fixture
-def live_app(tmp_path: Path) -> Iterator[Flask]:
-    """The app with its local executor running: jobs really execute."""
-    app = prepare_app(create_app(make_config(tmp_path)))
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    """PostgreSQL and Redis servers of the tests' own (tools/setup.sh --test installs them)."""
+    from tests.cluster import Cluster, available
+
+    reason = available()
+    if reason:
+        pytest.fail(reason)
+    servers = Cluster()
+    yield servers
+    servers.close()
+
+
+@pytest.fixture(params=["local", "celery"])
+def executor_kind(request: pytest.FixtureRequest) -> str:
+    """Integration tests that run jobs run with each executor."""
+    return str(request.param)
+
+
+@contextmanager
+def running_app(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, workers_started: tuple[str, ...] = ("w1", "w2"), **overrides: Any
+) -> Iterator[Flask]:
+    """The app with its executor running: the local one, or the Celery one on PostgreSQL and Redis with
+    `cloudx worker` processes (w1 and w2 unless told), reachable as app.extensions["cloudx.test_workers"]."""
+    from tests.cluster import Workers
+
+    workers = None
+    if kind == "celery":
+        cluster = request.getfixturevalue("cluster")
+        overrides = cluster.settings(**overrides)
+    config = make_config(tmp_path, **overrides)
+    app = prepare_app(create_app(config))
+    if kind == "celery":
+        workers = Workers(cluster.worker_env(config), tmp_path)
+        app.extensions["cloudx.test_workers"] = workers
+        workers.start_many(list(workers_started), "--concurrency", "2")
     executor = start_executor(app)
-    yield app
-    executor.shutdown()
-    app.extensions["cloudx.db"].dispose()
+    try:
+        yield app
+    finally:
+        executor.shutdown()
+        if workers is not None:
+            workers.close()
+        app.extensions["cloudx.db"].dispose()
+
+
+@pytest.fixture
+def live_app(request: pytest.FixtureRequest, tmp_path: Path, executor_kind: str) -> Iterator[Flask]:
+    """The app with its executor running: jobs really execute, with each executor in turn."""
+    with running_app(request, tmp_path, executor_kind) as app:
+        yield app
 
 
 def wait_scan(client: FlaskClient, job_id: str, timeout: float = 300) -> dict[str, Any]:
