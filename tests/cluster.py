@@ -275,3 +275,40 @@ class Cluster:
     def close(self) -> None:
         self.redis.close()
         self.pg.close()
+
+
+def stored_bytes(config: Config, directory: Path) -> bytes:
+    """Every byte the controller and its workers keep: the database (a pg_dump of it, or the SQLite files
+    with their WAL), the artifacts, the service and worker logs under directory, and the broker's contents."""
+    blobs = []
+    for path in directory.rglob("*"):
+        if path.is_file() and (path.name.startswith(("scans.db", "serve.log", "worker-")) or "artifacts" in path.parts):
+            blobs.append(path.read_bytes())
+    if config.DATABASE_URL.startswith("postgresql"):
+        from sqlalchemy.engine import make_url
+
+        url = make_url(config.DATABASE_URL)
+        bindir = pg_bin()
+        assert bindir is not None
+        dump = subprocess.run(
+            [str(bindir / "pg_dump"), "-h", str(url.host), "-p", str(url.port), "-U", str(url.username), "--data-only", str(url.database)],
+            env={**os.environ, "PGPASSWORD": str(url.password)},
+            capture_output=True,
+            check=True,
+        )
+        blobs.append(dump.stdout)
+    if config.EXECUTOR == "celery":
+        import redis
+
+        client = redis.Redis.from_url(config.CELERY_BROKER_URL)
+        readers = {
+            b"list": lambda k: client.lrange(k, 0, -1),
+            b"hash": lambda k: [*client.hgetall(k).items()],
+            b"string": lambda k: [client.get(k)],
+            b"zset": lambda k: client.zrange(k, 0, -1),
+            b"set": lambda k: [*client.smembers(k)],
+        }
+        for key in client.scan_iter():
+            for value in readers.get(client.type(key), lambda k: [])(key):
+                blobs.append(b"|".join(value) if isinstance(value, tuple) else value or b"")
+    return b"\n".join(blobs)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from tests.cluster import Cluster, Workers
 from tests.conftest import make_config
 from tests.testhosts import wait_for
 
@@ -22,8 +23,19 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, tmp_path: Path, scope: tuple[str, ...] = ("198.18.0.0/15", "127.0.0.0/8"), **env: str) -> None:
-        self.config = make_config(tmp_path)
+    """The API (`cloudx serve`); with executor "celery" (cluster: tests.cluster.Cluster) also two workers,
+    w1 and w2, that outlive the API's restarts as they would on machines of their own."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        scope: tuple[str, ...] = ("198.18.0.0/15", "127.0.0.0/8"),
+        executor: str = "local",
+        cluster: Cluster | None = None,
+        **env: str,
+    ) -> None:
+        overrides = cluster.settings() if executor == "celery" and cluster is not None else {}
+        self.config = make_config(tmp_path, **overrides)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.env = {
@@ -31,6 +43,7 @@ class Service:
             **self.config.as_env(),
             "CLOUDX_PORT": str(self.port),
             "CLOUDX_SYNC_HEARTBEAT_FILE": self.config.SYNC_HEARTBEAT_FILE,
+            **(Cluster.worker_env(self.config) if overrides else {}),
             **env,
         }
         self.tmp_path = tmp_path
@@ -42,6 +55,9 @@ class Service:
         self.token = self.cloudx("token", "create", "--name", "service-tests", "--role", "admin").strip()
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {self.token}"
+        self.workers = Workers(self.env, tmp_path) if overrides else None
+        if self.workers is not None:
+            self.workers.start_many(["w1", "w2"], "--concurrency", "2")
 
     def cloudx(self, *args: str) -> str:
         return subprocess.run(
@@ -70,6 +86,8 @@ class Service:
         self.proc.wait()
 
     def stop(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -9,22 +9,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from controller import create_app, start_executor
 from controller.models import Job
-from tests.conftest import ENROLLMENT_PASSWORD, make_config, prepare_app, write_agent_vars
+from tests.cluster import stored_bytes
+from tests.conftest import ENROLLMENT_PASSWORD, running_app, write_agent_vars
 
 pytestmark = pytest.mark.integration
 SSH_PASSWORD = "Ssh-Pa55word-4e2d91"
 
 
 @pytest.fixture
-def deploy_app(tmp_path, agent_package):
+def deploy_app(request, tmp_path, agent_package, executor_kind):
     agent_vars = write_agent_vars(tmp_path / "agent-vars.json", *agent_package)
-    app = prepare_app(create_app(make_config(tmp_path, AGENT_VARS_FILE=str(agent_vars))))
-    executor = start_executor(app)
-    yield app
-    executor.shutdown()
-    app.extensions["cloudx.db"].dispose()
+    with running_app(request, tmp_path, executor_kind, AGENT_VARS_FILE=str(agent_vars)) as app:
+        yield app
 
 
 def wait_job(client, job_id: str, timeout: float = 300) -> dict:
@@ -38,13 +35,9 @@ def wait_job(client, job_id: str, timeout: float = 300) -> dict:
 
 
 def all_stored_bytes(app, tmp_path: Path) -> bytes:
-    """Every byte the controller stored: the database (with its WAL) and the artifacts directory."""
+    """Every byte the controller stored: the database, the artifacts, the worker logs and the broker's contents."""
     app.extensions["cloudx.db"].dispose()
-    blobs = []
-    for path in tmp_path.rglob("*"):
-        if path.is_file() and (path.name.startswith("scans.db") or "artifacts" in path.parts):
-            blobs.append(path.read_bytes())
-    return b"\n".join(blobs)
+    return stored_bytes(app.extensions["cloudx.config"], tmp_path)
 
 
 def test_deploy_to_host_list_pins_keys_and_keeps_secrets_out(deploy_app, booted_hosts, ssh_key, manager, tmp_path, capfd):

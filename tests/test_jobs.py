@@ -59,7 +59,7 @@ def test_claim_respects_the_limit(config):
     with db.session() as session:
         ids = [create_job(session, kind="playbook", playbook="x.yml", inventory="i", extra_vars={}, timeout=1).id for _ in range(3)]
     with db.session() as session:
-        claimed = [claim_next(session, 2, "w:1") for _ in range(3)]
+        claimed = [claim_next(session, 2, "w:1", "local@w") for _ in range(3)]
     assert claimed == [ids[0], ids[1], None]
 
 
@@ -99,14 +99,14 @@ def test_reconcile_keeps_queued_and_ends_orphaned_running(config):
         queued, running = (
             create_job(session, kind="playbook", playbook="x.yml", inventory="i", extra_vars={}, timeout=1).id for _ in range(2)
         )
-        claim_next(session, 4, "this-host:1", only=running)
+        claim_next(session, 4, "this-host:1", "local@this-host", only=running)
         session.get(Job, running).worker = f"{__import__('socket').gethostname()}:999999"
     with db.session() as session:
         assert reconcile(session, lost_after=60) == [running]
     with db.session() as session:
         assert session.get(Job, queued).status == "queued"
         job = session.get(Job, running)
-        assert job.status == "failed" and "worker process is gone" in job.status_reason
+        assert job.status == "error" and "worker process is gone" in job.status_reason
 
 
 KEYS = [

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from tests.cluster import stored_bytes
 from tests.conftest import ENROLLMENT_PASSWORD, write_agent_vars
 from tests.service import Service
 from tests.test_scan_integration import scanner_processes
@@ -21,9 +22,14 @@ from tests.testhosts import wait_for
 pytestmark = pytest.mark.integration
 
 
+def make_service(request, tmp_path, executor_kind: str, **env: str) -> Service:
+    cluster = request.getfixturevalue("cluster") if executor_kind == "celery" else None
+    return Service(tmp_path, executor=executor_kind, cluster=cluster, **env)
+
+
 @pytest.fixture
-def service(tmp_path):
-    service = Service(tmp_path)
+def service(request, tmp_path, executor_kind):
+    service = make_service(request, tmp_path, executor_kind)
     service.start()
     yield service
     service.stop()
@@ -53,8 +59,8 @@ def test_scan_over_http_and_heartbeat(service, target):
 
 
 @pytest.mark.parametrize("kill_workers", [False, True], ids=["controller-only", "controller-and-workers"])
-def test_kill9_with_job_in_flight(tmp_path, slow_target, kill_workers):
-    service = Service(tmp_path)
+def test_kill9_with_job_in_flight(request, tmp_path, slow_target, kill_workers, executor_kind):
+    service = make_service(request, tmp_path, executor_kind)
     service.start()
     api, http = service.url, service.http
     try:
@@ -64,16 +70,26 @@ def test_kill9_with_job_in_flight(tmp_path, slow_target, kill_workers):
         assert wait_for(lambda: http.get(f"{api}/scans/{job_id}").json()["progress"] > 0, timeout=90)
         events_before = http.get(f"{api}/jobs/{job_id}/events?limit=500").json()["events"]
         assert service.proc is not None
-        if kill_workers:  # the whole machine "crashes": service and job workers die at once
+        if kill_workers and service.workers is None:  # the whole machine "crashes": service and job workers die at once
             for child in __import__("psutil").Process(service.proc.pid).children():
                 child.kill()
+        elif kill_workers:  # the API's machine and the worker machine that runs the job crash together
+            assert service.workers is not None
+            service.workers.kill9(http.get(f"{api}/jobs/{job_id}").json()["node"].split("@")[0])
         service.kill9()
         service.start()
-        # The orphaned worker stops its job itself (it gets SIGTERM when the service dies); a worker that
-        # died too is found by the restarted service.
+        if service.workers is not None and not kill_workers:
+            # The API is not where jobs run: the job goes on, and the restarted API can still stop it.
+            assert http.get(f"{api}/jobs/{job_id}").json()["status"] == "running"
+            assert http.post(f"{api}/jobs/{job_id}/cancel").status_code == 202
+        # Without Celery, the orphaned worker stops its job itself (it gets SIGTERM when the service dies);
+        # a worker that died too is found by the restarted service.
         assert wait_for(lambda: http.get(f"{api}/jobs/{job_id}").json()["status"] != "running", timeout=30)
         job = http.get(f"{api}/jobs/{job_id}").json()
-        assert job["status"] == "failed" and "stopped" in job["status_reason"], job
+        if service.workers is not None and not kill_workers:
+            assert job["status"] == "canceled", job
+        else:
+            assert job["status"] == "error" and "stopped" in job["status_reason"], job
         assert wait_for(lambda: not scanner_processes(slow_target.address), timeout=40), scanner_processes(slow_target.address)
 
         # The worker records the job's end just before it exits.
@@ -134,11 +150,13 @@ def test_200_concurrent_scan_submissions(tmp_path, target):
         assert db.execute("SELECT count(*) FROM scans").fetchone() == (len(accepted),)
 
 
-def test_secrets_never_reach_database_artifacts_or_logs(tmp_path, target, booted_hosts, ssh_key, agent_package, manager):
-    """A scan and a deployment with known secrets: none is found in the database, the artifacts or the logs."""
+def test_secrets_never_reach_database_artifacts_or_logs(
+    request, tmp_path, target, booted_hosts, ssh_key, agent_package, manager, executor_kind
+):
+    """A scan and a deployment with known secrets: none is found in the database, the artifacts, the logs or the broker."""
     key = subprocess.run([sys.executable, "-m", "controller.cli", "credential", "keygen"], capture_output=True, text=True).stdout.strip()
     agent_vars = write_agent_vars(tmp_path / "agent-vars.json", *agent_package)
-    service = Service(tmp_path, CLOUDX_CREDENTIALS_KEY=key, CLOUDX_AGENT_VARS_FILE=str(agent_vars))
+    service = make_service(request, tmp_path, executor_kind, CLOUDX_CREDENTIALS_KEY=key, CLOUDX_AGENT_VARS_FILE=str(agent_vars))
     service.start()
     api, http = service.url, service.http
     private_key = ssh_key.read_text()
@@ -166,13 +184,12 @@ def test_secrets_never_reach_database_artifacts_or_logs(tmp_path, target, booted
     finally:
         service.stop()
     service.log.close()
-    everything = b"".join(
-        path.read_bytes()
-        for path in tmp_path.rglob("*")
-        if path.is_file() and (path.name.startswith(("scans.db", "serve.log")) or "artifacts" in path.parts)
-    )
+    everything = stored_bytes(service.config, tmp_path)
     assert b"TASK [" in everything or b"runner_on_ok" in everything  # the search covers real output
     key_lines = [line for line in private_key.splitlines() if not line.startswith("-----")]
     secrets = [service.token, service.token.split("_", 2)[2], key, stored_password, ENROLLMENT_PASSWORD, *key_lines]
+    if executor_kind == "celery":  # the database and broker passwords, and the key that seals job credentials
+        cluster = request.getfixturevalue("cluster")
+        secrets += [cluster.pg.password, cluster.redis.password, cluster.key]
     found = {secret[:12]: everything.count(secret.encode()) for secret in secrets}
     assert set(found.values()) == {0}, found

@@ -935,6 +935,7 @@ def _view_schemas() -> dict[str, Schema]:
                 "extra_vars": {"type": "object", "description": "Secrets are redacted."},
                 "timeout": integer(),
                 "final_counter": maybe_int,
+                "node": {**maybe_text, "description": "The executor node that took the job: local@HOST, or a Celery worker's name."},
                 "created_by": maybe_text,
                 "created_at": timestamp(),
                 "started_at": maybe_time,
