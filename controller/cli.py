@@ -113,7 +113,7 @@ def serve(host: str | None, port: int | None, threads: int) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     host, port = host or config.HOST, port or config.PORT
-    click.echo(f"cloudx: serving on http://{host}:{port} (database {config.DATABASE_URL})", err=True)
+    click.echo(f"cloudx: serving on http://{host}:{port} (database {config.database_shown})", err=True)
     try:
         waitress.serve(app, host=host, port=port, threads=threads, ident="cloudx")
     except KeyboardInterrupt:
@@ -436,7 +436,7 @@ def db_upgrade() -> None:
     """Apply every migration (done automatically by serve and scan too)."""
     config = Config.from_env()
     Database(config.DATABASE_URL).upgrade()
-    click.echo(f"database at {config.DATABASE_URL} is up to date", err=True)
+    click.echo(f"database at {config.database_shown} is up to date", err=True)
 
 
 @db_group.command("status")

@@ -22,7 +22,7 @@ def _int(name: str, default: int) -> int:
 
 @dataclass
 class Config:
-    DATABASE_URL: str = "sqlite:///scans.db"
+    DATABASE_URL: str = field(default="sqlite:///scans.db", repr=False)
     # Seconds one statement waits for a locked SQLite database before it fails.
     DB_BUSY_TIMEOUT: int = 30
     # Seconds a job worker keeps retrying a write that fails because the database is locked, full or
@@ -92,6 +92,13 @@ class Config:
         for key, value in overrides.items():
             setattr(config, key, value)
         return config
+
+    @property
+    def database_shown(self) -> str:
+        """DATABASE_URL for messages and logs: its password masked."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.DATABASE_URL).render_as_string(hide_password=True)
 
     def as_env(self) -> dict[str, str]:
         """The settings a job process needs, as environment variables."""

@@ -53,6 +53,9 @@ def test_deploy_to_host_list_pins_keys_and_keeps_secrets_out(deploy_app, booted_
         "group": "api-fleet",
         "enrollment_password": ENROLLMENT_PASSWORD,
     }
+    # The hosts live for the session: start from hosts without the agent (the other executor's run installed it).
+    removal = wait_job(client, client.post("/api/deployments", json={**body, "state": "absent"}).get_json()["job_id"])
+    assert removal["status"] == "successful", removal
     response = client.post("/api/deployments", json=body)
     assert response.status_code == 202, response.get_json()
     job = wait_job(client, response.get_json()["job_id"])
