@@ -204,9 +204,9 @@ class Worker:
                 proc.send_signal(signal.SIGTERM)
 
     def main(self, name: str, queues: list[str], concurrency: int, loglevel: str) -> None:
+        """Run the Celery worker until it is shut down (the database schema must be current: db.upgrade())."""
         from celery.signals import worker_shutting_down
 
-        self.db.upgrade()
         worker_shutting_down.connect(self.stop_jobs, weak=False)
         monitor_stop = threading.Event()
         threading.Thread(target=_monitor, args=(self.db, self.config, monitor_stop), name="celery-monitor", daemon=True).start()

@@ -139,7 +139,14 @@ def worker(ctx: Context, name: str, queues: str | None, concurrency: int | None,
         raise click.ClickException(f"queue name {bad[0]!r} is not valid: letters, digits, _ . - (at most 64)")
     if not re.fullmatch(r"[A-Za-z0-9_.%-]{1,64}@[A-Za-z0-9_.%-]{1,253}", name):
         raise click.ClickException(f"worker name {name!r} is not valid: NAME@HOST (letters, digits, _ . -; %h for this host)")
-    Worker(config).main(name, sorted(set(names), key=names.index), concurrency or config.MAX_CONCURRENT_JOBS, loglevel.upper())
+    from sqlalchemy.exc import OperationalError
+
+    worker = Worker(config)
+    try:
+        worker.db.upgrade()
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot reach the database at {config.database_shown}: {exc.orig}") from None
+    worker.main(name, sorted(set(names), key=names.index), concurrency or config.MAX_CONCURRENT_JOBS, loglevel.upper())
 
 
 @cli.command()

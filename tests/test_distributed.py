@@ -244,3 +244,24 @@ def test_models_and_migrations_agree_on_postgresql_and_sqlite(tmp_path, cluster)
             if connection.dialect.name == "postgresql":
                 assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         database.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--queues", "scanners,bad queue"], {}, "queue name 'bad queue' is not valid"),
+        (["--name", "no-host-part"], {}, "worker name 'no-host-part' is not valid"),
+        ([], {"CLOUDX_JOB_SECRETS_KEY": ""}, "needs CLOUDX_JOB_SECRETS_KEY"),
+        ([], {"CLOUDX_JOB_SECRETS_KEY": "c2hvcnQ="}, "needs CLOUDX_JOB_SECRETS_KEY"),
+        ([], {"DATABASE_URL": "postgresql+psycopg://cloudx:hunter2-db@127.0.0.1:1/x"}, "cannot reach the database at"),
+    ],
+)
+def test_worker_refuses_bad_settings_in_one_line(tmp_path, args, env, message):
+    from controller.credentials import keygen
+
+    base = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", "CLOUDX_JOB_SECRETS_KEY": keygen()}
+    result = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "worker", *args], env={**base, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "hunter2-db" not in result.stderr
