@@ -1,6 +1,7 @@
 """Event ingest: a recorded stream of real ansible-runner events replayed through the controller's
-ingest path (EventWriter) into SQLite (WAL), and PostgreSQL when CLOUDX_BENCH_POSTGRES_URL is set,
-against the raw executemany ceiling of the same database.
+ingest path (EventWriter) into SQLite (WAL) and PostgreSQL, each against the raw executemany ceiling of the
+same database. PostgreSQL is CLOUDX_BENCH_POSTGRES_URL if set, else a throwaway cluster of the test harness's
+(tests/cluster.py) when the server binaries are installed.
 """
 
 from __future__ import annotations
@@ -78,8 +79,15 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
     log(f"  {len(recording)} recorded events, replayed as {total}")
     work = Path(tempfile.mkdtemp(prefix="cloudx-bench-ingest-"))
     targets: dict[str, str] = {"SQLite": ""}
+    throwaway = None
     if os.environ.get("CLOUDX_BENCH_POSTGRES_URL"):
         targets["PostgreSQL"] = os.environ["CLOUDX_BENCH_POSTGRES_URL"]
+    else:
+        from tests.cluster import Postgres, available
+
+        if available() is None:
+            throwaway = Postgres(durable=True)
+            targets["PostgreSQL"] = throwaway.create_database("ingest")
     state: dict[str, Any] = {}
     rows_cache: list[tuple[Any, ...]] = []
 
@@ -94,6 +102,7 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
             db = Database(url)
             db.upgrade()
             with db.session() as session:
+                session.execute(__import__("sqlalchemy").text("DELETE FROM job_events"))
                 session.execute(__import__("sqlalchemy").text("DELETE FROM jobs"))
                 state["job_id"] = create_job(session, kind="playbook", playbook="p.yml", inventory="i", extra_vars={}, timeout=1).id
             state["db"] = db
@@ -128,12 +137,38 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
         assert count == total, count
         return {"insert_seconds": elapsed}
 
+    def raw_postgres() -> dict[str, float]:
+        """The ceiling: psycopg's executemany (pipelined) of rows prepared beforehand, one transaction."""
+        import psycopg
+
+        if not rows_cache:
+            for event in stream:
+                rows_cache.append(event_row(state["job_id"], event))
+        rows = [(state["job_id"], *r[1:]) for r in rows_cache]
+        state["db"].dispose()
+        values = ", ".join("%s::json" if c == "event_data" else "%s" for c in COLUMNS)
+        with psycopg.connect(targets["PostgreSQL"].replace("+psycopg", "")) as connection:
+            start = time.perf_counter()
+            with connection.cursor() as cursor:
+                cursor.executemany(f"INSERT INTO job_events ({', '.join(COLUMNS)}) VALUES ({values})", rows)
+            connection.commit()
+            elapsed = time.perf_counter() - start
+            count = connection.execute("SELECT count(*) FROM job_events").fetchone()
+        assert count is not None and count[0] == total, count
+        return {"insert_seconds": elapsed}
+
     variants = []
     for backend in targets:
         variants.append(Variant(f"{backend}: controller ingest (EventWriter)", controller, setup=fresh(backend)))
     variants.append(Variant("SQLite: raw executemany ceiling", raw_sqlite, setup=fresh("SQLite")))
-    results = alternate(variants, rounds, log)
-    shutil.rmtree(work, ignore_errors=True)
+    if "PostgreSQL" in targets:
+        variants.append(Variant("PostgreSQL: raw executemany ceiling", raw_postgres, setup=fresh("PostgreSQL")))
+    try:
+        results = alternate(variants, rounds, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if throwaway is not None:
+            throwaway.close()
 
     rows = []
     for name, m in results.items():
@@ -149,7 +184,12 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
         "The raw ceiling times only the executemany of rows prepared beforehand (JSON already encoded), in one transaction.",
     ]
     if "PostgreSQL" not in targets:
-        notes.append("PostgreSQL: not measured (set CLOUDX_BENCH_POSTGRES_URL=postgresql+psycopg://... to include it).")
+        notes.append("PostgreSQL: not measured (install postgresql, or set CLOUDX_BENCH_POSTGRES_URL=postgresql+psycopg://...).")
+    else:
+        source = "CLOUDX_BENCH_POSTGRES_URL" if throwaway is None else "a throwaway local cluster (initdb, loopback TCP, fsync on)"
+        pg = total / results["PostgreSQL: controller ingest (EventWriter)"].median
+        pg_ceiling = total / results["PostgreSQL: raw executemany ceiling"].extra_median("insert_seconds")
+        notes.append(f"PostgreSQL ({source}): {pg:,.0f} events/s through the controller, {pg / pg_ceiling:.0%} of its raw ceiling.")
     return Section(
         title="2. Event ingest",
         setup=f"{total:,} events replayed from a real run ({len(recording)} events of the 50 x 20 playbook) into one job; {rounds} rounds.",

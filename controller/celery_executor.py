@@ -5,9 +5,11 @@ job's queue (scans to CLOUDX_CELERY_SCAN_QUEUE, everything else to CLOUDX_CELERY
 the job with the same atomic UPDATE as the local executor, then runs `python -m controller.worker JOB_ID`
 exactly as the local executor does. The database stays the one record of a job:
 
-- Messages are acknowledged when the job has ended (acks_late): Redis hands a message taken by a worker
-  that died back to the queue after CLOUDX_CELERY_VISIBILITY_TIMEOUT, so a job that never started runs
-  elsewhere. A message delivered twice finds its job no longer queued and is dropped: no job runs twice.
+- Messages are acknowledged when the job has ended (acks_late, one message per job slot), so a busy worker
+  never holds messages that an idle one could run. A job whose message was lost (a worker that died holding
+  it, a broker restarted without persistence, an API that stopped before sending it) is still queued in the
+  database: the API sends it again after CLOUDX_CELERY_REDISPATCH_AFTER. A message delivered twice finds its
+  job no longer queued and is dropped: no job runs twice.
 - Cancel requests and heartbeats go through the job's row, which the worker reads twice a second; a job
   whose worker stopped beating is ended as "error" by the API's monitor and by every worker's.
 - Credentials travel inside the message, sealed (AES-256-GCM, bound to the job id) with
@@ -25,14 +27,15 @@ import threading
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select
+from celery.exceptions import Reject
+from sqlalchemy import select, update
 
 from controller.config import Config
 from controller.credentials import decode_key, seal, unseal
-from controller.db import Database
+from controller.db import Database, retrying
 from controller.errors import Unavailable
-from controller.jobs import claim_next, fail_job, reconcile, set_worker, worker_id
-from controller.models import Job
+from controller.jobs import claim_next, fail_job, machine, reconcile, set_worker, undispatched, worker_id
+from controller.models import Job, utcnow
 from controller.worker import exit_reason, kill_job_processes, spawn
 
 log = logging.getLogger("cloudx.celery")
@@ -64,14 +67,16 @@ def celery_app(config: Config) -> Celery:
         accept_content=["json"],
         task_ignore_result=True,
         task_default_queue=config.CELERY_QUEUE,
-        # Acknowledged when the job has ended, so a worker that dies first hands the message back.
+        # Acknowledged when the job has ended: with one message per slot, a busy worker reserves nothing more.
         task_acks_late=True,
         worker_prefetch_multiplier=config.CELERY_PREFETCH_MULTIPLIER,
         broker_transport_options={
             "visibility_timeout": visibility,
-            # Sweep for messages of dead workers often enough that they come back soon after the timeout.
-            "unacked_restore_interval": max(1, min(10, visibility // 4)),
-            "unacked_restore_throttle": 1,
+            # An unreachable or silent broker fails a submission in seconds instead of holding a request thread.
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
+            "socket_keepalive": True,
+            "health_check_interval": 30,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
@@ -83,13 +88,17 @@ def celery_app(config: Config) -> Celery:
 
 
 class CeleryExecutor:
-    """The API side: sends jobs to the workers and watches for workers that were lost."""
+    """The API side: sends jobs to the workers, sends again those whose message was lost, and watches for
+    workers that were lost."""
 
     def __init__(self, config: Config, db: Database) -> None:
         self.config = config
         self.db = db
         self.key = secrets_key(config)
         self.app = celery_app(config)
+        # Sealed credentials of jobs still queued, to send them again; kept in memory, never stored.
+        self.sealed: dict[str, str] = {}
+        self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -98,27 +107,55 @@ class CeleryExecutor:
         return HOLDER
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=_monitor, args=(self.db, self.config, self._stopping), name="celery-monitor", daemon=True)
+        self._thread = threading.Thread(target=self._monitor, name="celery-monitor", daemon=True)
         self._thread.start()
 
     def submit(self, job_id: str, secrets: dict[str, Any] | None = None) -> None:
         with self.db.session() as session:
             kind = session.scalar(select(Job.kind).where(Job.id == job_id))
-        queue = self.config.CELERY_SCAN_QUEUE if kind == "scan" else self.config.CELERY_QUEUE
         sealed = seal(self.key, _bound(job_id), secrets) if secrets else None
+        if sealed:
+            with self._lock:
+                self.sealed[job_id] = sealed
         try:
-            self.app.send_task(
-                TASK,
-                args=[job_id, sealed],
-                queue=queue,
-                retry=True,
-                retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
-            )
+            self._send(job_id, kind, sealed)
         except Exception as exc:  # kombu raises its own OperationalError, or OSError, for a broker it cannot reach
             log.error("job %s could not be sent to the Celery broker: %s", job_id, exc)
             with self.db.session() as session:
                 fail_job(session, job_id, "error", f"could not be sent to the job queue (Celery broker): {exc}")
             raise Unavailable("the job queue (Celery broker) cannot be reached; the job was not run") from None
+
+    def _send(self, job_id: str, kind: str | None, sealed: str | None) -> None:
+        queue = self.config.CELERY_SCAN_QUEUE if kind == "scan" else self.config.CELERY_QUEUE
+        self.app.send_task(
+            TASK,
+            args=[job_id, sealed],
+            queue=queue,
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        )
+        with self.db.session() as session:
+            session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(dispatched_at=utcnow()))
+
+    def redispatch(self) -> list[str]:
+        """Send again the queued jobs that no worker took within CLOUDX_CELERY_REDISPATCH_AFTER."""
+        with self._lock:
+            held = list(self.sealed)
+        with self.db.session() as session:
+            waiting = undispatched(session, self.config.CELERY_REDISPATCH_AFTER)
+            still_queued = set(session.scalars(select(Job.id).where(Job.id.in_(held), Job.status == "queued"))) if held else set()
+        with self._lock:
+            for job_id in set(held) - still_queued:  # taken or ended: the copy is no longer needed
+                self.sealed.pop(job_id, None)
+            sealed = dict(self.sealed)
+        sent = []
+        for job_id, kind, holder in waiting:
+            if holder is not None and job_id not in sealed:
+                continue  # its credentials were only in the message (and in an API process that stopped)
+            self._send(job_id, kind, sealed.get(job_id))
+            log.warning("job %s was not taken by any worker within %d s: sent again", job_id, self.config.CELERY_REDISPATCH_AFTER)
+            sent.append(job_id)
+        return sent
 
     def cancel(self, job_id: str) -> None:
         """The worker running the job reads its cancel flag twice a second; a queued job's message is dropped."""
@@ -128,18 +165,25 @@ class CeleryExecutor:
         if self._thread is not None:
             self._thread.join()
 
+    def _monitor(self) -> None:
+        while not self._stopping.wait(MONITOR_SECONDS):
+            end_lost_jobs(self.db, self.config)
+            try:
+                self.redispatch()
+            except Exception:  # a broker or database that is briefly away: try again on the next round
+                log.exception("sending waiting jobs again failed")
 
-def _monitor(db: Database, config: Config, stopping: threading.Event) -> None:
+
+def end_lost_jobs(db: Database, config: Config) -> None:
     """End running jobs whose worker stopped beating (and kill what they left on this machine)."""
-    while not stopping.wait(MONITOR_SECONDS):
-        try:
-            with db.session() as session:
-                ended = reconcile(session, config.WORKER_LOST_AFTER)
-            for job_id in ended:
-                log.warning("job %s: its worker was lost; ended as error", job_id)
-                kill_job_processes(job_id)
-        except Exception:  # a database that is briefly away: try again on the next round
-            log.exception("checking for lost workers failed")
+    try:
+        with db.session() as session:
+            ended = reconcile(session, config.WORKER_LOST_AFTER)
+        for job_id in ended:
+            log.warning("job %s: its worker was lost; ended as error", job_id)
+            kill_job_processes(job_id)
+    except Exception:  # a database that is briefly away: try again on the next round
+        log.exception("checking for lost workers failed")
 
 
 class Worker:
@@ -159,8 +203,18 @@ class Worker:
             return self.run_job(job_id, sealed, task.request.hostname or f"celery@{socket.gethostname()}")
 
     def run_job(self, job_id: str, sealed: str | None, node: str) -> str:
-        with self.db.session() as session:
-            claimed = claim_next(session, 0, worker_id(), node, only=job_id)
+        if self._stopping.is_set():
+            raise Reject("this worker is shutting down", requeue=True)
+
+        def claim() -> str | None:
+            with self.db.session() as session:
+                return claim_next(session, 0, worker_id(), node, only=job_id)
+
+        try:
+            claimed = retrying(claim, self.config.DB_RETRY_SECONDS, f"claiming job {job_id}")
+        except Exception as exc:  # the database stayed away: back to the queue, for this worker or another
+            log.error("job %s could not be claimed: %s", job_id, exc)
+            raise Reject(str(exc), requeue=True) from None
         if claimed is None:
             # Taken by another worker (a message handed back while its job ran), canceled, or ended.
             log.info("job %s is no longer queued: message dropped", job_id)
@@ -181,8 +235,11 @@ class Worker:
         with self._lock:
             self.processes[job_id] = proc
         try:
-            with self.db.session() as session:
-                set_worker(session, job_id, f"{socket.gethostname()}:{proc.pid}")
+            try:
+                with self.db.session() as session:
+                    set_worker(session, job_id, f"{machine()}:{proc.pid}")
+            except Exception:  # the job process records its own pid as well
+                log.exception("recording the process of job %s failed", job_id)
             if self._stopping.is_set():
                 proc.send_signal(signal.SIGTERM)
             proc.wait()
@@ -209,7 +266,12 @@ class Worker:
 
         worker_shutting_down.connect(self.stop_jobs, weak=False)
         monitor_stop = threading.Event()
-        threading.Thread(target=_monitor, args=(self.db, self.config, monitor_stop), name="celery-monitor", daemon=True).start()
+
+        def monitor() -> None:
+            while not monitor_stop.wait(MONITOR_SECONDS):
+                end_lost_jobs(self.db, self.config)
+
+        threading.Thread(target=monitor, name="celery-monitor", daemon=True).start()
         # Threads, not forked children: each task only waits for its job's own worker process.
         self.app.worker_main(
             [

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -93,33 +95,93 @@ def cli() -> None:
 @cli.command()
 @click.option("--host", help="Address to listen on (default CLOUDX_HOST or 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default CLOUDX_PORT or 5001).")
-@click.option("--threads", type=int, default=8, show_default=True)
-def serve(host: str | None, port: int | None, threads: int) -> None:
+@click.option("--threads", type=int, default=8, show_default=True, help="Request threads per process.")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True, help="API processes sharing the port.")
+def serve(host: str | None, port: int | None, threads: int, processes: int) -> None:
     """Run the API and the job executor."""
-    import waitress
-
-    from controller import create_app, start_executor
+    import socket
 
     # One line per request (request id first) and per job event worth noting, on stderr.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config.from_env()
+    host, port = host or config.HOST, port or config.PORT
+    try:
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    click.echo(f"cloudx: serving on http://{host}:{port} (database {config.database_shown})", err=True)
+    if processes == 1:
+        _serve_process(config, listener, threads)
+        return
+    # Python spends the CPU of a request under one GIL: more processes on one port use more cores. Each runs
+    # its own executor; claims are atomic across processes, and a job with credentials runs only in the
+    # process that received them.
+    database = Database(config.DATABASE_URL, config.DB_BUSY_TIMEOUT)
+    database.upgrade()  # once, before the processes start (they would race to create the schema)
+    database.dispose()
+    children = []
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _serve_process(config, listener, threads)
+            except BaseException:
+                logging.getLogger("cloudx").exception("API process failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    listener.close()
+    _supervise(children)
+
+
+def _serve_process(config: Config, listener: Any, threads: int) -> None:
+    import waitress
+
+    from controller import create_app, start_executor
+
     app = create_app(config)
     executor = start_executor(app)
-    stop = threading.Event()
 
     def shutdown(*_: Any) -> None:
-        stop.set()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, shutdown)
-    host, port = host or config.HOST, port or config.PORT
-    click.echo(f"cloudx: serving on http://{host}:{port} (database {config.database_shown})", err=True)
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="cloudx")
+        waitress.serve(app, sockets=[listener], threads=threads, ident="cloudx")
     except KeyboardInterrupt:
         pass
     finally:
         executor.shutdown()
+
+
+def _supervise(children: list[int]) -> None:
+    """Wait for the API processes; SIGTERM or SIGINT, or one of them ending, stops them all."""
+    stopping = threading.Event()
+
+    def stop(*_: Any) -> None:
+        stopping.set()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed = False
+    remaining = set(children)
+    while remaining:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        remaining.discard(pid)
+        if not stopping.is_set():
+            failed = True
+            logging.getLogger("cloudx").error("API process %d ended (status %d): stopping the others", pid, status)
+            stop()
+    if failed:
+        sys.exit(1)
 
 
 @cli.command()

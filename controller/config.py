@@ -39,8 +39,12 @@ class Config:
     # Queue of deployments and other jobs, and queue of scans (pin scanner workers with `cloudx worker -Q scanners`).
     CELERY_QUEUE: str = "cloudx"
     CELERY_SCAN_QUEUE: str = "scanners"
-    # A job message taken by a worker that dies before starting it goes back to the queue after this long.
-    CELERY_VISIBILITY_TIMEOUT: int = 120
+    # A queued job sent to the broker this many seconds ago and still not taken is sent again (its message may
+    # have been lost: a worker that died holding it, a broker restarted without persistence). Copies are dropped.
+    CELERY_REDISPATCH_AFTER: int = 300
+    # Redis hands an unacknowledged message out again after this long. Messages are acknowledged when their
+    # job ends, so it must exceed the longest job (SCAN_MAX_TIMEOUT and more), or running jobs get copies.
+    CELERY_VISIBILITY_TIMEOUT: int = 90000
     # Messages a worker reserves per job slot (Celery's worker_prefetch_multiplier).
     CELERY_PREFETCH_MULTIPLIER: int = 1
     # Key that seals a job's credentials inside its Celery message; the API and every worker share it

@@ -17,6 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger("cloudx.db")
 # Bound parameters per SQLite statement (SQLITE_MAX_VARIABLE_NUMBER is 32766 since SQLite 3.32).
 SQLITE_MAX_VARIABLES = 32766
+# A batch is retried when its commit fails with a dropped connection, which may have committed after all: rows
+# already there (same unique key) are skipped, not an error that would end the job.
+IGNORE_DUPLICATES = " ON CONFLICT DO NOTHING"
 T = TypeVar("T")
 
 
@@ -80,10 +83,12 @@ def insert_rows(connection: Connection, table: str, columns: Sequence[str], rows
         group = "(" + ", ".join("?" for _ in columns) + ")"
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
-            connection.exec_driver_sql(head + ", ".join([group] * len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
+            connection.exec_driver_sql(
+                head + ", ".join([group] * len(chunk)) + IGNORE_DUPLICATES, tuple(itertools.chain.from_iterable(chunk))
+            )
     else:  # psycopg: JSON text is cast where it lands
         values = ", ".join("%s::json" if c in json else "%s" for c in columns)
-        connection.exec_driver_sql(f"{head}({values})", rows)
+        connection.exec_driver_sql(f"{head}({values}){IGNORE_DUPLICATES}", rows)
 
 
 class Database:

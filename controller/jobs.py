@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import os
 import re
 import socket
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -20,9 +23,24 @@ from controller.redact import redact
 MAX_PAGE = 500
 
 
+@functools.cache
+def machine() -> str:
+    """This machine as job records name it: the host name and a token of the kernel boot and PID namespace,
+    so that containers or cloned machines sharing a host name never judge each other's process ids."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{hashlib.sha256(f'{boot}:{namespace}'.encode()).hexdigest()[:8]}"
+
+
 def worker_id() -> str:
-    """Names the process that runs a job: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Names the process that runs a job: machine and pid."""
+    return f"{machine()}:{os.getpid()}"
 
 
 def create_job(
@@ -94,6 +112,9 @@ def claim_next(session: Session, max_running: int, worker: str, node: str, only:
     A CLI run or a Celery worker claims its own job (`only`) whatever the limit: it was sent there to run.
     """
     if only is None:
+        if session.get_bind().dialect.name == "postgresql":
+            # Under READ COMMITTED the running count is not re-read after a concurrent claim: serialise them.
+            session.execute(text("SELECT pg_advisory_xact_lock(7263)"))
         # A job with credentials runs only where they are held (in that executor's memory).
         claimable = and_(Job.status == "queued", or_(Job.secrets_holder.is_(None), Job.secrets_holder == worker))
         oldest = select(Job.id).where(claimable).order_by(Job.created_at, Job.id).limit(1).scalar_subquery()
@@ -112,7 +133,11 @@ def set_worker(session: Session, job_id: str, worker: str) -> None:
 
 
 def fail_job(session: Session, job_id: str, status: str, reason: str) -> bool:
-    """End a job that is still active; False when it had already ended."""
+    """End a job that is still active; False when it had already ended.
+
+    A worker that is still alive after all (a network partition, a paused machine) sees the job is no longer
+    running and stops its playbook (controller.worker.JobRun._watch).
+    """
     return bool(
         session.execute(
             update(Job)
@@ -128,7 +153,7 @@ def reconcile(session: Session, lost_after: int) -> list[str]:
     A worker on this machine whose process no longer exists is gone at once;
     any other is gone when it has not reported for `lost_after` seconds.
     """
-    host = socket.gethostname()
+    host = machine()
     ended = []
     stale = utcnow() - timedelta(seconds=lost_after)
     for job in session.scalars(select(Job).where(Job.status == "running")):
@@ -146,6 +171,19 @@ def reconcile(session: Session, lost_after: int) -> list[str]:
             if fail_job(session, job.id, "error", reason):
                 ended.append(job.id)
     return ended
+
+
+def undispatched(session: Session, older_than: float) -> list[tuple[str, str, str | None]]:
+    """Queued jobs last sent to the broker more than older_than seconds ago: (id, kind, secrets_holder)."""
+    stale = utcnow() - timedelta(seconds=older_than)
+    return [
+        (row.id, row.kind, row.secrets_holder)
+        for row in session.execute(
+            select(Job.id, Job.kind, Job.secrets_holder).where(
+                Job.status == "queued", or_(Job.dispatched_at < stale, and_(Job.dispatched_at.is_(None), Job.created_at < stale))
+            )
+        )
+    ]
 
 
 def _aware(value: datetime) -> datetime:

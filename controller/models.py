@@ -58,6 +58,8 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # When the job was last sent to the Celery broker (a queued job whose message was lost is sent again).
+    dispatched_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     scan: Mapped[Scan | None] = relationship(back_populates="job", uselist=False)

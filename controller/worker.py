@@ -66,9 +66,10 @@ class JobRun:
         self.cancel_requested.set()
 
     def _watch(self) -> None:
-        """Read the cancel flag twice a second (ansible-runner asks cancel_callback far more often) and beat
-        the job's heartbeat every sixth of WORKER_LOST_AFTER, so that a worker on a machine that died is
-        noticed even while a playbook is quiet."""
+        """Read the job's cancel flag and status twice a second (ansible-runner asks cancel_callback far more
+        often), and beat its heartbeat every sixth of WORKER_LOST_AFTER, so that a worker on a machine that
+        died is noticed even while a playbook is quiet. A job ended elsewhere meanwhile (its worker taken for
+        lost) is stopped here."""
         beat_every = max(1.0, self.config.WORKER_LOST_AFTER / 6)
         next_beat = time.monotonic() + beat_every
         while not self._done.wait(CANCEL_POLL_SECONDS):
@@ -76,11 +77,13 @@ class JobRun:
                 with self.db.session() as session:
                     if time.monotonic() >= next_beat:
                         next_beat = time.monotonic() + beat_every
-                        beat = update(Job).where(Job.id == self.job_id).values(heartbeat_at=utcnow())
-                        cancel = session.execute(beat.returning(Job.cancel_requested)).scalar()
-                    else:
-                        cancel = session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
-                if cancel:
+                        beat = update(Job).where(Job.id == self.job_id, Job.status == "running").values(heartbeat_at=utcnow())
+                        session.execute(beat)
+                    row = session.execute(select(Job.cancel_requested, Job.status).where(Job.id == self.job_id)).one_or_none()
+                if row is None or row.status != "running":
+                    self.request_stop("the job was ended while it ran")
+                    return
+                if row.cancel_requested:
                     self.cancel_requested.set()
                     return
             except Exception:  # a locked or briefly unavailable database must not kill the job
@@ -193,8 +196,9 @@ class JobRun:
             values["progress"] = 100
 
         def record() -> None:
+            # Only a job still running: one ended elsewhere meanwhile (taken for lost) keeps that end.
             with self.db.session() as session:
-                session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+                session.execute(update(Job).where(Job.id == self.job_id, Job.status == "running").values(**values))
 
         # The end of a job is worth waiting for longer than one batch of events.
         retrying(record, 10 * self.config.DB_RETRY_SECONDS, f"recording the end of job {self.job_id}")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from controller.config import Config
 from tests.testhosts import wait_for
@@ -47,7 +48,8 @@ def pg_bin() -> Path | None:
 class Postgres:
     """A cluster of its own: initdb as the unprivileged `postgres` user (initdb refuses root), scram passwords."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """durable: keep fsync and synchronous commits on (benchmarks); tests turn them off."""
         bindir = pg_bin()
         assert bindir is not None
         self.password = secrets.token_urlsafe(18)
@@ -70,11 +72,9 @@ class Postgres:
             "port": str(self.port),
             "unix_socket_directories": str(self.dir),
             "max_connections": "300",
-            # A test cluster: durability is not what is tested.
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
         }
+        if not durable:  # a test cluster: durability is not what is tested
+            settings.update({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
         self.log = (self.dir / "postgres.log").open("ab")
         args = [str(bindir / "postgres"), "-D", str(self.dir / "data"), *(a for k, v in settings.items() for a in ("-c", f"{k}={v}"))]
         self.proc = subprocess.Popen([*as_owner, *args], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -209,6 +209,26 @@ class Workers:
                 member.kill()
         proc.wait()
         psutil.wait_procs(tree, timeout=10)
+
+    def tree(self, name: str) -> list[Any]:
+        import psutil
+
+        proc = psutil.Process(self.procs[name].pid)
+        return [proc, *proc.children(recursive=True)]
+
+    def freeze(self, name: str) -> list[Any]:
+        """The worker's machine stops answering (paused, or cut off): every process of it stopped."""
+        tree = self.tree(name)
+        for member in tree:
+            with contextlib.suppress(Exception):
+                member.suspend()
+        return tree
+
+    @staticmethod
+    def thaw(tree: list[Any]) -> None:
+        for member in tree:
+            with contextlib.suppress(Exception):
+                member.resume()
 
     def stop(self, name: str, timeout: float = 60) -> int:
         proc = self.procs.pop(name)

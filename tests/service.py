@@ -64,9 +64,9 @@ class Service:
             [sys.executable, "-m", "controller.cli", *args], env=self.env, check=True, capture_output=True, text=True
         ).stdout
 
-    def start(self) -> None:
+    def start(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "serve"],
+            [sys.executable, "-m", "controller.cli", "serve", *args],
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -110,7 +110,7 @@ def test_scans_go_to_the_scanner_queue_and_deployments_to_the_default_one(reques
 
 def test_a_dead_worker_ends_its_running_job_as_error_and_its_unstarted_job_runs_elsewhere(request, tmp_path, target, slow_target):
     # w1 runs one job at a time and reserves one more: the machine it is on then dies.
-    with running_app(request, tmp_path, "celery", workers_started=(), CELERY_VISIBILITY_TIMEOUT=3, CELERY_PREFETCH_MULTIPLIER=2) as app:
+    with running_app(request, tmp_path, "celery", workers_started=(), CELERY_REDISPATCH_AFTER=3, CELERY_PREFETCH_MULTIPLIER=2) as app:
         workers = app.extensions["cloudx.test_workers"]
         workers.start("w1", "--concurrency", "1")
         client = app.test_client()
@@ -120,7 +120,6 @@ def test_a_dead_worker_ends_its_running_job_as_error_and_its_unstarted_job_runs_
         inspect = celery_app(app.extensions["cloudx.config"]).control.inspect(destination=[f"w1@{HOST}"], timeout=2)
 
         def reserved() -> list[str]:
-            # Copies of the running job's message come back every visibility timeout and are dropped once taken.
             return [task["args"][0] for task in (inspect.reserved() or {}).get(f"w1@{HOST}", [])]
 
         assert wait_for(lambda: waiting in reserved(), timeout=30), reserved()
@@ -134,7 +133,7 @@ def test_a_dead_worker_ends_its_running_job_as_error_and_its_unstarted_job_runs_
         assert not scanner_processes(slow_target.address)
         events_after = client.get(f"/api/jobs/{running}/events?limit=500").get_json()["events"]
         assert events_before == events_after[: len(events_before)]
-        # The job w1 had taken but never started is still queued; its message comes back to w2.
+        # The job w1 had taken but never started is still queued; the API sends it again, and w2 runs it.
         assert job(client, waiting)["status"] == "queued"
         workers.start("w2", "--concurrency", "1")
         assert wait_scan(client, waiting, timeout=120)["status"] == "successful"
@@ -148,6 +147,48 @@ def test_a_dead_worker_ends_its_running_job_as_error_and_its_unstarted_job_runs_
         view = job(client, stopped)
         assert view["status"] == "error" and "shut down" in view["status_reason"], view
         assert wait_for(lambda: not scanner_processes(slow_target.address), timeout=40)
+
+
+def test_a_worker_that_stops_answering_is_found_by_its_heartbeat_and_stops_its_job_when_back(request, tmp_path, slow_target):
+    # Lost after 6 s without a heartbeat (workers beat every second): set alike on the API and the workers.
+    with running_app(request, tmp_path, "celery", workers_started=("w1",), WORKER_LOST_AFTER=6) as app:
+        client = app.test_client()
+        job_id = submit_scan(client, slow_target.address, scan_type="udp", ports="1-1000")
+        assert wait_for(lambda: job(client, job_id)["progress"] > 0, timeout=120)
+        workers = app.extensions["cloudx.test_workers"]
+        frozen = workers.freeze("w1")  # every process alive, none answering: only the heartbeat tells
+        try:
+            assert wait_for(lambda: job(client, job_id)["status"] != "running", timeout=60)
+            lost = job(client, job_id)
+            assert lost["status"] == "error" and "has not reported for 6 s" in lost["status_reason"], lost
+        finally:
+            workers.thaw(frozen)
+        # Back again, the worker finds its job ended, stops the playbook and keeps the recorded end.
+        assert wait_for(lambda: not scanner_processes(slow_target.address), timeout=60), scanner_processes(slow_target.address)
+        assert wait_for(lambda: "succeeded in" in workers.log_path("w1").read_text(), timeout=60)
+        assert job(client, job_id)["status"] == "error" and job(client, job_id)["status_reason"] == lost["status_reason"]
+        # ... and takes new work.
+        assert wait_scan(client, submit_scan(client, slow_target.address, ports="22"), timeout=120)["status"] == "successful"
+
+
+def test_credentials_cross_the_broker_sealed(request, tmp_path):
+    # No worker: the message stays in Redis, where the search must find the job and not the password.
+    with running_app(request, tmp_path, "celery", workers_started=()) as app:
+        client = app.test_client()
+        response = client.post(
+            "/api/deployments",
+            json={
+                "os_type": "linux",
+                "hosts": ["127.0.0.1"],
+                "username": "root",
+                "password": "Pa55-in-the-queue",
+                "manager_ip": "127.0.0.1",
+            },
+        )
+        assert response.status_code == 202
+        stored = stored_bytes(app.extensions["cloudx.config"], tmp_path)
+        assert response.get_json()["job_id"].encode() in stored and b"cloudx.run_job" in stored
+        assert b"Pa55-in-the-queue" not in stored
 
 
 def test_cancel_reaches_the_worker_and_kills_the_playbook(request, tmp_path, slow_target):

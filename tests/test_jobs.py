@@ -100,7 +100,7 @@ def test_reconcile_keeps_queued_and_ends_orphaned_running(config):
             create_job(session, kind="playbook", playbook="x.yml", inventory="i", extra_vars={}, timeout=1).id for _ in range(2)
         )
         claim_next(session, 4, "this-host:1", "local@this-host", only=running)
-        session.get(Job, running).worker = f"{__import__('socket').gethostname()}:999999"
+        session.get(Job, running).worker = f"{__import__('controller.jobs').jobs.machine()}:999999"
     with db.session() as session:
         assert reconcile(session, lost_after=60) == [running]
     with db.session() as session:

@@ -193,3 +193,41 @@ def test_secrets_never_reach_database_artifacts_or_logs(
         secrets += [cluster.pg.password, cluster.redis.password, cluster.key]
     found = {secret[:12]: everything.count(secret.encode()) for secret in secrets}
     assert set(found.values()) == {0}, found
+
+
+def test_serve_in_two_processes_on_one_port(tmp_path, target):
+    """`cloudx serve --processes 2`: both processes take connections, jobs run once, SIGTERM stops everything."""
+    import psutil
+
+    service = Service(tmp_path)
+    service.start("--processes", "2")
+    api = service.url
+    try:
+        assert service.proc is not None
+        children = psutil.Process(service.proc.pid).children()
+        assert len(children) == 2
+        sessions = []
+        for _ in range(16):  # keep-alive connections, spread by the kernel over the processes that accept
+            session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {service.token}"
+            assert session.get(f"{api}/jobs").status_code == 200
+            sessions.append(session)
+        owners = Counter(
+            child.pid
+            for child in children
+            for c in child.net_connections(kind="tcp")
+            if c.status == "ESTABLISHED" and c.laddr.port == service.port
+        )
+        assert len(owners) == 2 and sum(owners.values()) == 16, owners
+        body = {"target": target.address, "tool": "nmap", "scan_type": "default", "ports": "22,80"}
+        job_ids = [session.post(f"{api}/scans", json=body).json()["job_id"] for session in sessions[:4]]
+        for job_id in job_ids:
+            assert wait_for(lambda job_id=job_id: service.http.get(f"{api}/jobs/{job_id}").json()["status"] == "successful", timeout=180)
+            counters = [e["counter"] for e in service.http.get(f"{api}/jobs/{job_id}/events?limit=500").json()["events"]]
+            assert counters == list(range(1, len(counters) + 1))
+        for session in sessions:
+            session.close()
+    finally:
+        service.stop()
+    assert service.proc.returncode == 0
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]

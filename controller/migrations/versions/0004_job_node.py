@@ -1,4 +1,5 @@
-"""job node: the executor node (local or a Celery worker) that took the job
+"""job node and dispatch time: the executor node (local or a Celery worker) that took the job, and when the
+job was last handed to the Celery broker
 
 Revision ID: 0004
 Revises: 0003
@@ -18,8 +19,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("node", sa.String(length=255), nullable=True))
+        batch.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("dispatched_at")
         batch.drop_column("node")
