@@ -147,3 +147,38 @@ def test_the_quick_secret_check_never_misses_a_key_redact_would_hide(value):
     encoded = json.dumps(value)
     if not may_hold_secrets(encoded):
         assert redact(value) == value, encoded
+
+
+def test_event_pages_splice_stored_data_exactly(client, app):
+    """The events page splices each event's stored JSON into the page: the result must be the page a full
+    decode and encode would give, whatever hosts put in their output (NUL bytes, quotes, look-alike markers)."""
+    import json
+
+    from controller.events import EventWriter
+
+    with app.extensions["cloudx.db"].session() as session:
+        job_id = create_job(session, kind="playbook", playbook="x.yml", inventory="i", extra_vars={}, timeout=1).id
+    hostile = ["\x00", '"\\u0000', "\x00" + "a" * 32, "ünïcødé ✓", '{"event_data": 1}', "line\nbreak", ""]
+    writer = EventWriter(app.extensions["cloudx.db"], job_id)
+    for counter, text in enumerate(hostile * 3, start=1):
+        writer.put(
+            {
+                "counter": counter,
+                "uuid": f"u{counter}",
+                "event": "runner_on_ok",
+                "stdout": text,
+                "created": "2026-11-28T00:00:00",
+                "event_data": {"host": "h", "res": {"msg": text, "n": [counter, None, 1.5]}},
+            }
+        )
+    writer.close()
+    response = client.get(f"/api/jobs/{job_id}/events?limit=5&after=2")
+    page = json.loads(response.get_data(as_text=True))
+    assert response.mimetype == "application/json"
+    assert [e["counter"] for e in page["events"]] == [3, 4, 5, 6, 7] and page["next_after"] == 7
+    for event in page["events"]:
+        text = hostile[(event["counter"] - 1) % len(hostile)]
+        assert event["stdout"] == text and event["event_data"]["res"] == {"msg": text, "n": [event["counter"], None, 1.5]}
+    assert set(page) == {"job_id", "job_status", "final_counter", "events", "next_after"}
+    empty = client.get(f"/api/jobs/{job_id}/events?after=999").get_json()
+    assert empty["events"] == [] and empty["next_after"] is None

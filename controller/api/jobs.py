@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
 from controller.api import executor, requires, session
 from controller.errors import Conflict, NotFound
-from controller.jobs import cancel_job, event_view, events_page, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
+from controller.jobs import cancel_job, event_page_json, events_page, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
 from controller.models import Job, JobHostSummary
 
 bp = Blueprint("jobs", __name__)
@@ -40,16 +40,9 @@ def list_events(job_id: str) -> Any:
         job = s.execute(select(Job.status, Job.final_counter).where(Job.id == job_id)).first()
         if job is None:
             raise NotFound(f"no job {job_id}")
-        events, next_after = events_page(s, job_id, limit, after, request.args.get("event"), request.args.get("host"))
-        return jsonify(
-            {
-                "job_id": job_id,
-                "job_status": job.status,
-                "final_counter": job.final_counter,
-                "events": [event_view(e) for e in events],
-                "next_after": next_after,
-            }
-        )
+        events, next_after = events_page(s, job_id, limit, after, request.args.get("event"), request.args.get("host"), data_as_text=True)
+    head = {"job_id": job_id, "job_status": job.status, "final_counter": job.final_counter}
+    return Response(event_page_json(head, events, {"next_after": next_after}), mimetype="application/json")
 
 
 @bp.get("/jobs/<job_id>/hosts")
