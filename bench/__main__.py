@@ -16,10 +16,11 @@ from bench.common import machine, versions
 # Module name -> what it measures, in the order of the report.
 BENCHMARKS = {
     "overhead": "controller overhead against bare ansible-playbook",
-    "ingest": "event ingest into SQLite (and PostgreSQL when given)",
+    "ingest": "event ingest into SQLite and PostgreSQL",
     "scanparse": "nmap XML parse + store against python-libnmap",
     "api_latency": "API latency with 1M events and 100k scans",
     "fanout": "agent deployment to 20 hosts against 1",
+    "cancel": "cancel latency with the local and Celery executors",
 }
 HERE = Path(__file__).resolve().parent
 PARTS = HERE / "results"

@@ -9,7 +9,9 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-from sqlalchemy import insert, update
+from sqlalchemy import Insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from controller.db import Database, insert_rows, retrying
 from controller.models import Job, JobHostSummary, utcnow
@@ -181,7 +183,7 @@ class EventWriter:
             with self.db.session() as session:
                 insert_rows(session.connection(), "job_events", EVENT_COLUMNS, batch.rows, json=["event_data"])
                 if batch.summaries:
-                    session.execute(insert(JobHostSummary), batch.summaries)
+                    session.execute(insert_ignoring_duplicates(session, JobHostSummary), batch.summaries)
                 if batch.values:
                     session.execute(update(Job).where(Job.id == self.job_id).values(**batch.values))
 
@@ -190,6 +192,12 @@ class EventWriter:
         if batch.rows:
             self.last_counter = max(self.last_counter, batch.rows[-1][1])
             self.stored += len(batch.rows)
+
+
+def insert_ignoring_duplicates(session: Session, model: Any) -> Insert:
+    """An INSERT that skips rows already there (a batch retried after a commit that went through)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model).on_conflict_do_nothing()
 
 
 class _Batch(NamedTuple):
