@@ -82,10 +82,14 @@ class JobRun:
                     row = session.execute(select(Job.cancel_requested, Job.status).where(Job.id == self.job_id)).one_or_none()
                 if row is None or row.status != "running":
                     self.request_stop("the job was ended while it ran")
-                    return
-                if row.cancel_requested:
+                elif row.cancel_requested:
                     self.cancel_requested.set()
-                    return
+                else:
+                    continue
+                # ansible-runner kills ansible-playbook's process group, but its forks run in sessions of their own
+                # and hold its terminal open for seconds: end the whole tree now, so that a cancel takes effect at once.
+                kill_descendants(grace=1.0)
+                return
             except Exception:  # a locked or briefly unavailable database must not kill the job
                 log.exception("cancel check failed for job %s", self.job_id)
 
@@ -157,6 +161,8 @@ class JobRun:
                 cancel_callback=lambda: self.cancel_requested.is_set() or writer.error is not None,
             )
             status, rc = result.status, result.rc
+            if status == "failed" and self.cancel_requested.is_set():
+                status = "canceled"  # the tree was ended (see _watch) before ansible-runner asked for the cancel
             if status == "canceled" and self.stop_reason:
                 status, reason = "error", self.stop_reason
             elif status == "timeout":
