@@ -85,11 +85,14 @@ def one_cancel(app: Any, inventory: Path) -> tuple[float, float]:
     while recorded is None or gone is None:
         now = time.monotonic()
         if now - asked > 120:
-            raise RuntimeError("the job did not end after its cancel")
+            raise RuntimeError(f"the job did not end after its cancel: recorded {recorded}, processes gone {gone}")
         if recorded is None:
             with db.session() as session:
-                if session.get(Job, job_id).status == "canceled":
+                job = session.get(Job, job_id)
+                if job.status == "canceled":
                     recorded = now - asked
+                elif job.status not in ("queued", "running"):
+                    raise RuntimeError(f"the job ended {job.status}, not canceled: {job.status_reason}")
         if gone is None and not _running(f"sleep {seconds}") and not _running(job_id):
             gone = now - asked
         time.sleep(0.02)

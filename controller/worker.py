@@ -88,7 +88,11 @@ class JobRun:
                     continue
                 # ansible-runner kills ansible-playbook's process group, but its forks run in sessions of their own
                 # and hold its terminal open for seconds: end the whole tree now, so that a cancel takes effect at once.
-                kill_descendants(grace=1.0)
+                # Signals only: ansible-runner reaps its own child (waiting here would take it from under pexpect),
+                # and run() reaps the rest.
+                for child in psutil.Process().children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
                 return
             except Exception:  # a locked or briefly unavailable database must not kill the job
                 log.exception("cancel check failed for job %s", self.job_id)
