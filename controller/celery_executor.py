@@ -216,7 +216,7 @@ class Worker:
             log.error("job %s could not be claimed: %s", job_id, exc)
             raise Reject(str(exc), requeue=True) from None
         if claimed is None:
-            # Taken by another worker (a message handed back while its job ran), canceled, or ended.
+            # Taken by another worker (this was a copy sent again), canceled, or ended.
             log.info("job %s is no longer queued: message dropped", job_id)
             return "dropped"
         try:
