@@ -27,30 +27,16 @@ TARGET_SECONDS = 2.0
 
 @contextmanager
 def executor_app(kind: str, work: Path) -> Iterator[Any]:
-    """The app with its executor running; for Celery, a throwaway PostgreSQL, Redis and one worker."""
+    """The app with its executor running (the tests' own set-up); for Celery, a throwaway PostgreSQL and Redis."""
     sys.path.insert(0, str(ROOT))
-    from controller import create_app, start_executor
-    from tests.cluster import Cluster, Workers
-    from tests.conftest import make_config, prepare_app
+    from tests.cluster import Cluster
+    from tests.conftest import running_app
 
-    cluster = workers = None
-    overrides: dict[str, Any] = {}
-    if kind == "celery":
-        cluster = Cluster()
-        overrides = cluster.settings()
-    config = make_config(work, **overrides)
-    app = prepare_app(create_app(config), scope=["127.0.0.0/8"])
-    if cluster is not None:
-        workers = Workers(cluster.worker_env(config), work)
-        workers.start("bench", "--concurrency", "1")
-    executor = start_executor(app)
+    cluster = Cluster() if kind == "celery" else None
     try:
-        yield app
+        with running_app(None, work, kind, workers_started=("bench",), cluster=cluster) as app:
+            yield app
     finally:
-        executor.shutdown()
-        if workers is not None:
-            workers.close()
-        app.extensions["cloudx.db"].dispose()
         if cluster is not None:
             cluster.close()
 
@@ -157,9 +143,10 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
             f"Celery \u00f7 local (processes gone, medians): {ratio:.2f}\u00d7."
         ),
         notes=[
-            "The worker reads the job's cancel flag from the database twice a second with either executor (the Celery worker's "
-            "job process does it too, wherever it runs), then ansible-runner stops ansible-playbook and the worker, a child "
-            "subreaper, ends whatever the playbook left.",
-            "Celery: PostgreSQL and Redis on loopback, started for the benchmark (tests/cluster.py), one `cloudx worker`.",
+            "The job's worker process reads its cancel flag from the database twice a second with either executor (with Celery "
+            "on whichever machine runs the job), then ends the job's whole process tree at once (it is a child subreaper) and "
+            "ansible-runner records the cancel.",
+            "Celery: PostgreSQL and Redis on loopback, started for the benchmark (tests/cluster.py), one `cloudx worker` "
+            "with two job slots.",
         ],
     )

@@ -130,6 +130,8 @@ def signed_repository(directory: Path, package: Path, key_name: str = "Cloud-X t
     dists = root / "dists" / "stable"
     (dists / "Release").write_text(release.stdout)
     gpg("--local-user", key_name, "--clearsign", "--output", str(dists / "InRelease"), str(dists / "Release"))
+    # gpg started an agent for this key ring; it would outlive the tests.
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=False)
     return root, public_key
 
 

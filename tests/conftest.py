@@ -155,15 +155,23 @@ def executor_kind(request: pytest.FixtureRequest) -> str:
 
 @contextmanager
 def running_app(
-    request: pytest.FixtureRequest, tmp_path: Path, kind: str, workers_started: tuple[str, ...] = ("w1", "w2"), **overrides: Any
+    request: pytest.FixtureRequest | None,
+    tmp_path: Path,
+    kind: str,
+    workers_started: tuple[str, ...] = ("w1", "w2"),
+    cluster: Any = None,
+    **overrides: Any,
 ) -> Iterator[Flask]:
-    """The app with its executor running: the local one, or the Celery one on PostgreSQL and Redis with
-    `cloudx worker` processes (w1 and w2 unless told), reachable as app.extensions["cloudx.test_workers"]."""
+    """The app with its executor running: the local one, or the Celery one on PostgreSQL and Redis (the
+    session's `cluster` fixture unless given) with `cloudx worker` processes (w1 and w2 unless told),
+    reachable as app.extensions["cloudx.test_workers"]."""
     from tests.cluster import Workers
 
     workers = None
     if kind == "celery":
-        cluster = request.getfixturevalue("cluster")
+        if cluster is None:
+            assert request is not None
+            cluster = request.getfixturevalue("cluster")
         overrides = cluster.settings(**overrides)
     config = make_config(tmp_path, **overrides)
     app = prepare_app(create_app(config))
