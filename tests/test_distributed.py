@@ -35,6 +35,12 @@ def submit_scan(client, address: str, **payload) -> str:
     return response.get_json()["job_id"]
 
 
+def deploy_to_loopback(client, password: str):
+    """A deployment to this machine's own loopback (no SSH server answers there, so it ends quickly)."""
+    body = {"os_type": "linux", "hosts": ["127.0.0.1"], "username": "root", "password": password, "manager_ip": "127.0.0.1"}
+    return client.post("/api/deployments", json=body)
+
+
 def job(client, job_id: str) -> dict:
     return client.get(f"/api/jobs/{job_id}").get_json()
 
@@ -88,16 +94,7 @@ def test_scans_go_to_the_scanner_queue_and_deployments_to_the_default_one(reques
         scan_id = submit_scan(client, target.address)
         # A deployment to this machine's own loopback: no SSH server answers there, so it ends quickly;
         # what is tested is where it ran, and that its password travelled sealed to that worker.
-        response = client.post(
-            "/api/deployments",
-            json={
-                "os_type": "linux",
-                "hosts": ["127.0.0.1"],
-                "username": "root",
-                "password": "Pa55-travels-sealed",
-                "manager_ip": "127.0.0.1",
-            },
-        )
+        response = deploy_to_loopback(client, "Pa55-travels-sealed")
         assert response.status_code == 202, response.get_json()
         deploy_id = response.get_json()["job_id"]
         assert wait_scan(client, scan_id)["status"] == "successful"
@@ -175,16 +172,7 @@ def test_credentials_cross_the_broker_sealed(request, tmp_path):
     # No worker: the message stays in Redis, where the search must find the job and not the password.
     with running_app(request, tmp_path, "celery", workers_started=()) as app:
         client = app.test_client()
-        response = client.post(
-            "/api/deployments",
-            json={
-                "os_type": "linux",
-                "hosts": ["127.0.0.1"],
-                "username": "root",
-                "password": "Pa55-in-the-queue",
-                "manager_ip": "127.0.0.1",
-            },
-        )
+        response = deploy_to_loopback(client, "Pa55-in-the-queue")
         assert response.status_code == 202
         stored = stored_bytes(app.extensions["cloudx.config"], tmp_path)
         assert response.get_json()["job_id"].encode() in stored and b"cloudx.run_job" in stored
@@ -229,10 +217,7 @@ def test_a_worker_with_another_secrets_key_refuses_the_job(request, tmp_path):
         workers.env = {**workers.env, "CLOUDX_JOB_SECRETS_KEY": keygen()}
         workers.start("w-other-key")
         client = app.test_client()
-        response = client.post(
-            "/api/deployments",
-            json={"os_type": "linux", "hosts": ["127.0.0.1"], "username": "root", "password": "x-Pa55", "manager_ip": "127.0.0.1"},
-        )
+        response = deploy_to_loopback(client, "x-Pa55")
         job_id = response.get_json()["job_id"]
         assert wait_for(lambda: job(client, job_id)["status"] != "queued", timeout=60)
         assert wait_for(lambda: job(client, job_id)["status"] == "error", timeout=30)
