@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import queue
 import threading
 import time
@@ -14,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from controller.db import Database, insert_rows, retrying
+from controller.jsontext import dumps
 from controller.models import Job, JobHostSummary, utcnow
 from controller.redact import may_hold_secrets, redact
 
@@ -28,22 +28,19 @@ _SUMMARY_COLUMNS = dict(zip(_STATS_KEYS, ("ok", "changed", "failed", "unreachabl
 _DROPPED_KEYS = ("host", "task", "play", "playbook_uuid", "play_uuid", "task_uuid", "uuid")
 
 
-_encode = json.JSONEncoder(default=str).encode  # one encoder: json.dumps(default=...) builds one per call
-
-
 def trim_event_data(data: dict[str, Any]) -> str:
     """Event data as JSON text, without duplicated keys or secrets, and `res` cut short when it is huge."""
     kept = dict(data)  # a copy and a few pops: several times faster than a filtering comprehension
     for key in _DROPPED_KEYS:
         kept.pop(key, None)
-    encoded = _encode(kept)
+    encoded = dumps(kept).decode()
     # Most events hold no secret-looking key: one scan of the text spares walking every value.
     if may_hold_secrets(encoded):
         kept = redact(kept)
-        encoded = _encode(kept)
+        encoded = dumps(kept).decode()
     if len(encoded) > MAX_EVENT_DATA and "res" in kept:
         kept["res"] = {"_truncated": True, "_size": len(encoded), **_small_fields(kept["res"])}
-        encoded = _encode(kept)
+        encoded = dumps(kept).decode()
     return encoded
 
 

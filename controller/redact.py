@@ -8,8 +8,6 @@ from typing import Any
 REDACTED = "********"
 _SECRET_WORDS = r"secret|token|private_key|ssh_key|api_key|credential"
 _SECRET_KEY = re.compile(rf"pass(word|wd|phrase)?$|{_SECRET_WORDS}", re.I)
-# Any text that holds a secret-looking key holds one of these words (values may too: then redact() runs).
-_WORDS = ("pass", *_SECRET_WORDS.split("|"))
 
 
 def is_secret_key(key: str) -> bool:
@@ -18,8 +16,12 @@ def is_secret_key(key: str) -> bool:
 
 def may_hold_secrets(encoded: str) -> bool:
     """False only when JSON text has no secret-looking key at all (then redact() would change nothing)."""
+    if not encoded.isascii():
+        return True  # re.I matches some non-ASCII letters to ASCII ones (the Kelvin sign to k): redact() decides
     lowered = encoded.lower()  # plain substring tests: far faster than a case-insensitive regex
-    return any(word in lowered for word in _WORDS)
+    # Any text with a key _SECRET_KEY finds holds one of these words ("_key" covers private_key, ssh_key and
+    # api_key; values may hold them too: then redact() runs). Spelled out: any() over a generator costs more.
+    return "pass" in lowered or "secret" in lowered or "token" in lowered or "_key" in lowered or "credential" in lowered
 
 
 def redact(value: Any) -> Any:
