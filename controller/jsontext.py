@@ -7,7 +7,13 @@ from typing import Any
 
 import orjson
 
-loads = orjson.loads
+
+def loads(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # What the standard library also reads: NaN and Infinity, lone surrogates ("\\ud800").
+        return json.loads(text)
 
 
 def dumps(value: Any) -> bytes:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import operator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session, selectinload
 
+from controller import jsontext
 from controller.auth import Principal
 from controller.config import Config
 from controller.db import Database, insert_rows
@@ -19,7 +21,9 @@ from controller.policy import check_targets, principal_for
 from controller.scanlib import ScanInputError, scanner
 
 PLAYBOOK = "playbooks/scan.yml"
+HOST_COLUMNS = ("id", "scan_id", "address", "status", "reason", "hostnames", "mac")
 PORT_COLUMNS = ("host_id", "protocol", "port", "state", "reason", "service", "product", "version")
+_port_fields = operator.itemgetter(*PORT_COLUMNS[1:])  # one C call per port, where dict.get took seven
 RAW_TYPES = {"xml": "application/xml", "json": "application/json", "csv": "text/csv"}
 
 
@@ -125,50 +129,45 @@ def store_results(db: Database, config: Config, job_id: str, status: str, reason
 
 
 def _store_hosts(session: Session, scan_id: int, path: Path, batch: int = 2000) -> None:
+    """Store the hosts and ports of a hosts.jsonl file (one host per line, as the scanner role writes it)."""
     hosts: list[dict[str, Any]] = []
 
     def flush() -> None:
-        if not hosts:
-            return
         connection = session.connection()
-        ids = _insert_hosts(connection, hosts)
-        g = dict.get
-        ports = [
-            (host_id, g(p, "protocol"), g(p, "port"), g(p, "state"), g(p, "reason"), g(p, "service"), g(p, "product"), g(p, "version"))
-            for host_id, h in zip(ids, hosts, strict=True)
-            for p in h["ports"]
-        ]
+        ids = _insert_hosts(connection, scan_id, hosts)
+        pairs = [(host_id, p) for host_id, h in zip(ids, hosts, strict=True) for p in h["ports"]]
+        try:
+            ports = [(host_id, *_port_fields(p)) for host_id, p in pairs]
+        except KeyError:  # a port without every field (the scanner role writes them all): None for the missing
+            ports = [(host_id, *(p.get(c) for c in PORT_COLUMNS[1:])) for host_id, p in pairs]
         insert_rows(connection, "scan_ports", PORT_COLUMNS, ports)
         hosts.clear()
 
-    with path.open(encoding="utf-8") as lines:
+    with path.open("rb") as lines:
         for line in lines:
-            if not line.strip():
-                continue
-            host = json.loads(line)
-            host["scan_id"] = scan_id
-            hosts.append(host)
-            if len(hosts) >= batch:
-                flush()
-    flush()
+            if line.strip():
+                hosts.append(jsontext.loads(line))
+                if len(hosts) >= batch:
+                    flush()
+    if hosts:
+        flush()
 
 
-def _insert_hosts(connection: Connection, hosts: list[dict[str, Any]]) -> list[int]:
+def _insert_hosts(connection: Connection, scan_id: int, hosts: list[dict[str, Any]]) -> list[int]:
     """Insert scan hosts; their ids, in order."""
-    table = ScanHost.__table__
-    columns = ("scan_id", "address", "status", "reason", "hostnames", "mac")
+    values = [{"scan_id": scan_id, **{c: h[c] for c in HOST_COLUMNS[2:]}} for h in hosts]
     if connection.dialect.name != "sqlite":
-        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        return list(connection.execute(statement, [{k: h[k] for k in columns} for h in hosts]).scalars())
+        statement = insert(ScanHost).returning(ScanHost.id, sort_by_parameter_order=True)
+        return list(connection.execute(statement, values).scalars())
     # SQLite serialises writers, and this transaction holds the write lock from its first insert on: after
-    # it, the next ids are known, so the rest go in one executemany instead of a RETURNING per row.
-    first = connection.execute(insert(table).returning(table.c.id), {k: hosts[0][k] for k in columns}).scalar_one()
+    # it, the next ids are known, so the rest go in one statement instead of a RETURNING per row.
+    first = connection.execute(insert(ScanHost).returning(ScanHost.id), values[0]).scalar_one()
     ids = list(range(first, first + len(hosts)))
     rows = [
-        (i, h["scan_id"], h["address"], h["status"], h["reason"], json.dumps(h["hostnames"]), h["mac"])
+        (i, scan_id, h["address"], h["status"], h["reason"], jsontext.dumps(h["hostnames"]).decode(), h["mac"])
         for i, h in zip(ids[1:], hosts[1:], strict=True)
     ]
-    insert_rows(connection, "scan_hosts", ("id", *columns), rows)
+    insert_rows(connection, "scan_hosts", HOST_COLUMNS, rows)
     return ids
 
 

@@ -130,6 +130,11 @@ def test_nmap_truncated_output_keeps_complete_hosts():
     assert len(hosts) == 1 and info["truncated"] is True and "error" not in info
     info = {}
     assert list(scanner.parse_nmap_xml(io.BytesIO(data[: data.index(b"<host ")]), info)) == [] and info["truncated"]
+    # A host counts once its end tag is read, wherever the document stops around it.
+    end = data.index(b"</host>") + len(b"</host>")
+    for cut in range(end - 12, end + 40):
+        hosts = list(scanner.parse_nmap_xml(io.BytesIO(data[:cut]), {}, chunk_size=7))
+        assert len(hosts) == (cut >= end), cut
 
 
 def test_nmap_entities_are_refused():
