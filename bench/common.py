@@ -66,7 +66,8 @@ def alternate(variants: Sequence[Variant], repetitions: int, log: Callable[[str]
 
 
 def run_measured(argv: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None) -> dict[str, float]:
-    """Run a command to completion; its peak resident memory (MiB) from wait4 (that process, not its children).
+    """Run a command to completion; its peak resident memory (MiB) from wait4 (that process, not its children)
+    and its CPU time (user + system, with the children it waited for).
 
     ru_maxrss includes what the process held when it was forked, so run benchmarks from a small parent
     (`python -m bench` runs each benchmark in a process of its own).
@@ -79,7 +80,7 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None, cwd: str | 
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[:3]} exited with {proc.returncode}: {stderr[-2000:]}")
-    return {"peak_mib": usage.ru_maxrss / 1024}
+    return {"peak_mib": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def percentile(values: Sequence[float], p: float) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -111,15 +112,24 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
     shutil.rmtree(work, ignore_errors=True)
 
     reference = results["ansible-playbook"].median
-    rows = [(name, f"{m.median:.2f}", ratio(m.median, reference)) for name, m in results.items()]
+    cpu_reference = results["ansible-playbook"].extra_median("cpu_s")
+    rows = []
+    for name, m in results.items():
+        cpu = m.extra_median("cpu_s")
+        rows.append((name, f"{m.median:.2f}", ratio(m.median, reference), f"{cpu:.1f}", ratio(cpu, cpu_reference)))
     controller_ratio = results["controller job (events in SQLite)"].median / reference
     runner_floor = results["ansible_runner.run() handler returns False"].median / reference
     met = "met" if controller_ratio <= 1.10 else "missed"
+    own = controller_ratio / runner_floor
+    bare_cpu, bare_wall = cpu_reference, reference
     notes = [
-        f"The controller job against plain ansible-runner with a handler that stores nothing: "
-        f"{controller_ratio / runner_floor:.2f}x: that is what the controller adds (worker start, storing every event, "
-        "results). The rest is ansible-runner's own event transport (its callback plugin in ansible-playbook and the "
-        "pexpect reader), which every controller job goes through; it alone is above the target.",
+        f"The controller job against plain ansible-runner with a handler that stores nothing: {own:.2f}x: that is what "
+        "the controller adds (worker start, storing every event, results). The rest is ansible-runner's own event "
+        "transport (its callback plugin in ansible-playbook and the pexpect reader), which every controller job goes "
+        f"through: {runner_floor:.2f}x here, 1.16x where the issue measured it, above the target on its own.",
+        f"CPU: bare ansible-playbook keeps {bare_cpu / bare_wall:.1f} of this machine's {os.cpu_count()} cores busy "
+        f"({bare_cpu:.1f} CPU-s in {bare_wall:.1f} s): the run is CPU-bound, so each CPU-second added anywhere (the "
+        "callback plugin, the reader, the controller) lengthens it.",
     ]
     return Section(
         title="1. Controller overhead",
@@ -129,9 +139,17 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
             f"The controller job is `python -m controller.worker JOB_ID` (the process the executor starts): it runs the "
             f"playbook through ansible-runner and stores every event ({max(events_per_job)} per job) in SQLite (WAL)."
         ),
-        header=("variant", "median s", "vs ansible-playbook"),
+        header=("variant", "median s", "vs ansible-playbook", "median CPU s", "CPU vs ansible-playbook"),
         rows=rows,
-        verdict=f"Target: controller at most 1.10x bare ansible-playbook. Measured {controller_ratio:.2f}x: {met}.",
+        verdict=(
+            f"Target: controller at most 1.10x bare ansible-playbook. Measured {controller_ratio:.2f}x: {met}. "
+            + (
+                f"The target is below ansible-runner's own cost ({runner_floor:.2f}x with a handler that stores nothing), "
+                f"which every controller job pays; the controller's own share is {own:.2f}x."
+                if runner_floor > 1.10
+                else f"ansible-runner alone (a handler that stores nothing): {runner_floor:.2f}x."
+            )
+        ),
         notes=notes,
     )
 

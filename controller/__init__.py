@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
 from controller.config import Config
 from controller.db import Database
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from controller.executor import Executor
 
 
 def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     """The application factory. Executors start with `start_executor` (the `serve` command does it)."""
+    from flask import Flask  # here: job workers import this package and need no web framework
+
     config = config or Config.from_env(**overrides)
     app = Flask(__name__, static_folder=None)
     app.config.from_object(config)

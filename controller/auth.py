@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from controller.errors import Conflict, NotFound, ValidationError
@@ -93,13 +93,23 @@ def create_token(
     return token, f"cx_{token_id}_{secret}"
 
 
+# Columns, not an ORM object, and one statement built once: this runs for every request.
+_TOKEN_BY_ID = select(
+    ApiToken.id,
+    ApiToken.token_hash,
+    ApiToken.revoked_at,
+    ApiToken.last_used_at,
+    ApiToken.name,
+    ApiToken.role,
+    ApiToken.scope,
+    ApiToken.allow_large_targets,
+).where(ApiToken.id == bindparam("token_id"))
+
+
 def authenticate(session: Session, presented: str) -> Principal | None:
     """The principal of a valid, unrevoked token, or None. The hash comparison takes constant time."""
     match = TOKEN_FORMAT.fullmatch(presented)
-    # Columns, not an ORM object: this runs for every request.
-    columns = (ApiToken.id, ApiToken.token_hash, ApiToken.revoked_at, ApiToken.last_used_at, ApiToken.name, ApiToken.role)
-    wanted = select(*columns, ApiToken.scope, ApiToken.allow_large_targets).where(ApiToken.id == match.group(1)) if match else None
-    token = session.execute(wanted).first() if wanted is not None else None
+    token = session.connection().execute(_TOKEN_BY_ID, {"token_id": match.group(1)}).first() if match else None
     expected = token.token_hash if token is not None else _DUMMY_HASH
     ok = hmac.compare_digest(_hash(match.group(2) if match else presented), expected)
     if not ok or token is None or token.revoked_at is not None:

@@ -120,11 +120,18 @@ def serve(host: str | None, port: int | None, threads: int, processes: int) -> N
     database.upgrade()  # once, before the processes start (they would race to create the schema)
     database.dispose()
     children = []
+    supervisor = os.getpid()
     for _ in range(processes):
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                # A supervisor killed outright (SIGKILL, OOM) must not leave API processes holding the port.
+                from controller.worker import PR_SET_PDEATHSIG, prctl
+
+                prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+                if os.getppid() != supervisor:  # it died before the line above
+                    return
                 _serve_process(config, listener, threads)
             except BaseException:
                 logging.getLogger("cloudx").exception("API process failed")

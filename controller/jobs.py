@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -15,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from sqlalchemy import Select, Text, and_, cast, func, or_, select, text, update
+from sqlalchemy import Integer, Select, Text, and_, bindparam, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from controller import jsontext
 from controller.errors import NotFound, TooBusy, ValidationError
 from controller.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, JobHostSummary, utcnow
 from controller.redact import redact
@@ -312,6 +312,19 @@ def jobs_page(session: Session, limit: int, cursor: str | None, status: str | No
     return jobs[:limit], next_cursor
 
 
+_JOB_STATE = select(Job.status, Job.final_counter).where(Job.id == bindparam("job_id"))
+
+
+def events_page_json(session: Session, job_id: str, limit: int, after: int, event: str | None, host: str | None) -> bytes:
+    """GET /api/jobs/<id>/events: the job's state and a page of its events, as JSON."""
+    job = session.connection().execute(_JOB_STATE, {"job_id": job_id}).first()
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    rows, next_after = events_page(session, job_id, limit, after, event, host, data_as_text=True)
+    head = {"job_id": job_id, "job_status": job.status, "final_counter": job.final_counter}
+    return event_page_json(head, rows, {"next_after": next_after})
+
+
 def events_page(
     session: Session, job_id: str, limit: int, after: int, event: str | None, host: str | None, data_as_text: bool = False
 ) -> tuple[list[Any], int | None]:
@@ -319,24 +332,33 @@ def events_page(
 
     data_as_text: event_data as the JSON text stored, not decoded (for event_page_json).
     """
-    columns = [JobEvent.__table__.c[name] for name in EVENT_VIEW_COLUMNS]
-    if data_as_text:
-        columns[-1] = cast(JobEvent.__table__.c.event_data, Text).label("event_data")
-    query = select(*columns).where(JobEvent.job_id == job_id, JobEvent.counter > after)
+    params: dict[str, Any] = {"job_id": job_id, "after": after, "limit": limit + 1}
     if event:
-        query = query.where(JobEvent.event == event)
+        params["event"] = event
     if host:
-        query = query.where(JobEvent.host == host)
-    events = session.execute(query.order_by(JobEvent.counter).limit(limit + 1)).all()
+        params["host"] = host
+    events = session.connection().execute(_events_query(bool(event), bool(host), data_as_text), params).all()
     next_after = events[limit - 1].counter if len(events) > limit else None
     return events[:limit], next_after
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+@functools.cache
+def _events_query(event: bool, host: bool, data_as_text: bool) -> Select[Any]:
+    # Built once per kind of page, with bound parameters: building and caching a statement per request cost
+    # more than SQLite's own work on a page.
+    columns: list[Any] = [JobEvent.__table__.c[name] for name in EVENT_VIEW_COLUMNS]
+    if data_as_text:
+        columns[-1] = cast(JobEvent.__table__.c.event_data, Text).label("event_data")
+    query = select(*columns).where(JobEvent.job_id == bindparam("job_id"), JobEvent.counter > bindparam("after"))
+    if event:
+        query = query.where(JobEvent.event == bindparam("event"))
+    if host:
+        query = query.where(JobEvent.host == bindparam("host"))
+    return query.order_by(JobEvent.counter).limit(bindparam("limit", type_=Integer))
 
 
-def event_page_json(head: dict[str, Any], rows: list[Any], tail: dict[str, Any]) -> str:
-    """{**head, "events": [...], **tail} as JSON text, with each event's data spliced in as stored.
+def event_page_json(head: dict[str, Any], rows: list[Any], tail: dict[str, Any]) -> bytes:
+    """{**head, "events": [...], **tail} as JSON, with each event's data spliced in as stored.
 
     Event data is JSON the controller wrote itself (controller.events): decoding and encoding it again for
     every page cost most of an events request's CPU time. The page is encoded in one call with a random
@@ -344,9 +366,11 @@ def event_page_json(head: dict[str, Any], rows: list[Any], tail: dict[str, Any])
     """
     marker = f"\x00{secrets.token_hex(16)}"
     page = {**head, "events": [{**dict(zip(EVENT_VIEW_COLUMNS[:-1], row[:-1], strict=True)), "event_data": marker} for row in rows], **tail}
-    parts = _ENCODE(page).split(_ENCODE(marker))
+    parts = jsontext.dumps(page).split(jsontext.dumps(marker))
     if len(parts) != len(rows) + 1:  # cannot happen; if it did, the slow way is still right
-        page["events"] = [{**event, "event_data": json.loads(row[-1] or "{}")} for event, row in zip(page["events"], rows, strict=True)]
-        return _ENCODE(page)
-    data = [row[-1] or "{}" for row in rows]
-    return "".join(part + (data[i] if i < len(data) else "") for i, part in enumerate(parts))
+        page["events"] = [{**event, "event_data": jsontext.loads(row[-1] or "{}")} for event, row in zip(page["events"], rows, strict=True)]
+        return jsontext.dumps(page)
+    spliced = [parts[0]]
+    for row, part in zip(rows, parts[1:], strict=True):
+        spliced += ((row[-1] or "{}").encode(), part)
+    return b"".join(spliced)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Integer, Select, bindparam, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from controller import jsontext
@@ -242,13 +243,20 @@ def _listed(scan: Any, status: str, reason: str | None, progress: int, job_updat
     }
 
 
-def scans_page(session: Session, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
-    """A page of scan views, newest first: only the columns the list shows, in one joined query."""
+@functools.cache
+def _scans_query(before: bool) -> Select[Any]:
+    # Built once, with bound parameters: building and caching a statement per request cost more than SQLite's work.
     columns = (Scan.id, Scan.job_id, Scan.tool, Scan.target, Scan.scan_type, Scan.ports, Scan.created_at, Scan.updated_at)
     job_columns = (Job.status, Job.status_reason, Job.progress, Job.updated_at.label("job_updated_at"))
     query = select(*columns, *job_columns).join(Job, Job.id == Scan.job_id).order_by(Scan.id.desc())
-    if before is not None:
-        query = query.where(Scan.id < before)
-    rows = session.execute(query.limit(limit + 1)).all()
+    if before:
+        query = query.where(Scan.id < bindparam("before"))
+    return query.limit(bindparam("limit", type_=Integer))
+
+
+def scans_page(session: Session, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of scan views, newest first: only the columns the list shows, in one joined query."""
+    params = {"limit": limit + 1} if before is None else {"limit": limit + 1, "before": before}
+    rows = session.connection().execute(_scans_query(before is not None), params).all()
     views = [_listed(r, r.status, r.status_reason, r.progress, r.job_updated_at) for r in rows[:limit]]
     return views, (rows[limit - 1].id if len(rows) > limit else None)

@@ -305,7 +305,7 @@ def kill_job_processes(job_id: str) -> int:
     return len(found)
 
 
-def _prctl(option: int, value: int) -> None:
+def prctl(option: int, value: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value)
 
@@ -315,9 +315,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m controller.worker JOB_ID", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.environ.get("CLOUDX_WORKER_DIE_WITH_PARENT") == "1":
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     # ansible-playbook comes with this interpreter's environment (the venv), which may not be on PATH.
     os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH") or os.defpath])
     config = Config.from_env()

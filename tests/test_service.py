@@ -232,3 +232,27 @@ def test_serve_in_two_processes_on_one_port(tmp_path, target):
         service.stop()
     assert service.proc.returncode == 0
     assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_api_processes_end_with_their_supervisor(tmp_path):
+    """A supervisor killed outright (SIGKILL) takes its API processes with it: none keeps the port."""
+    import socket
+
+    import psutil
+
+    service = Service(tmp_path)
+    service.start("--processes", "2", "--threads", "1")
+    try:
+        assert service.proc is not None and service.http.get(f"{service.url}/ping").json() == {"status": "pong"}
+        children = psutil.Process(service.proc.pid).children()
+        assert len(children) == 2
+        service.kill9()
+
+        def gone() -> bool:
+            return not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+        assert wait_for(gone, timeout=30)
+        with socket.create_server(("127.0.0.1", service.port)):
+            pass  # the port is free again
+    finally:
+        service.stop()

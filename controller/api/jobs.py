@@ -8,9 +8,9 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
 from controller.api import executor, requires, session
-from controller.errors import Conflict, NotFound
-from controller.jobs import cancel_job, event_page_json, events_page, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
-from controller.models import Job, JobHostSummary
+from controller.errors import Conflict
+from controller.jobs import cancel_job, events_page_json, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
+from controller.models import JobHostSummary
 
 bp = Blueprint("jobs", __name__)
 
@@ -37,12 +37,8 @@ def list_events(job_id: str) -> Any:
     limit = page_limit(request.args.get("limit"), default=100)
     after = int_arg(request.args.get("after", "0"), "after", "after must be an event counter (an integer)") or 0
     with session() as s:
-        job = s.execute(select(Job.status, Job.final_counter).where(Job.id == job_id)).first()
-        if job is None:
-            raise NotFound(f"no job {job_id}")
-        events, next_after = events_page(s, job_id, limit, after, request.args.get("event"), request.args.get("host"), data_as_text=True)
-    head = {"job_id": job_id, "job_status": job.status, "final_counter": job.final_counter}
-    return Response(event_page_json(head, events, {"next_after": next_after}), mimetype="application/json")
+        body = events_page_json(s, job_id, limit, after, request.args.get("event"), request.args.get("host"))
+    return Response(body, mimetype="application/json")
 
 
 @bp.get("/jobs/<job_id>/hosts")
