@@ -124,9 +124,9 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
     bare_cpu, bare_wall = cpu_reference, reference
     notes = [
         f"The controller job against plain ansible-runner with a handler that stores nothing: {own:.2f}x: that is what "
-        "the controller adds (worker start, storing every event, results). The rest is ansible-runner's own event "
-        "transport (its callback plugin in ansible-playbook and the pexpect reader), which every controller job goes "
-        f"through: {runner_floor:.2f}x here, 1.16x where the issue measured it, above the target on its own.",
+        "the controller adds (worker start, storing every event, results). ansible-runner's own event transport (its "
+        "callback plugin in ansible-playbook and the pexpect reader), which every controller job goes through, costs "
+        f"{runner_floor:.2f}x here; the issue measured 1.16x.",
         f"CPU: bare ansible-playbook keeps {bare_cpu / bare_wall:.1f} of this machine's {os.cpu_count()} cores busy "
         f"({bare_cpu:.1f} CPU-s in {bare_wall:.1f} s): the run is CPU-bound, so each CPU-second added anywhere (the "
         "callback plugin, the reader, the controller) lengthens it.",
