@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib
 import json
 import subprocess
@@ -11,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import machine, versions
+from bench.common import ROOT, machine, versions
 
 # Module name -> what it measures, in the order of the report.
 BENCHMARKS = {
@@ -40,6 +41,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     PARTS.mkdir(exist_ok=True)
+    # The controller as tools/setup.sh installs it: compiled (a checkout edited since would otherwise recompile
+    # its changed modules in every job worker the benchmarks start).
+    compileall.compile_dir(ROOT / "controller", quiet=1)
     if len(chosen) > 1:
         # One process per benchmark: a process's peak memory (ru_maxrss) starts at its parent's size when it is
         # forked, so a parent that held one benchmark's data would inflate the next one's memory figures.

@@ -9,7 +9,6 @@ import time
 from typing import Any, NamedTuple
 
 from sqlalchemy import Insert, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from controller.db import Database, insert_rows, retrying
@@ -193,6 +192,9 @@ class EventWriter:
 
 def insert_ignoring_duplicates(session: Session, model: Any) -> Insert:
     """An INSERT that skips rows already there (a batch retried after a commit that went through)."""
+    # Imported here: a job worker on SQLite need not load the PostgreSQL dialect at every start.
+    from sqlalchemy.dialects import postgresql, sqlite
+
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(model).on_conflict_do_nothing()
 

@@ -22,3 +22,6 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".${extras}"
+# Every job starts a Python worker: compiled once here, its modules load without being compiled at each start
+# (an editable install is not compiled by pip, and PYTHONDONTWRITEBYTECODE would stop Python from caching them).
+.venv/bin/python -m compileall -q controller roles/scanner/module_utils >/dev/null
