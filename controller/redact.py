@@ -16,8 +16,9 @@ def is_secret_key(key: str) -> bool:
 
 def may_hold_secrets(encoded: str) -> bool:
     """False only when JSON text has no secret-looking key at all (then redact() would change nothing)."""
-    if not encoded.isascii():
-        return True  # re.I matches some non-ASCII letters to ASCII ones (the Kelvin sign to k): redact() decides
+    if not encoded.isascii() or "\\u" in encoded:
+        # re.I matches some non-ASCII letters to ASCII ones (the Kelvin sign to k), written raw or escaped: redact() decides.
+        return True
     lowered = encoded.lower()  # plain substring tests: far faster than a case-insensitive regex
     # Any text with a key _SECRET_KEY finds holds one of these words ("_key" covers private_key, ssh_key and
     # api_key; values may hold them too: then redact() runs). Spelled out: any() over a generator costs more.

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -150,6 +151,24 @@ def test_the_quick_secret_check_never_misses_a_key_redact_would_hide(value):
     encoded = dumps(value).decode()  # as EventWriter encodes event data
     if not may_hold_secrets(encoded):
         assert redact(value) == value, encoded
+
+
+def test_event_data_written_by_the_fallback_encoder_is_redacted_and_valid_json():
+    """Values orjson refuses (integers beyond 64 bits, lone surrogates) send the data to the standard library,
+    which escapes non-ASCII keys: the secret check must still see them, and NaN is written as null either way."""
+    from controller.events import trim_event_data
+
+    for data in (
+        {"res": {"api_\u212aey": "hunter2", "n": 2**64}},
+        {"res": {"\u017fecret": "hunter2", "s": "\ud800"}},
+        {"res": {"api_\u212aey": "hunter2"}},
+    ):
+        stored = trim_event_data(data)
+        assert "hunter2" not in stored, stored
+        assert json.loads(stored)["res"] == redact(data["res"])
+    for data in ({"res": {"x": float("nan"), "n": 2**64}}, {"res": {"x": float("inf")}}):
+        stored = trim_event_data(data)
+        assert json.loads(stored, parse_constant=lambda name: pytest.fail(f"{name} in stored JSON"))["res"]["x"] is None
 
 
 def test_event_pages_splice_stored_data_exactly(client, app):

@@ -137,6 +137,22 @@ def test_nmap_truncated_output_keeps_complete_hosts():
         assert len(hosts) == (cut >= end), cut
 
 
+def test_nmap_hosts_with_other_elements_between_them():
+    """nmap writes <taskbegin>, <taskend>, <postscript> and <output> between hosts and before <runstats>."""
+    data = (SCANS / "nmap_ports.xml").read_bytes()
+    start, end = data.index(b"<host "), data.index(b"</host>") + len(b"</host>")
+    host = data[start:end]
+    second = host.replace(b'addr="198.18.0.2"', b'addr="198.18.0.3"')
+    between = b'\n<taskbegin task="SYN Stealth Scan" time="1"/>\n<taskend task="SYN Stealth Scan" time="2"/>\n'
+    after = b'\n<postscript><script id="ssh-hostkey" output="x"/></postscript>\n<output type="interactive">x</output>'
+    document = data[:start] + host + between + second + after + data[end:]
+    info: dict = {}
+    hosts = list(scanner.parse_nmap_xml(io.BytesIO(document), info, chunk_size=64))
+    assert [h["address"] for h in hosts] == ["198.18.0.2", "198.18.0.3"] and info["truncated"] is False
+    cut = document.index(b"</taskend>") if b"</taskend>" in document else document.index(b"<taskend") + 60
+    assert [h["address"] for h in scanner.parse_nmap_xml(io.BytesIO(document[:cut]), {})] == ["198.18.0.2"]
+
+
 def test_nmap_entities_are_refused():
     bomb = b'<?xml version="1.0"?><!DOCTYPE nmaprun [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;">]><nmaprun>&b;</nmaprun>'
     with pytest.raises(scanner.UnsafeXMLError):

@@ -6,12 +6,11 @@
 # same file (controller/scanlib.py), so validation and parsing exist once.
 from __future__ import annotations
 
-import collections
 import csv
 import ipaddress
 import json
 import re
-from typing import IO, Any, Callable, Deque, Dict, Iterable, Iterator, List, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Tuple
 from xml.parsers import expat
 
 # --- catalogue -----------------------------------------------------------------
@@ -341,21 +340,21 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
     parser.StartDoctypeDeclHandler = doctype
     done: List[Dict[str, Any]] = []
     # Only start tags call Python: a 65,536-host document has 1.8 million elements, and a Python call per end
-    # tag doubled the parse time. A port is complete when the next one starts, a host when an element that
-    # follows hosts starts; `last_end` (a C method, no Python frame) keeps the name of the last end tag, which
-    # tells whether the host being read was closed when the document stops.
-    last_end: Deque[str] = collections.deque(maxlen=1)
+    # tag doubled the parse time. A port is complete when the next one starts; a host when the next host, hint,
+    # progress report or the run's statistics start, or when the document stops, and only if its end tag was
+    # read: `ends` (appended to by a C method, no Python frame) holds the end tags read since the last of these.
+    ends: List[str] = []
     current: Dict[str, Any] = {"host": None, "port": None}
 
     def close_host() -> None:
         host = current["host"]
-        if host is not None and host["address"] and last_end and last_end[0] == "host":
+        if host is not None and host["address"] and "host" in ends:
             done.append(host)
         current["host"] = current["port"] = None
+        del ends[:]
 
     def on_host(_attrs: Dict[str, str]) -> None:
         close_host()
-        last_end.clear()
         current["host"] = {"address": None, "status": "unknown", "reason": None, "hostnames": [], "mac": None, "ports": []}
 
     def on_status(attrs: Dict[str, str]) -> None:
@@ -409,9 +408,6 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
         info["args"] = attrs.get("args")
         info["version"] = attrs.get("version")
 
-    def on_runstats(_attrs: Dict[str, str]) -> None:
-        close_host()
-
     def on_finished(attrs: Dict[str, str]) -> None:
         info["exit"] = attrs.get("exit")
         if attrs.get("errormsg"):
@@ -422,8 +418,8 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
         info["hosts_up"] = int(attrs.get("up", 0))
         info["hosts_total"] = int(attrs.get("total", 0))
 
-    def on_hosthint(_attrs: Dict[str, str]) -> None:
-        # A <hosthint> repeats a host's address before its scan: nothing in it is read.
+    def between_hosts(_attrs: Dict[str, str]) -> None:
+        # What nmap writes after a host (a <hosthint> repeats the next one's address: nothing in it is read).
         close_host()
 
     starts = {
@@ -435,11 +431,11 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
         "state": on_state,
         "service": on_service,
         "nmaprun": on_nmaprun,
-        "runstats": on_runstats,
-        "taskprogress": on_hosthint,
+        "runstats": between_hosts,
+        "taskprogress": between_hosts,
         "finished": on_finished,
         "hosts": on_hosts,
-        "hosthint": on_hosthint,
+        "hosthint": between_hosts,
     }
 
     def start(name: str, attrs: Dict[str, str]) -> None:
@@ -448,7 +444,7 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
             handler(attrs)
 
     parser.StartElementHandler = start
-    parser.EndElementHandler = last_end.append
+    parser.EndElementHandler = ends.append
     try:
         while True:
             chunk = stream.read(chunk_size)
