@@ -8,14 +8,14 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from controller.errors import Conflict, NotFound, ValidationError
-from controller.models import ApiToken, utcnow
+from controller.models import ACTIVE_STATUSES, ApiToken, Job, utcnow
 
 # Each role may do what the roles before it may.
 ROLES = ("viewer", "operator", "admin")
@@ -25,6 +25,39 @@ TOKEN_FORMAT = re.compile(r"^cx_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 # A token seen in use is recorded at most this often, so reads do not all become writes.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()
+
+
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
+EXPIRES_IN = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Quota(NamedTuple):
+    """Jobs a submitter may have waiting, and running at once; None: no limit."""
+
+    queued: int | None
+    running: int | None
+
+
+def parse_expires_in(value: Any, field: str = "expires_in") -> timedelta:
+    """'30d', '12h', '90m', '3600s' (or a number of seconds) as a lifetime."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        seconds = value
+    elif isinstance(value, str) and (match := EXPIRES_IN.fullmatch(value)):
+        seconds = int(match.group(1)) * UNITS[match.group(2)]
+    else:
+        raise ValidationError(f"{field} must be a lifetime such as 30d, 12h, 90m or a number of seconds", field=field)
+    if seconds > MAX_TOKEN_LIFETIME.total_seconds():
+        raise ValidationError(f"{field} must be at most {MAX_TOKEN_LIFETIME.days} days", field=field)
+    return timedelta(seconds=seconds)
+
+
+def _quota_value(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10000:
+        raise ValidationError(f"{field} must be an integer from 0 to 10000", field=field)
+    return value
 
 
 @dataclass(frozen=True)
@@ -38,6 +71,9 @@ class Principal:
     allow_large_targets: bool = False
     # The token's last recorded use is old enough to record this one (see LAST_USED_RESOLUTION).
     stale_use: bool = False
+    # The token's own job quotas (None: the policy's).
+    max_queued: int | None = None
+    max_running: int | None = None
 
     def has(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -63,6 +99,9 @@ def create_token(
     created_by: str,
     scope: list[str] | None = None,
     allow_large_targets: bool = False,
+    expires_in: Any = None,
+    max_queued: Any = None,
+    max_running: Any = None,
 ) -> tuple[ApiToken, str]:
     """A new token and its secret text, which is returned here once and never stored."""
     from controller.policy import validate_scope
@@ -75,6 +114,8 @@ def create_token(
         raise ValidationError("allow_large_targets must be true or false", field="allow_large_targets")
     if scope is not None:
         scope = validate_scope(scope)
+    expires_at = utcnow() + parse_expires_in(expires_in) if expires_in is not None else None
+    quotas = _quota_value(max_queued, "max_queued"), _quota_value(max_running, "max_running")
     if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
         raise Conflict(f"a token named {name!r} exists (names are never reused, even revoked); choose another name")
     token_id = secrets.token_hex(6)
@@ -87,6 +128,9 @@ def create_token(
         scope=scope,
         allow_large_targets=allow_large_targets,
         created_by=created_by,
+        expires_at=expires_at,
+        max_queued=quotas[0],
+        max_running=quotas[1],
     )
     session.add(token)
     session.flush()
@@ -103,19 +147,25 @@ _TOKEN_BY_ID = select(
     ApiToken.role,
     ApiToken.scope,
     ApiToken.allow_large_targets,
+    ApiToken.expires_at,
+    ApiToken.max_queued,
+    ApiToken.max_running,
 ).where(ApiToken.id == bindparam("token_id"))
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:
-    """The principal of a valid, unrevoked token, or None. The hash comparison takes constant time."""
+    """The principal of a valid, unrevoked, unexpired token, or None. The hash comparison takes constant time."""
     match = TOKEN_FORMAT.fullmatch(presented)
     token = session.connection().execute(_TOKEN_BY_ID, {"token_id": match.group(1)}).first() if match else None
     expected = token.token_hash if token is not None else _DUMMY_HASH
     ok = hmac.compare_digest(_hash(match.group(2) if match else presented), expected)
-    if not ok or token is None or token.revoked_at is not None:
+    now = utcnow()
+    if not ok or token is None or token.revoked_at is not None or expired(token.expires_at, now):
         return None
-    now, last = utcnow(), token.last_used_at
+    last = token.last_used_at
     return Principal(
+        max_queued=token.max_queued,
+        max_running=token.max_running,
         stale_use=last is None or now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo)) > LAST_USED_RESOLUTION,
         name=token.name,
         role=token.role,
@@ -125,18 +175,35 @@ def authenticate(session: Session, presented: str) -> Principal | None:
     )
 
 
+def expired(expires_at: datetime | None, now: datetime | None = None) -> bool:
+    if expires_at is None:
+        return False
+    now = now or utcnow()
+    return (expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)) <= now
+
+
 def record_use(session: Session, token_id: str) -> None:
     session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
 
 
-def revoke_token(session: Session, name: str) -> ApiToken:
+def revoke_token(session: Session, name: str) -> tuple[ApiToken, list[str]]:
+    """Revoke a token, and stop what it started: its queued jobs are canceled at once, its running jobs are
+    asked to stop (a revoked token may have been stolen). Returns the token and the ids of those jobs."""
     token = session.scalar(select(ApiToken).where(ApiToken.name == name))
     if token is None:
         raise NotFound(f"no token {name!r}")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         session.flush()
-    return token
+    jobs = list(session.scalars(select(Job.id).where(Job.created_by == name, Job.status.in_(ACTIVE_STATUSES))))
+    reason = f"canceled: the token {name!r} that submitted it was revoked"
+    session.execute(
+        update(Job)
+        .where(Job.created_by == name, Job.status == "queued")
+        .values(status="canceled", status_reason=reason, finished_at=utcnow(), cancel_requested=True)
+    )
+    session.execute(update(Job).where(Job.created_by == name, Job.status == "running").values(cancel_requested=True))
+    return token, jobs
 
 
 def token_view(token: ApiToken) -> dict[str, Any]:
@@ -152,6 +219,9 @@ def token_view(token: ApiToken) -> dict[str, Any]:
         "created_at": iso(token.created_at),
         "last_used_at": iso(token.last_used_at),
         "revoked_at": iso(token.revoked_at),
+        "expires_at": iso(token.expires_at),
+        "max_queued": token.max_queued,
+        "max_running": token.max_running,
     }
 
 

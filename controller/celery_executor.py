@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -43,6 +44,8 @@ TASK = "cloudx.run_job"
 HOLDER = "celery"  # jobs sent to Celery carry their credentials in the message: any worker may run them
 QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MONITOR_SECONDS = 2.0
+# A job held back by its submitter's quota of running jobs is tried again this much later.
+QUOTA_RETRY_SECONDS = 5
 
 
 def secrets_key(config: Config) -> bytes:
@@ -200,9 +203,10 @@ class Worker:
 
         @self.app.task(name=TASK, bind=True)
         def run_job(task: Any, job_id: str, sealed: str | None) -> str:
-            return self.run_job(job_id, sealed, task.request.hostname or f"celery@{socket.gethostname()}")
+            node = task.request.hostname or f"celery@{socket.gethostname()}"
+            return self.run_job(job_id, sealed, node, later=lambda: task.retry(countdown=QUOTA_RETRY_SECONDS, max_retries=None))
 
-    def run_job(self, job_id: str, sealed: str | None, node: str) -> str:
+    def run_job(self, job_id: str, sealed: str | None, node: str, later: Callable[[], Any] | None = None) -> str:
         if self._stopping.is_set():
             raise Reject("this worker is shutting down", requeue=True)
 
@@ -215,6 +219,9 @@ class Worker:
         except Exception as exc:  # the database stayed away: back to the queue, for this worker or another
             log.error("job %s could not be claimed: %s", job_id, exc)
             raise Reject(str(exc), requeue=True) from None
+        if claimed is None and later is not None and self._still_queued(job_id):
+            # Its submitter runs as many jobs as its quota allows: sent back, to be claimed when one ends.
+            raise later()
         if claimed is None:
             # Taken by another worker (this was a copy sent again), canceled, or ended.
             log.info("job %s is no longer queued: message dropped", job_id)
@@ -252,6 +259,10 @@ class Worker:
                 if fail_job(session, job_id, "error", reason):
                     log.error("job %s: %s", job_id, reason)
         return "ran"
+
+    def _still_queued(self, job_id: str) -> bool:
+        with self.db.session() as session:
+            return session.scalar(select(Job.status).where(Job.id == job_id)) == "queued"
 
     def stop_jobs(self, **_: Any) -> None:
         """A warm shutdown waits for running tasks: stop their jobs, which record why (as "error")."""

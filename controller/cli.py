@@ -92,6 +92,15 @@ def cli() -> None:
     """Cloud-X playbooks controller."""
 
 
+# `cloudx serve` (waitress): connections that never finish a request must not keep other clients out.
+SERVE_USE_POLL = True  # poll(), not select(): select() cannot watch file descriptors above FD_SETSIZE (1024)
+SERVE_CONNECTION_LIMIT = 4096  # open connections per process before waitress stops accepting (its 100 fell to 105 idle sockets)
+SERVE_CHANNEL_TIMEOUT = 20  # seconds a connection without a running request may send nothing before it is closed (waitress: 120)
+SERVE_CLEANUP_INTERVAL = 5  # seconds between waitress's sweeps for such connections (its 30 would let them stay 150 s)
+SERVE_BACKLOG = 1024  # connections the kernel queues until waitress accepts them
+SERVE_FD_RESERVE = 256  # file descriptors kept out of the connection limit: database, logs, job processes and their pipes
+
+
 @cli.command()
 @click.option("--host", help="Address to listen on (default CLOUDX_HOST or 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default CLOUDX_PORT or 5001).")
@@ -106,7 +115,7 @@ def serve(host: str | None, port: int | None, threads: int, processes: int) -> N
     config = Config.from_env()
     host, port = host or config.HOST, port or config.PORT
     try:
-        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=SERVE_BACKLOG)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     click.echo(f"cloudx: serving on http://{host}:{port} (database {config.database_shown})", err=True)
@@ -144,10 +153,31 @@ def serve(host: str | None, port: int | None, threads: int, processes: int) -> N
 
 
 def _serve_process(config: Config, listener: Any, threads: int) -> None:
+    import resource
+
     import waitress
 
     from controller import create_app, start_executor
 
+    # Every open connection is a file descriptor: take the soft limit up to the hard one, and keep the
+    # connection limit below it (accept() failing with EMFILE would leave waitress spinning on the listener).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else SERVE_CONNECTION_LIMIT + SERVE_FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            logging.getLogger("cloudx").warning("cannot raise the open files limit from %d to %d: %s", soft, wanted, exc)
+    connection_limit = SERVE_CONNECTION_LIMIT
+    if soft != resource.RLIM_INFINITY and soft - SERVE_FD_RESERVE < connection_limit:
+        connection_limit = max(16, soft - SERVE_FD_RESERVE)
+        logging.getLogger("cloudx").warning(
+            "open files limit %d: at most %d connections per process (raise `ulimit -n` for %d)",
+            soft,
+            connection_limit,
+            SERVE_CONNECTION_LIMIT,
+        )
     app = create_app(config)
     executor = start_executor(app)
 
@@ -156,7 +186,17 @@ def _serve_process(config: Config, listener: Any, threads: int) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     try:
-        waitress.serve(app, sockets=[listener], threads=threads, ident="cloudx")
+        waitress.serve(
+            app,
+            sockets=[listener],
+            threads=threads,
+            ident="cloudx",
+            asyncore_use_poll=SERVE_USE_POLL,
+            connection_limit=connection_limit,
+            channel_timeout=SERVE_CHANNEL_TIMEOUT,
+            cleanup_interval=SERVE_CLEANUP_INTERVAL,
+            backlog=SERVE_BACKLOG,
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -539,14 +579,36 @@ def token() -> None:
 @click.option("--role", type=click.Choice(ROLES), required=True, help="viewer reads; operator scans and deploys; admin also manages.")
 @click.option("--scope", "scope", multiple=True, help="Narrow this token to a CIDR or hostname inside the policy scope (repeatable).")
 @click.option("--allow-large-targets", is_flag=True, help="May target networks larger than the policy's size limit.")
+@click.option("--expires-in", help="Lifetime, e.g. 30d, 12h, 90m (default: no expiry).")
+@click.option("--max-queued", type=int, help="Jobs it may have waiting (default: the policy's token_max_queued).")
+@click.option("--max-running", type=int, help="Jobs it may have running at once (default: the policy's token_max_running).")
 @pass_ctx
-def token_create(ctx: Context, name: str, role: str, scope: tuple[str, ...], allow_large_targets: bool) -> None:
+def token_create(
+    ctx: Context,
+    name: str,
+    role: str,
+    scope: tuple[str, ...],
+    allow_large_targets: bool,
+    expires_in: str | None,
+    max_queued: int | None,
+    max_running: int | None,
+) -> None:
     """Create a token and print it once: it is stored only as a hash."""
     from controller.auth import create_token
 
     try:
         with ctx.db.session() as session:
-            created, text = create_token(session, name, role, cli_principal().name, list(scope) or None, allow_large_targets)
+            created, text = create_token(
+                session,
+                name,
+                role,
+                cli_principal().name,
+                list(scope) or None,
+                allow_large_targets,
+                expires_in=expires_in,
+                max_queued=max_queued,
+                max_running=max_running,
+            )
     except ApiError as exc:
         raise _fail(ctx, "token create", exc) from None
     click.echo(f"token {created.name} ({created.role}) created; it is shown only now:", err=True)
@@ -564,6 +626,7 @@ def token_list(ctx: Context) -> None:
         rows = [token_view(t) for t in list_tokens(session)]
     for row in rows:
         state = f"revoked {row['revoked_at']}" if row["revoked_at"] else f"last used {row['last_used_at'] or 'never'}"
+        state += f", expires {row['expires_at']}" if row["expires_at"] and not row["revoked_at"] else ""
         scope = ",".join(row["scope"]) if row["scope"] else "policy scope"
         click.echo(f"{row['name']:<24} {row['role']:<9} {row['id']}  {scope}  {state}")
 
@@ -572,11 +635,11 @@ def token_list(ctx: Context) -> None:
 @click.argument("name")
 @pass_ctx
 def token_revoke(ctx: Context, name: str) -> None:
-    """Revoke the token NAME at once."""
+    """Revoke the token NAME at once: its queued jobs are canceled, its running jobs stopped."""
     from controller.auth import revoke_token
 
-    _change(ctx, "token revoke", lambda session: revoke_token(session, name), 200, f"token {name}")
-    click.echo(f"token {name} revoked", err=True)
+    _, stopped = _change(ctx, "token revoke", lambda session: revoke_token(session, name), 200, f"token {name}")
+    click.echo(f"token {name} revoked{f'; {len(stopped)} of its jobs stopped' if stopped else ''}", err=True)
 
 
 @cli.group()
@@ -599,17 +662,43 @@ def policy_show(ctx: Context) -> None:
 @click.option("--max-prefix-v4", type=int, help="IPv4 networks larger than this prefix need a large-targets token.")
 @click.option("--max-prefix-v6", type=int, help="The same for IPv6.")
 @click.option("--windows/--no-windows", default=None, help="Allow or forbid Windows deployments.")
+@click.option("--token-max-queued", type=int, help="Jobs a non-admin token may have waiting.")
+@click.option("--token-max-running", type=int, help="Jobs a non-admin token may have running at once.")
+@click.option("--max-scan-timeout", "scan_timeouts", multiple=True, help="ROLE=SECONDS, the largest scan timeout of a role (repeatable).")
 @pass_ctx
 def policy_set(
-    ctx: Context, scope: tuple[str, ...], clear_scope: bool, max_prefix_v4: int | None, max_prefix_v6: int | None, windows: bool | None
+    ctx: Context,
+    scope: tuple[str, ...],
+    clear_scope: bool,
+    max_prefix_v4: int | None,
+    max_prefix_v6: int | None,
+    windows: bool | None,
+    token_max_queued: int | None,
+    token_max_running: int | None,
+    scan_timeouts: tuple[str, ...],
 ) -> None:
     """Change the policy; options not given keep their values."""
-    from controller.policy import policy_view, update_policy
+    from controller.policy import get_policy, policy_view, update_policy
 
     changes: dict[str, Any] = {}
     if scope or clear_scope:
         changes["scope"] = [] if clear_scope else list(scope)
-    optional = {"max_prefix_v4": max_prefix_v4, "max_prefix_v6": max_prefix_v6, "windows_deployments": windows}
+    if scan_timeouts:
+        with ctx.db.session() as session:
+            limits = dict(get_policy(session).max_scan_timeout or {})
+        for item in scan_timeouts:
+            role, _, seconds = item.partition("=")
+            if not seconds.isdigit():
+                raise click.ClickException(f"--max-scan-timeout takes ROLE=SECONDS, not {item!r}")
+            limits[role] = int(seconds)
+        changes["max_scan_timeout"] = limits
+    optional = {
+        "max_prefix_v4": max_prefix_v4,
+        "max_prefix_v6": max_prefix_v6,
+        "windows_deployments": windows,
+        "token_max_queued": token_max_queued,
+        "token_max_running": token_max_running,
+    }
     changes.update({k: v for k, v in optional.items() if v is not None})
     view = _change(
         ctx, "policy set", lambda session: policy_view(update_policy(session, changes, cli_principal().name)), 200, json.dumps(changes)
@@ -635,9 +724,12 @@ def credential_keygen() -> None:
 @click.option("--kind", type=click.Choice(["ssh_key", "password"]), required=True)
 @click.option("--username", help="The login user deployments with this credential use by default.")
 @click.option("--scope", "scope", multiple=True, help="Only for hosts in this CIDR or hostname (repeatable).")
+@click.option("--port", "ports", type=int, multiple=True, help="Only on this port (repeatable; default 22 for SSH, 5986 for WinRM).")
 @click.option("--secret-file", type=click.Path(exists=True, dir_okay=False), help="Read the key or password from this file.")
 @pass_ctx
-def credential_add(ctx: Context, name: str, kind: str, username: str | None, scope: tuple[str, ...], secret_file: str | None) -> None:
+def credential_add(
+    ctx: Context, name: str, kind: str, username: str | None, scope: tuple[str, ...], ports: tuple[int, ...], secret_file: str | None
+) -> None:
     """Store a credential; without --secret-file the password is prompted for."""
     from pathlib import Path
 
@@ -654,6 +746,7 @@ def credential_add(ctx: Context, name: str, kind: str, username: str | None, sco
         "secret": secret,
         **({"username": username} if username else {}),
         **({"scope": list(scope)} if scope else {}),
+        **({"ports": list(ports)} if ports else {}),
     }
     who = cli_principal().name
     _change(ctx, "credential add", lambda session: store_credential(session, ctx.config, body, who), 201, f"credential {name} ({kind})")
@@ -700,3 +793,50 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@cli.group("host-key")
+def host_key() -> None:
+    """SSH host keys the controller trusts for deployments."""
+
+
+@host_key.command("add")
+@click.argument("known_hosts_file", type=click.File("r"))
+@pass_ctx
+def host_key_add(ctx: Context, known_hosts_file: Any) -> None:
+    """Trust the keys of KNOWN_HOSTS_FILE ('host keytype key' lines; - for standard input), as an admin."""
+    from controller.hostkeys import add_admin_keys
+
+    text = known_hosts_file.read()
+    who = cli_principal().name
+    keys = _change(ctx, "host-key add", lambda session: [k.host for k in add_admin_keys(session, text, who)], 200, "host keys")
+    click.echo(f"trusted {len(keys)} key(s) of {', '.join(sorted(set(keys)))}", err=True)
+
+
+@host_key.command("list")
+@pass_ctx
+def host_key_list(ctx: Context) -> None:
+    from controller.hostkeys import list_keys
+
+    with ctx.db.session() as session:
+        for key in list_keys(session):
+            via = f" with {key.credential}" if key.credential else ""
+            click.echo(f"{key.host:<32} {key.key_type:<20} {key.source}{via} {key.job_id or key.added_by or ''}")
+
+
+@host_key.command("delete")
+@click.argument("host")
+@pass_ctx
+def host_key_delete(ctx: Context, host: str) -> None:
+    """Stop trusting HOST's keys (a rebuilt host)."""
+    from controller.errors import NotFound
+    from controller.hostkeys import forget_host
+
+    def forget(session: Session) -> int:
+        removed = forget_host(session, host)
+        if not removed:
+            raise NotFound(f"no trusted key for {host}")
+        return removed
+
+    _change(ctx, "host-key delete", forget, 200, f"host keys of {host}")
+    click.echo(f"keys of {host} no longer trusted", err=True)

@@ -59,6 +59,8 @@ class Config:
     IDLE_TIMEOUT: int = 600
     SCAN_TIMEOUT: int = 1800
     SCAN_MAX_TIMEOUT: int = 86400
+    # The largest network a scan may cover (the scanner role's scanner_max_addresses, passed to every scan).
+    SCAN_MAX_ADDRESSES: int = 65536
     SCAN_LEASE_SECONDS: int = 10
     SCAN_POLL_INTERVAL: int = 2
     # A running job whose worker has not reported for this long is ended as "error" (workers beat every sixth of it).

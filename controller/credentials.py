@@ -85,7 +85,7 @@ def validate_ssh_key(value: Any, field: str = "ssh_key") -> str:
 def store_credential(session: Session, config: Config, body: Any, created_by: str) -> Credential:
     if not isinstance(body, dict):
         raise ValidationError("the request body must be a JSON object", field="body")
-    unknown = set(body) - {"name", "kind", "username", "secret", "scope"}
+    unknown = set(body) - {"name", "kind", "username", "secret", "scope", "ports"}
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     name, kind, username = body.get("name"), body.get("kind"), body.get("username")
@@ -97,6 +97,7 @@ def store_credential(session: Session, config: Config, body: Any, created_by: st
         raise ValidationError("username may hold letters, digits, _ . - and \\ (1-64 characters)", field="username")
     secret = validate_ssh_key(body.get("secret"), "secret") if kind == "ssh_key" else validate_secret(body.get("secret"), "secret")
     scope = validate_scope(body["scope"]) if body.get("scope") is not None else None
+    ports = _ports(body["ports"]) if body.get("ports") is not None else None
     key, key_id = _key(config)
     if session.scalar(select(Credential.id).where(Credential.name == name)) is not None:
         raise Conflict(f"a credential named {name!r} exists; delete it first to replace it")
@@ -105,6 +106,7 @@ def store_credential(session: Session, config: Config, body: Any, created_by: st
         kind=kind,
         username=username,
         scope=scope,
+        ports=ports,
         key_id=key_id,
         ciphertext="",
         created_by=created_by,
@@ -132,8 +134,30 @@ def open_credential(session: Session, config: Config, name: Any) -> tuple[Creden
 
 
 def _bound(credential: Credential) -> bytes:
-    """What the ciphertext is bound to: changing any of it in the database makes it fail to decrypt."""
-    return json.dumps([credential.name, credential.kind, credential.username, credential.scope]).encode()
+    """What the ciphertext is bound to: changing any of it in the database makes it fail to decrypt.
+    (Ports are bound when set; credentials stored before they existed have none.)"""
+    bound: list[Any] = [credential.name, credential.kind, credential.username, credential.scope]
+    if credential.ports is not None:
+        bound.append(credential.ports)
+    return json.dumps(bound).encode()
+
+
+DEFAULT_PORTS = {"ssh": [22], "winrm": [5986]}
+
+
+def _ports(value: Any) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= 64
+        or not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in value)
+    ):
+        raise ValidationError("ports must be a list of 1 to 64 port numbers (1-65535)", field="ports")
+    return sorted(set(value))
+
+
+def credential_ports(credential: Credential, transport: str) -> list[int]:
+    """The ports a stored credential may be used on over "ssh" or "winrm": its own, else 22 or 5986."""
+    return list(credential.ports) if credential.ports is not None else DEFAULT_PORTS[transport]
 
 
 def delete_credential(session: Session, name: str) -> None:
@@ -151,6 +175,7 @@ def credential_view(credential: Credential) -> dict[str, Any]:
         "kind": credential.kind,
         "username": credential.username,
         "scope": credential.scope,
+        "ports": credential.ports,
         "created_by": credential.created_by,
         "created_at": iso(credential.created_at),
     }

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller import hostkeys
 from controller.auth import Principal
 from controller.config import Config
-from controller.credentials import open_credential, validate_secret, validate_ssh_key
+from controller.credentials import credential_ports, open_credential, validate_secret, validate_ssh_key
 from controller.db import Database
 from controller.errors import Forbidden, ValidationError
+from controller.hostkeys import Target
 from controller.jobs import create_job
-from controller.models import Credential, HostKey, Job
-from controller.policy import check_targets, inside_scope, principal_for
+from controller.models import Credential, Job
+from controller.policy import check_targets, inside_scope, principal_for, quota_for
 from controller.scanlib import ScanInputError, scanner
+
+log = logging.getLogger("cloudx.deployments")
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\\-]{0,63}$")
-KEY_LINE = re.compile(
-    r"^(?:\[[A-Za-z0-9.:-]+\]:\d+|[A-Za-z0-9.:-]+) (ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/=]+$"
-)
 OS_TYPES = ("linux", "windows", "mac")
 MAX_HOSTS = 1000
 DEPLOY_TIMEOUT = 3600
@@ -46,19 +50,6 @@ def _name(value: Any, field: str) -> str:
     if not isinstance(value, str) or not NAME.fullmatch(value):
         raise ValidationError(f"{field} must match {NAME.pattern}", field=field)
     return value
-
-
-def _known_hosts(value: Any) -> list[str]:
-    if value is None:
-        return []
-    lines = value.splitlines() if isinstance(value, str) else value
-    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
-        raise ValidationError("known_hosts must be a string or a list of 'host keytype key' lines", field="known_hosts")
-    kept = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    for line in kept:
-        if not KEY_LINE.fullmatch(line):
-            raise ValidationError(f"known_hosts line is not 'host keytype base64key': {line[:80]!r}", field="known_hosts")
-    return kept
 
 
 def _credentials(body: dict[str, Any], os_type: str, required: bool) -> tuple[dict[str, Any], str]:
@@ -159,7 +150,7 @@ def _common(body: dict[str, Any], hosts: list[str] | None, credentials_required:
         extra_vars["cloudx_agent_group"] = _name(body["group"], "group")
     if username not in (None, "root", "Administrator") and os_type != "windows":
         extra_vars["cloudx_become"] = True
-    settings: dict[str, Any] = {"os_type": os_type, "auth": auth, "known_hosts": _known_hosts(body.get("known_hosts"))}
+    settings: dict[str, Any] = {"os_type": os_type, "auth": auth, "known_hosts": hostkeys.parse_lines(body.get("known_hosts"))}
     if hosts is not None:
         settings["hosts"] = hosts
     if username is not None:
@@ -170,7 +161,8 @@ def _common(body: dict[str, Any], hosts: list[str] | None, credentials_required:
 def create_deployment(
     session: Session, config: Config, principal: Principal, request: dict[str, Any], secrets: dict[str, Any], holder: str
 ) -> Job:
-    """A queued deploy job, once every host it would reach (and the manager) is in the caller's scope."""
+    """A queued deploy job, once every host it would reach (and the manager) is in the caller's scope, and a
+    stored credential may be used on every one of them."""
     settings = request["settings"]
     if "credential" in secrets:
         _open_stored(session, config, secrets, request)
@@ -186,15 +178,18 @@ def create_deployment(
     if "hosts" in settings:
         # The job connects to the addresses checked here, not to names resolved again later.
         settings["addresses"] = {host: checked[host][0] for host in settings["hosts"]}
+        hosts = [_listed_host(settings, host) for host in settings["hosts"]]
+    else:
+        hosts = [_at_checked_address(h, checked) for h in hosts]
     if manager:
         request["extra_vars"]["cloudx_agent_manager_address"] = checked[manager][0]
-    known = set(targets) | set(settings.get("addresses", {}).values())
+    known = set(targets) | {h.address for h in hosts}
     for line in settings["known_hosts"]:
         host = line.split(" ", 1)[0]
         if host.split("]:", 1)[0].lstrip("[") not in known:
             raise ValidationError(f"known_hosts line for {host!r}, which this deployment does not reach", field="known_hosts")
     if "credential" in settings:
-        _check_credential_scope(session, settings["credential"], [a for t in targets for a in checked[t]])
+        check_credential_use(session, config, settings["credential"], hosts)
     return create_job(
         session,
         kind="deploy",
@@ -206,24 +201,59 @@ def create_deployment(
         settings=request["settings"],
         secrets_holder=holder if secrets.get("ssh_key") or secrets.get("extra_vars") else None,
         created_by=principal.name,
+        quota=quota_for(session, principal),
         max_queued=config.MAX_QUEUED_JOBS,
     )
+
+
+def _listed_host(settings: dict[str, Any], host: str) -> InventoryHost:
+    """A host of a host-list deployment as its generated inventory will have it."""
+    windows = settings["os_type"] == "windows"
+    port = settings.get("port", 5986 if windows else 22)
+    return InventoryHost(host, settings["addresses"][host], port, "winrm" if windows else "ssh", windows, (host,))
+
+
+def _at_checked_address(host: InventoryHost, checked: dict[str, list[str]]) -> InventoryHost:
+    """The host with the address its name was checked at (a name is not resolved again by ssh)."""
+    return host._replace(address=checked[host.address][0]) if host.address in checked else host
 
 
 def _inventory_for_request(config: Config, limit: str | None) -> list[InventoryHost]:
     try:
         hosts = inventory_hosts(config.INVENTORY, limit)
     except (subprocess.SubprocessError, OSError, ValueError) as exc:
-        raise ValidationError(f"the inventory could not be read: {exc}", field="limit") from None
+        # ansible-inventory's own message names files and paths of this machine: logged, not returned.
+        log.warning("reading the inventory with limit %r failed: %s", limit, getattr(exc, "stderr", None) or exc)
+        raise ValidationError(f"limit {limit!r} is not a host pattern the inventory can use", field="limit") from None
     if not hosts:
         raise ValidationError(f"no inventory host matches {limit!r}", field="limit")
     return hosts
 
 
-def _check_credential_scope(session: Session, name: str, addresses: list[str]) -> None:
+SSH_CONNECTIONS = ("ssh", "smart")
+WINRM_CONNECTIONS = ("winrm", "psrp")
+
+
+def check_credential_use(session: Session, config: Config, name: str, hosts: list[InventoryHost]) -> None:
+    """Forbidden unless stored credential `name` may be used on every host: inside its scope, on one of its
+    ports, over a connection whose server identity is verified, and (SSH) with a host key established before."""
     credential = session.scalar(select(Credential).where(Credential.name == name))
-    if credential is not None and credential.scope is not None and not inside_scope(credential.scope, addresses):
+    if credential is None:
+        raise ValidationError(f"no stored credential {name!r}", field="credential")
+    if credential.scope is not None and not inside_scope(credential.scope, [h.address for h in hosts]):
         raise Forbidden(f"credential {name!r} may only be used for hosts in its scope: {', '.join(credential.scope)}")
+    for host in hosts:
+        if host.connection not in SSH_CONNECTIONS + WINRM_CONNECTIONS:
+            raise Forbidden(f"credential {name!r} is not used over the {host.connection!r} connection of {host.name}: only ssh and winrm")
+        if host.cert_ignored:
+            raise Forbidden(f"credential {name!r} is not sent to {host.name}: its inventory switches off certificate validation")
+        allowed = credential_ports(credential, "winrm" if host.connection in WINRM_CONNECTIONS else "ssh")
+        if host.port not in allowed:
+            raise Forbidden(
+                f"credential {name!r} may only be used on port {', '.join(map(str, allowed))}; {host.name} is reached on port {host.port}"
+            )
+    ssh = [Target(h.name, h.address, h.port) for h in hosts if h.connection in SSH_CONNECTIONS]
+    hostkeys.refuse_untrusted(session, config.KNOWN_HOSTS_FILE, name, ssh)
 
 
 def _open_stored(session: Session, config: Config, secrets: dict[str, Any], request: dict[str, Any]) -> None:
@@ -285,14 +315,19 @@ class InventoryHost(NamedTuple):
     windows: bool
     # Every address a host variable names (ansible_host, ansible_ssh_host, ...): all are checked.
     addresses: tuple[str, ...]
+    # The inventory turns off the WinRM/PSRP server certificate check for this host.
+    cert_ignored: bool = False
 
 
 ADDRESS_VARS = ("ansible_host", "ansible_ssh_host", "ansible_winrm_host", "ansible_psrp_host")
+CERT_VARS = ("ansible_winrm_server_cert_validation", "ansible_psrp_cert_validation")
 
 
-def inventory_hosts(inventory: str, limit: str | None) -> list[InventoryHost]:
+def inventory_hosts(inventory: str | list[str], limit: str | None) -> list[InventoryHost]:
     """Every host of an inventory (matching limit), as ansible-inventory sees it, with all its groups."""
-    argv = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", inventory, "--list"]
+    argv = [str(Path(sys.executable).parent / "ansible-inventory"), "--list"]
+    for source in [inventory] if isinstance(inventory, str) else inventory:
+        argv += ["-i", source]
     if limit:
         argv += ["--limit", limit]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
@@ -317,89 +352,75 @@ def inventory_hosts(inventory: str, limit: str | None) -> list[InventoryHost]:
         hv = hostvars.get(name, {})
         connection = str(hv.get("ansible_connection", "ssh"))
         windows = "windows" in groups or connection in ("winrm", "psrp")
-        default_port = 5986 if connection == "winrm" else 22
+        default_port = 5986 if connection in ("winrm", "psrp") else 22
         named = tuple(dict.fromkeys(str(hv[v]) for v in ADDRESS_VARS if hv.get(v))) or (name,)
         address = str(hv.get("ansible_ssh_host") or hv.get("ansible_host") or name)
-        found.append(InventoryHost(name, address, int(hv.get("ansible_port", default_port)), connection, windows, named))
+        ignored = any(str(hv.get(v, "")).lower() == "ignore" for v in CERT_VARS)
+        found.append(InventoryHost(name, address, int(hv.get("ansible_port", default_port)), connection, windows, named, ignored))
     return found
 
 
-SSH_CONNECTIONS = ("ssh", "smart", "paramiko")
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
-def _known_name(address: str, port: int) -> str:
-    return address if port == 22 else f"[{address}]:{port}"
-
-
-def pin_host_keys(
-    db: Database, config: Config, job_id: str, settings: dict[str, Any], hosts: list[tuple[str, int]], directory: Path
-) -> Path:
-    """Write the job's known_hosts: provided keys, keys pinned earlier, and (policy allowing) keys pinned now."""
-    provided: dict[str, list[str]] = {}
-    for line in settings.get("known_hosts", []):
-        host, key_type, key = line.split(" ", 2)
-        provided.setdefault(host, []).append(f"{key_type} {key}")
-    names = {_known_name(a, p): (a, p) for a, p in hosts}
-    with db.session() as session:
-        for host, keys in provided.items():
-            for entry in keys:
-                key_type, key = entry.split(" ", 1)
-                _record(session, host, key_type, key, "provided", job_id)
-        known = {k.host for k in session.scalars(select(HostKey).where(HostKey.host.in_(names)))}
-    unknown = [names[n] for n in names if n not in known]
-    if unknown and config.HOST_KEY_POLICY == "pin-on-first-use":
-        for address, port in unknown:
-            scanned = subprocess.run(
-                ["ssh-keyscan", "-T", "5", "-p", str(port), "-t", "ed25519,ecdsa,rsa", address],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            ).stdout
-            with db.session() as session:
-                for line in scanned.splitlines():
-                    parts = line.split()
-                    if len(parts) == 3 and not line.startswith("#"):
-                        _record(session, _known_name(address, port), parts[1], parts[2], "pinned on first use", job_id)
-    lines = []
-    with db.session() as session:
-        for key in session.scalars(select(HostKey).where(HostKey.host.in_(list(names) + list(provided))).order_by(HostKey.host)):
-            lines.append(f"{key.host} {key.key_type} {key.public_key}")
-        if Path(config.KNOWN_HOSTS_FILE).is_file():
-            lines += Path(config.KNOWN_HOSTS_FILE).read_text().splitlines()
-    path = directory / "known_hosts"
-    path.write_text("\n".join(lines) + "\n")
+def write_checked_addresses(hosts: list[InventoryHost], directory: Path) -> Path | None:
+    """An inventory source, read after the job's own, that connects hosts named by a hostname to the address
+    that name was checked at: ssh would otherwise resolve it again (another answer, outside the scope)."""
+    named = {h.name: {"ansible_host": h.address, "ansible_ssh_host": h.address} for h in hosts if _is_address(h.address)}
+    if not named:
+        return None
+    path = directory / "checked_addresses.json"
+    path.write_text(json.dumps({"all": {"hosts": named}}, indent=1))
     return path
 
 
-def _record(session: Session, host: str, key_type: str, key: str, source: str, job_id: str) -> None:
-    existing = session.scalar(select(HostKey).where(HostKey.host == host, HostKey.key_type == key_type))
-    if existing is None:
-        session.add(HostKey(host=host, key_type=key_type, public_key=key, source=source, job_id=job_id))
-    elif existing.public_key != key:
-        # A request must not replace a trusted key (that would let it intercept later deployments).
-        raise ValueError(
-            f"the {key_type} key given for {host} differs from the trusted one; an admin removes it first (DELETE /api/host-keys/{host})"
-        )
+def prepare(
+    db: Database, config: Config, job: dict[str, Any], private_dir: Path, should_stop: Callable[[], bool] = lambda: False
+) -> dict[str, Any]:
+    """Runner settings of a deploy job: its inventory, its known_hosts and strict host key checking.
 
-
-def prepare(db: Database, config: Config, job: dict[str, Any], private_dir: Path) -> dict[str, Any]:
-    """Runner settings of a deploy job: its inventory, its known_hosts and strict host key checking."""
+    Everything is checked again here, where the job runs (the inventory, the policy, the submitter's token or
+    a trusted key may have changed), before any connection or login.
+    """
     settings = job["settings"]
     inventory = str(write_inventory(settings, private_dir)) if "hosts" in settings else job["inventory"]
-    everything = inventory_hosts(inventory, job["limit"])
-    # Checked again where the job runs: the inventory, the policy or the submitter's token may have changed.
+    try:
+        everything = inventory_hosts(inventory, job["limit"])
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        log.warning("job %s: reading the inventory failed: %s", job["id"], getattr(exc, "stderr", None) or exc)
+        raise ValidationError(f"limit {job['limit']!r} is not a host pattern the inventory can use", field="limit") from None
     with db.session() as session:
         targets = sorted({a for h in everything for a in h.addresses})
         manager = job["extra_vars"].get("cloudx_agent_manager_address")
         principal = principal_for(session, job["created_by"])
-        check_targets(session, principal, [*targets, *([manager] if manager else [])], windows=any(h.windows for h in everything))
-    hosts = [(h.address, h.port) for h in everything if h.connection in SSH_CONNECTIONS]
-    known_hosts = pin_host_keys(db, config, job["id"], settings, hosts, private_dir)
-    ssh_args = f"-C -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
+        checked = check_targets(session, principal, [*targets, *([manager] if manager else [])], windows=any(h.windows for h in everything))
+        hosts = [_at_checked_address(h, checked) for h in everything]
+        if settings.get("credential"):
+            check_credential_use(session, config, settings["credential"], hosts)
+    sources: list[str] = [inventory]
+    overrides = write_checked_addresses([h for h, o in zip(hosts, everything, strict=True) if h.address != o.address], private_dir)
+    if overrides is not None:
+        sources.append(str(overrides))
+    ssh = [Target(h.name, h.address, h.port) for h in hosts if h.connection in (*SSH_CONNECTIONS, "paramiko")]
+    keys = hostkeys.write_job_known_hosts(db, config, settings, ssh, private_dir, should_stop)
+    ssh_args = f"-C -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile={keys.known_hosts} -o StrictHostKeyChecking=yes"
     extra_files = [config.AGENT_VARS_FILE] if config.AGENT_VARS_FILE else []
     return {
-        "inventory": inventory,
+        "inventory": sources if len(sources) > 1 else inventory,
         "envvars": {"ANSIBLE_SSH_ARGS": ssh_args, "ANSIBLE_HOST_KEY_CHECKING": "True"},
         "cmdline_files": extra_files,
+        "pending_pins": keys.pending,
     }
+
+
+def finish(db: Database, job: dict[str, Any], plan: dict[str, Any], status: str, reason: str | None) -> tuple[str, str | None]:
+    """After the playbook: pin the keys first used on the hosts the job really reached."""
+    pinned = hostkeys.record_pins(db, job["id"], plan.get("pending_pins", {}), job["settings"].get("credential"))
+    if pinned:
+        log.info("job %s pinned the host keys of %s", job["id"], ", ".join(pinned))
+    return status, reason

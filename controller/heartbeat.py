@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("cloudx.heartbeat")
+
 
 class HeartbeatError(Exception):
-    """The file exists but cannot be read as a heartbeat."""
+    """The file exists but cannot be read as a heartbeat. The message says what is wrong for API clients,
+    without the file's path or parser details; those go to the "cloudx.heartbeat" log."""
 
 
 def write_heartbeat(path: str | Path, **extra: Any) -> dict[str, Any]:
@@ -35,28 +39,41 @@ def parse_timestamp(value: Any) -> datetime:
     try:
         stamp = datetime.fromisoformat(text)
     except ValueError:
-        raise HeartbeatError(f"timestamp {value!r} is not ISO-8601") from None
+        raise HeartbeatError("timestamp is not ISO-8601") from None
     # A timestamp without a zone is taken as UTC.
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def sync_status(path: str | Path, max_age: int, now: datetime | None = None) -> dict[str, Any]:
-    """active / inactive (with reason and age); HeartbeatError when the file is unreadable."""
+    """active / inactive (with reason and age); HeartbeatError when the file is unreadable.
+
+    Neither the result nor a HeartbeatError names the file or quotes the parser: the API returns them to any
+    viewer. The full detail is logged on "cloudx.heartbeat".
+    """
     path = Path(path)
     now = now or datetime.now(UTC)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return {"status": "inactive", "reason": "no heartbeat file", "file": str(path)}
+        log.info("sync status: no heartbeat file at %s", path)
+        return {"status": "inactive", "reason": "no heartbeat file"}
     except OSError as exc:
-        raise HeartbeatError(f"cannot read {path}: {exc.strerror}") from None
+        log.warning("sync status: cannot read the heartbeat file %s: %s", path, exc)
+        # strerror is the system's text for the errno ("Permission denied"); the path is in exc.filename, not here.
+        raise HeartbeatError(f"the heartbeat file cannot be read ({(exc.strerror or 'unknown error').lower()})") from None
     try:
         data = json.loads(raw.decode("utf-8-sig"))  # tolerate a UTF-8 byte-order mark
     except (UnicodeDecodeError, ValueError) as exc:
-        raise HeartbeatError(f"{path} is not valid JSON: {exc}") from None
+        log.warning("sync status: the heartbeat file %s is not valid JSON: %s", path, exc)
+        raise HeartbeatError("the heartbeat file is not valid JSON") from None
     if not isinstance(data, dict):
-        raise HeartbeatError(f"{path} must hold a JSON object")
-    stamp = parse_timestamp(data.get("timestamp"))
+        log.warning("sync status: the heartbeat file %s holds a JSON %s, not an object", path, type(data).__name__)
+        raise HeartbeatError("the heartbeat file must hold a JSON object")
+    try:
+        stamp = parse_timestamp(data.get("timestamp"))
+    except HeartbeatError as exc:
+        log.warning("sync status: the heartbeat file %s: %s (timestamp %.200r)", path, exc, data.get("timestamp"))
+        raise
     age = (now - stamp).total_seconds()
     result: dict[str, Any] = {
         "last_heartbeat": stamp.isoformat().replace("+00:00", "Z"),

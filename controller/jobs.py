@@ -15,10 +15,11 @@ from typing import Any
 
 import psutil
 from sqlalchemy import Integer, Select, Text, and_, bindparam, cast, func, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from controller import jsontext
-from controller.errors import NotFound, TooBusy, ValidationError
+from controller.auth import Principal, Quota
+from controller.errors import Forbidden, NotFound, TooBusy, ValidationError
 from controller.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, JobHostSummary, utcnow
 from controller.redact import redact
 
@@ -57,9 +58,11 @@ def create_job(
     settings: dict[str, Any] | None = None,
     secrets_holder: str | None = None,
     created_by: str | None = None,
+    quota: Quota | None = None,
     max_queued: int = 0,
 ) -> Job:
-    """A queued job; TooBusy if max_queued (when set) jobs already wait."""
+    """A queued job; TooBusy if max_queued (when set) jobs already wait, or its submitter's quota of waiting
+    jobs is used up. The quota of running jobs is kept on the job, for the claims (claim_next)."""
     if max_queued and session.get_bind().dialect.name == "postgresql":
         # Serialise admissions: under READ COMMITTED two requests could each miss the other's row.
         session.execute(text("SELECT pg_advisory_xact_lock(7261)"))
@@ -74,9 +77,18 @@ def create_job(
         settings=settings or {},
         secrets_holder=secrets_holder,
         created_by=created_by,
+        quota_running=quota.running if quota else None,
     )
     session.add(job)
     session.flush()
+    if quota is not None and quota.queued is not None:
+        waiting = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued", Job.created_by == created_by))
+        if waiting > quota.queued:
+            raise TooBusy(
+                f"token {created_by!r} already has {quota.queued} jobs waiting, its quota; try again when some have started "
+                "(an admin changes quotas: cloudx policy set --token-max-queued N, or per token)",
+                retry_after=30,
+            )
     # Counted after the insert: SQLite serialises writers, so each request sees the rows admitted before it.
     if max_queued and session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) > max_queued:
         raise TooBusy(f"{max_queued} jobs are already waiting; try again later", retry_after=5)
@@ -88,6 +100,12 @@ def get_job(session: Session, job_id: str) -> Job:
     if job is None:
         raise NotFound(f"no job {job_id}")
     return job
+
+
+def check_owner(job: Job, principal: Principal) -> None:
+    """Only a job's creator and admins may stop or delete it (operators share the queue, not each other's jobs)."""
+    if principal.role != "admin" and job.created_by != principal.name:
+        raise Forbidden(f"job {job.id} was started by {job.created_by!r}: only its creator or an admin may stop or delete it")
 
 
 def cancel_job(session: Session, job_id: str) -> Job:
@@ -111,23 +129,31 @@ def claim_next(session: Session, max_running: int, worker: str, node: str, only:
     It is one UPDATE, atomic on every backend, so dispatchers in several processes (services, CLI runs,
     Celery workers) never exceed the limit or claim the same job: the status is checked again on the
     row itself, which PostgreSQL re-reads after a concurrent update.
-    A CLI run or a Celery worker claims its own job (`only`) whatever the limit: it was sent there to run.
+    A CLI run or a Celery worker claims its own job (`only`) whatever the limit: it was sent there to run;
+    but not beyond its submitter's quota of running jobs (a Celery worker sends it back for later).
     """
     if only is None:
         if session.get_bind().dialect.name == "postgresql":
             # Under READ COMMITTED the running count is not re-read after a concurrent claim: serialise them.
             session.execute(text("SELECT pg_advisory_xact_lock(7263)"))
         # A job with credentials runs only where they are held (in that executor's memory).
-        claimable = and_(Job.status == "queued", or_(Job.secrets_holder.is_(None), Job.secrets_holder == worker))
+        claimable = and_(Job.status == "queued", or_(Job.secrets_holder.is_(None), Job.secrets_holder == worker), within_quota())
         oldest = select(Job.id).where(claimable).order_by(Job.created_at, Job.id).limit(1).scalar_subquery()
         running = select(func.count()).select_from(Job).where(Job.status == "running").scalar_subquery()
         condition = and_(Job.id == oldest, Job.status == "queued", running < max_running)
     else:
-        condition = and_(Job.id == only, Job.status == "queued")
+        condition = and_(Job.id == only, Job.status == "queued", within_quota())
     now = utcnow()
     return session.execute(
         update(Job).where(condition).values(status="running", worker=worker, node=node, started_at=now, heartbeat_at=now).returning(Job.id)
     ).scalar()
+
+
+def within_quota() -> Any:
+    """A queued job whose submitter runs fewer jobs than the job's quota_running (if it has one)."""
+    mine = aliased(Job)
+    running = select(func.count()).select_from(mine).where(mine.status == "running", mine.created_by == Job.created_by)
+    return or_(Job.quota_running.is_(None), running.scalar_subquery() < Job.quota_running)
 
 
 def set_worker(session: Session, job_id: str, worker: str) -> None:

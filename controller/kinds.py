@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,24 @@ def private_vars(kind: str, config: Config, job_id: str) -> dict[str, Any]:
     return {}
 
 
-def finish(kind: str, db: Database, config: Config, job_id: str, status: str, reason: str | None) -> tuple[str, str | None]:
+def finish(
+    kind: str, db: Database, config: Config, job: dict[str, Any], plan: dict[str, Any], status: str, reason: str | None
+) -> tuple[str, str | None]:
     """Store the job's results; returns the final status and reason."""
     if kind == "scan":
-        return scans.store_results(db, config, job_id, status, reason)
+        return scans.store_results(db, config, job["id"], status, reason)
+    if kind == "deploy":
+        return deployments.finish(db, job, plan, status, reason)
     return status, reason
 
 
-def prepare(kind: str, db: Database, config: Config, job: dict[str, Any], private_dir: Path) -> dict[str, Any]:
-    """Runner settings prepared where the job runs: inventory, environment, extra variable files."""
+def prepare(
+    kind: str, db: Database, config: Config, job: dict[str, Any], private_dir: Path, should_stop: Callable[[], bool] = lambda: False
+) -> dict[str, Any]:
+    """Runner settings prepared where the job runs: inventory, environment, extra variable files.
+    Preparing runs under the job's heartbeat and cancel watch; should_stop() tells when to give up."""
     if kind == "deploy":
-        return deployments.prepare(db, config, job, private_dir)
+        return deployments.prepare(db, config, job, private_dir, should_stop)
     if kind == "scan":
         return scans.prepare(db, job)
     return {}

@@ -45,6 +45,8 @@ class Job(Base):
     # Credentials never reach the database: the executor that accepted them holds them in memory, and
     # only it may run the job (worker id "host:pid").
     secrets_holder: Mapped[str | None] = mapped_column(String(255))
+    # At most this many jobs of the same submitter run at once (its token's quota); None: no limit.
+    quota_running: Mapped[int | None] = mapped_column(Integer)
     # Who asked for it: an API token's name, or "cli:<user>".
     created_by: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -121,9 +123,14 @@ class HostKey(Base):
     host: Mapped[str] = mapped_column(String(255), index=True)
     key_type: Mapped[str] = mapped_column(String(64))
     public_key: Mapped[str] = mapped_column(Text)
-    # "pinned on first use" or "provided"
+    # "admin" (PUT /api/host-keys, `cloudx host-key add`) or "pinned" (recorded after the job's own successful
+    # connection). Rows of earlier versions say "pinned on first use" or "provided": recorded before any
+    # connection, they are trusted for pasted credentials but never for stored ones.
     source: Mapped[str] = mapped_column(String(32))
     job_id: Mapped[str | None] = mapped_column(String(36))
+    # The stored credential the pinning job logged in with: that credential may not rely on this pin.
+    credential: Mapped[str | None] = mapped_column(String(128))
+    added_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -199,16 +206,25 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    # Job quotas of this token (None: the policy's token_max_queued / token_max_running); admins have none.
+    max_queued: Mapped[int | None] = mapped_column(Integer)
+    max_running: Mapped[int | None] = mapped_column(Integer)
 
 
 class AuditEntry(Base):
     """One mutating request (API or CLI): who, what, when and how it ended."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (Index("uq_audit_log_request_id", "request_id", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The server's own id, unique; the client's X-Request-ID is kept beside it.
     request_id: Mapped[str | None] = mapped_column(String(64))
+    client_request_id: Mapped[str | None] = mapped_column(String(64))
+    # Unauthenticated denials are aggregated: one row stands for `count` requests (see controller.api.audit).
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     actor: Mapped[str] = mapped_column(String(128))
     role: Mapped[str | None] = mapped_column(String(16))
     remote_addr: Mapped[str | None] = mapped_column(String(64))
@@ -233,6 +249,11 @@ class Policy(Base):
     max_prefix_v4: Mapped[int] = mapped_column(Integer, default=16)
     max_prefix_v6: Mapped[int] = mapped_column(Integer, default=112)
     windows_deployments: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Quotas of every non-admin token that sets none of its own: jobs waiting, and jobs running at once.
+    token_max_queued: Mapped[int] = mapped_column(Integer, default=20, server_default="20")
+    token_max_running: Mapped[int] = mapped_column(Integer, default=4, server_default="4")
+    # Largest scan timeout per role, e.g. {"operator": 7200}; a role not named gets CLOUDX_SCAN_MAX_TIMEOUT.
+    max_scan_timeout: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     updated_by: Mapped[str | None] = mapped_column(String(128))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -248,6 +269,8 @@ class Credential(Base):
     username: Mapped[str | None] = mapped_column(String(64))
     # Where it may be used (CIDRs and hostnames); None: wherever the policy allows.
     scope: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Ports it may be used on; None: 22 for SSH, 5986 for WinRM.
+    ports: Mapped[list[Any] | None] = mapped_column(JSON)
     # Fingerprint of the key that encrypted it, so a wrong key is reported as such.
     key_id: Mapped[str] = mapped_column(String(16))
     ciphertext: Mapped[str] = mapped_column(Text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import deque
@@ -20,6 +21,8 @@ SPIKE_FLOOR = {
     "net_sent_bytes_per_s": 64 * 1024,
     "net_recv_bytes_per_s": 64 * 1024,
 }
+PING_COUNT = 3
+PING_BUDGET = 0.9  # seconds one ping_latency call may wait in all: a silent host holds a request thread under a second
 
 
 class LocalMonitor:
@@ -57,38 +60,62 @@ class LocalMonitor:
             return {"target": "local", "kind": "local", "metrics": {name: list(points) for name, points in self.series.items()}}
 
 
-def ping_latency(host: str, count: int = 3, timeout: float = 1.0) -> dict[str, Any]:
-    """ICMP echo round trips to host with ping3; says so when this process may not send ICMP."""
+def ping_latency(address: str, target: str | None = None, count: int = PING_COUNT, budget: float = PING_BUDGET) -> dict[str, Any]:
+    """ICMP echo round trips to address with ping3; says so when this process may not send ICMP.
+
+    address must be an IP address (ValueError otherwise): the caller passes the address it checked against
+    the scope, so nothing here resolves a name again (a second DNS answer could point elsewhere). The result
+    names target (the name asked; the address when not given) and the address pinged.
+
+    The whole call waits at most budget seconds (0.9 s), so a silent host does not hold a request thread for
+    long: each ping waits for the time left divided by the pings left, 0.3 s each when none answers, more for
+    the later ones when the earlier ones answer quickly. A ping that gets no answer in its share is lost.
+    """
     import ping3
 
+    version = ipaddress.ip_address(address).version
     ping3.EXCEPTIONS = True
-    points = []
-    for _ in range(count):
+    shown = {"target": target or address, "address": address, "kind": "ping"}
+    points: list[dict[str, Any]] = []
+    deadline = time.monotonic() + budget
+    for sent in range(count):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        timeout = (deadline - time.monotonic()) / (count - sent)
+        if timeout <= 0:  # the budget is spent: the rest count as lost, unsent
+            points.append({"value": None, "timestamp": stamp, "spike": False, "error": "Timeout"})
+            continue
         try:
-            delay = ping3.ping(host, timeout=timeout, unit="ms")
-            points.append({"value": round(float(delay), 3), "timestamp": stamp, "spike": False, "error": None})
+            delay = ping3.ping(address, timeout=timeout, unit="ms", version=version)
         except PermissionError:
             return {
-                "target": host,
-                "kind": "ping",
+                **shown,
                 "status": "unavailable",
                 "error": "ICMP needs raw sockets (root or CAP_NET_RAW) or net.ipv4.ping_group_range; latency not measured",
             }
         except ping3.errors.PingError as exc:
             points.append({"value": None, "timestamp": stamp, "spike": False, "error": type(exc).__name__})
+            continue
         except OSError as exc:
             if exc.errno in (1, 13):
-                return {"target": host, "kind": "ping", "status": "unavailable", "error": f"ICMP not permitted: {exc.strerror}"}
+                return {**shown, "status": "unavailable", "error": f"ICMP not permitted: {exc.strerror}"}
             points.append({"value": None, "timestamp": stamp, "spike": False, "error": exc.strerror})
+            continue
+        except ValueError as exc:
+            # ping3 waits with select(), which cannot watch a descriptor above FD_SETSIZE (1024): with that many
+            # connections open, this ping goes unmeasured rather than the request failing.
+            points.append({"value": None, "timestamp": stamp, "spike": False, "error": str(exc)})
+            continue
+        if delay is None or delay is False:  # ping3 without exceptions: None is a timeout, False an error
+            points.append({"value": None, "timestamp": stamp, "spike": False, "error": "Timeout" if delay is None else "PingError"})
+            continue
+        points.append({"value": round(float(delay), 3), "timestamp": stamp, "spike": False, "error": None})
     answered = [p["value"] for p in points if p["value"] is not None]
     if answered:
         mean = sum(answered) / len(answered)
         for p in points:
             p["spike"] = p["value"] is not None and p["value"] > mean * 2 and p["value"] > 1.0
     return {
-        "target": host,
-        "kind": "ping",
+        **shown,
         "status": "reachable" if answered else "unreachable",
         "latency_ms": points,
         "loss_percent": round(100 * (1 - len(answered) / count), 1),

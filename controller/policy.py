@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.auth import Principal
+from controller.auth import Principal, Quota, expired
 from controller.errors import Forbidden, ValidationError
 from controller.models import Policy
 from controller.scanlib import ScanInputError, scanner
@@ -23,6 +23,9 @@ from controller.scanlib import ScanInputError, scanner
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_SCOPE_ENTRIES = 1000
 HOW_TO = "an admin sets it with `cloudx policy set --scope CIDR_OR_HOST ...` or PUT /api/policy"
+FIELDS = ("scope", "max_prefix_v4", "max_prefix_v6", "windows_deployments", "token_max_queued", "token_max_running", "max_scan_timeout")
+SCANNING_ROLES = ("operator", "admin")
+DEFAULT_MAX_SCAN_TIMEOUT = {"operator": 7200}
 
 
 def validate_scope(value: Any) -> list[str]:
@@ -53,7 +56,16 @@ def _is_name(entry: str) -> bool:
 def get_policy(session: Session) -> Policy:
     policy = session.get(Policy, 1)
     if policy is None:
-        policy = Policy(id=1, scope=[], max_prefix_v4=16, max_prefix_v6=112, windows_deployments=True)
+        policy = Policy(
+            id=1,
+            scope=[],
+            max_prefix_v4=16,
+            max_prefix_v6=112,
+            windows_deployments=True,
+            token_max_queued=20,
+            token_max_running=4,
+            max_scan_timeout=dict(DEFAULT_MAX_SCAN_TIMEOUT),
+        )
         session.add(policy)
         session.flush()
     return policy
@@ -62,29 +74,37 @@ def get_policy(session: Session) -> Policy:
 def update_policy(session: Session, changes: Any, updated_by: str) -> Policy:
     """Apply the given fields (the others keep their values)."""
     if not isinstance(changes, dict) or not changes:
-        raise ValidationError("give at least one of: scope, max_prefix_v4, max_prefix_v6, windows_deployments", field="body")
-    unknown = set(changes) - {"scope", "max_prefix_v4", "max_prefix_v6", "windows_deployments"}
+        raise ValidationError(f"give at least one of: {', '.join(FIELDS)}", field="body")
+    unknown = set(changes) - set(FIELDS)
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     values: dict[str, Any] = {}
     if "scope" in changes:
         values["scope"] = validate_scope(changes["scope"])
-    for field, top in (("max_prefix_v4", 32), ("max_prefix_v6", 128)):
+    for field, top in (("max_prefix_v4", 32), ("max_prefix_v6", 128), ("token_max_queued", 10000), ("token_max_running", 10000)):
         if field in changes:
-            value = changes[field]
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-                raise ValidationError(f"{field} must be an integer from 0 to {top}", field=field)
-            values[field] = value
+            values[field] = _bounded(changes[field], field, 0, top)
     if "windows_deployments" in changes:
         if not isinstance(changes["windows_deployments"], bool):
             raise ValidationError("windows_deployments must be true or false", field="windows_deployments")
         values["windows_deployments"] = changes["windows_deployments"]
+    if "max_scan_timeout" in changes:
+        limits = changes["max_scan_timeout"]
+        if not isinstance(limits, dict) or not set(limits) <= set(SCANNING_ROLES):
+            raise ValidationError(f"max_scan_timeout must map roles ({', '.join(SCANNING_ROLES)}) to seconds", field="max_scan_timeout")
+        values["max_scan_timeout"] = {role: _bounded(limits[role], "max_scan_timeout", 1, 10**7) for role in sorted(limits)}
     policy = get_policy(session)
     for key, value in values.items():
         setattr(policy, key, value)
     policy.updated_by = updated_by
     session.flush()
     return policy
+
+
+def _bounded(value: Any, field: str, low: int, top: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
+        raise ValidationError(f"{field} must be an integer from {low} to {top}", field=field)
+    return value
 
 
 def policy_view(policy: Policy) -> dict[str, Any]:
@@ -95,9 +115,28 @@ def policy_view(policy: Policy) -> dict[str, Any]:
         "max_prefix_v4": policy.max_prefix_v4,
         "max_prefix_v6": policy.max_prefix_v6,
         "windows_deployments": policy.windows_deployments,
+        "token_max_queued": policy.token_max_queued,
+        "token_max_running": policy.token_max_running,
+        "max_scan_timeout": policy.max_scan_timeout or {},
         "updated_by": policy.updated_by,
         "updated_at": iso(policy.updated_at),
     }
+
+
+def quota_for(session: Session, principal: Principal) -> Quota | None:
+    """The job quotas of a submitter: its token's own, else the policy's; admins (and the CLI) have none."""
+    if principal.role == "admin":
+        return None
+    policy = get_policy(session)
+    queued = principal.max_queued if principal.max_queued is not None else policy.token_max_queued
+    running = principal.max_running if principal.max_running is not None else policy.token_max_running
+    return Quota(queued, running)
+
+
+def max_scan_timeout(session: Session, principal: Principal, ceiling: int) -> int:
+    """The largest scan timeout this caller's role may ask for (never above CLOUDX_SCAN_MAX_TIMEOUT)."""
+    limits = get_policy(session).max_scan_timeout or {}
+    return min(ceiling, int(limits.get(principal.role, ceiling)))
 
 
 def resolve(name: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -144,7 +183,8 @@ def check_targets(session: Session, principal: Principal, targets: Iterable[str]
         else:
             addresses = resolve(target)
             if not addresses:
-                raise Forbidden(f"target {target!r} does not resolve, so it cannot be checked against the scope") from None
+                # The same words as a name outside the scope: a refusal must not tell which names exist.
+                raise Forbidden(f"target {target!r} does not resolve to addresses inside the policy scope")
             networks = [ipaddress.ip_network(address) for address in sorted(addresses, key=str)]
         for network in networks:
             limit = policy.max_prefix_v4 if network.version == 4 else policy.max_prefix_v6
@@ -156,8 +196,9 @@ def check_targets(session: Session, principal: Principal, targets: Iterable[str]
             for scope in scopes:
                 if not _inside(network, scope):
                     which = "the policy scope" if scope is scopes[0] else f"the scope of token {principal.name!r}"
-                    shown = f"{target} ({network.network_address})" if _is_name(target) else target
-                    raise Forbidden(f"target {shown} is outside {which}")
+                    if _is_name(target):  # never the addresses a name resolved to: no DNS oracle for internal names
+                        raise Forbidden(f"target {target!r} does not resolve to addresses inside {which}")
+                    raise Forbidden(f"target {target} is outside {which}")
         checked[target] = [str(n.network_address) if n.num_addresses == 1 else n.with_prefixlen for n in networks]
     return checked
 
@@ -172,7 +213,17 @@ def principal_for(session: Session, created_by: str | None) -> Principal:
     token = session.scalar(select(ApiToken).where(ApiToken.name == created_by))
     if token is None or token.revoked_at is not None:
         raise Forbidden(f"the token {created_by!r} that submitted the job was revoked")
-    return Principal(created_by, token.role, token.id, tuple(token.scope) if token.scope is not None else None, token.allow_large_targets)
+    if expired(token.expires_at):
+        raise Forbidden(f"the token {created_by!r} that submitted the job has expired")
+    return Principal(
+        created_by,
+        token.role,
+        token.id,
+        tuple(token.scope) if token.scope is not None else None,
+        token.allow_large_targets,
+        max_queued=token.max_queued,
+        max_running=token.max_running,
+    )
 
 
 def inside_scope(entries: list[str], addresses: Iterable[str]) -> bool:

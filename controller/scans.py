@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import operator
 from pathlib import Path
@@ -18,7 +19,7 @@ from controller.db import Database, insert_rows
 from controller.errors import NotFound, ValidationError
 from controller.jobs import create_job, iso
 from controller.models import Job, Scan, ScanHost
-from controller.policy import check_targets, principal_for
+from controller.policy import check_targets, max_scan_timeout, principal_for, quota_for
 from controller.scanlib import ScanInputError, scanner
 
 PLAYBOOK = "playbooks/scan.yml"
@@ -28,7 +29,7 @@ _port_fields = operator.itemgetter(*PORT_COLUMNS[1:])  # one C call per port, wh
 RAW_TYPES = {"xml": "application/xml", "json": "application/json", "csv": "text/csv"}
 
 
-def validate_scan_request(payload: Any, config: Config) -> dict[str, Any]:
+def validate_scan_request(payload: Any, config: Config, max_timeout: int | None = None) -> dict[str, Any]:
     """The validated scan request, or ValidationError naming the field."""
     if not isinstance(payload, dict):
         raise ValidationError("the request body must be a JSON object", field="body")
@@ -42,18 +43,28 @@ def validate_scan_request(payload: Any, config: Config) -> dict[str, Any]:
         request = scanner.validate_request(payload.get("tool"), payload.get("scan_type"), payload.get("target"), ports)
     except ScanInputError as exc:
         raise ValidationError(exc.message, field=exc.field) from None
-    timeout = payload.get("timeout", config.SCAN_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= config.SCAN_MAX_TIMEOUT:
-        raise ValidationError(f"timeout must be an integer number of seconds from 1 to {config.SCAN_MAX_TIMEOUT}", field="timeout")
+    top = config.SCAN_MAX_TIMEOUT if max_timeout is None else max_timeout
+    timeout = payload.get("timeout", min(config.SCAN_TIMEOUT, top))
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= top:
+        raise ValidationError(f"timeout must be an integer number of seconds from 1 to {top}", field="timeout")
     request["timeout"] = timeout
     return request
 
 
 def create_scan(session: Session, config: Config, principal: Principal, payload: Any) -> Scan:
     """A queued scan job, once the request is valid and its target in the caller's scope."""
-    request = validate_scan_request(payload, config)
+    request = validate_scan_request(payload, config, max_scan_timeout(session, principal, config.SCAN_MAX_TIMEOUT))
     # A hostname is scanned at the address checked here (the first, if it has several).
     address = check_targets(session, principal, [request["target"]])[request["target"]][0]
+    if "/" in address:
+        # The scanner refuses larger networks (scanner_max_addresses): say so now, not after a job started.
+        size = ipaddress.ip_network(address, strict=False).num_addresses
+        if size > config.SCAN_MAX_ADDRESSES:
+            raise ValidationError(
+                f"target covers {size} addresses, more than the scanner's limit of {config.SCAN_MAX_ADDRESSES} "
+                "(CLOUDX_SCAN_MAX_ADDRESSES)",
+                field="target",
+            )
     extra_vars = {
         "scanner_hosts": config.SCANNER_PATTERN,
         "scanner_tool": request["tool"],
@@ -61,6 +72,7 @@ def create_scan(session: Session, config: Config, principal: Principal, payload:
         "scanner_target": address,
         "scanner_ports": request["ports"] or "",
         "scanner_timeout": request["timeout"],
+        "scanner_max_addresses": config.SCAN_MAX_ADDRESSES,
     }
     job = create_job(
         session,
@@ -70,6 +82,7 @@ def create_scan(session: Session, config: Config, principal: Principal, payload:
         extra_vars=extra_vars,
         timeout=request["timeout"] + 300,
         created_by=principal.name,
+        quota=quota_for(session, principal),
         max_queued=config.MAX_QUEUED_JOBS,
     )
     scan = Scan(job=job, tool=request["tool"], target=request["target"], scan_type=request["scan_type"], ports=request["ports"])

@@ -120,23 +120,26 @@ class JobRun:
             }
         extra_vars.update(kinds.private_vars(kind, self.config, self.job_id))
         private_dir = job_dir(self.config, self.job_id)
+        # Set-up (inventory, host key scans) already runs under the heartbeat and the cancel watch.
+        watcher = threading.Thread(target=self._watch, name="cancel-watch", daemon=True)
+        watcher.start()
         try:
             private_dir.mkdir(parents=True, exist_ok=True)
-            plan = kinds.prepare(kind, self.db, self.config, job_info, private_dir)
+            plan = kinds.prepare(kind, self.db, self.config, job_info, private_dir, self.cancel_requested.is_set)
         except Exception as exc:
-            log.exception("preparing job %s failed", self.job_id)
-            with self.db.session() as session:
-                reason = f"refused where it runs: {exc}" if isinstance(exc, ApiError) else f"preparing the job failed: {exc}"
-                fail_job(session, self.job_id, "error", reason)
-            return "error"
+            failure: tuple[str, str] | None = None
+            if not self.cancel_requested.is_set():  # else its processes were ended by the cancel: not a failure
+                log.exception("preparing job %s failed", self.job_id)
+                failure = ("error", f"refused where it runs: {exc}" if isinstance(exc, ApiError) else f"preparing the job failed: {exc}")
+            return self._end_before_start(failure)
+        if self.cancel_requested.is_set():
+            return self._end_before_start(None)
         inventory = plan.get("inventory", inventory)
         files = list(plan.get("cmdline_files", []))
         if self.secrets.get("extra_vars"):
             self.secret_file = write_secret_vars(self.secrets["extra_vars"])
             files.append(str(self.secret_file))
         writer = EventWriter(self.db, self.job_id, retry_seconds=self.config.DB_RETRY_SECONDS)
-        watcher = threading.Thread(target=self._watch, name="cancel-watch", daemon=True)
-        watcher.start()
         status, rc, reason = "error", None, None
         try:
             project = Path(self.config.PROJECT_DIR)
@@ -191,7 +194,7 @@ class JobRun:
             cause = exc.orig if isinstance(exc, OperationalError) else exc
             status, reason, final_counter = "error", f"storing events failed: {cause}", writer.last_counter
         try:
-            status, reason = kinds.finish(kind, self.db, self.config, self.job_id, status, reason)
+            status, reason = kinds.finish(kind, self.db, self.config, job_info, plan, status, reason)
         except Exception as exc:
             log.exception("finishing job %s failed", self.job_id)
             status, reason = "error", f"storing results failed: {exc}"
@@ -213,6 +216,16 @@ class JobRun:
         # The end of a job is worth waiting for longer than one batch of events.
         retrying(record, 10 * self.config.DB_RETRY_SECONDS, f"recording the end of job {self.job_id}")
         return status
+
+    def _end_before_start(self, failure: tuple[str, str] | None) -> str:
+        """Record the end of a job that never reached its playbook: a failure, or a cancel or stop meanwhile."""
+        self._done.set()
+        if failure is None and self.stop_reason:
+            failure = ("error", self.stop_reason)
+        failure = failure or ("canceled", "canceled on request while the job was being prepared")
+        with self.db.session() as session:
+            fail_job(session, self.job_id, *failure)
+        return failure[0]
 
     def _drop_secret_file(self) -> None:
         if self.secret_file is not None:

@@ -13,10 +13,12 @@ from sqlalchemy import func, select
 from controller import create_app
 from controller.cli import cli
 from controller.credentials import keygen
+from controller.errors import ValidationError
 from controller.models import ApiToken, AuditEntry, Credential, Job
 from tests.conftest import make_config, make_token, prepare_app
 
 SCAN = {"target": "198.18.0.10", "tool": "nmap", "scan_type": "default", "ports": "22"}
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheTestHostA"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbC0xYjdkOWU=\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
@@ -167,7 +169,9 @@ def test_mutating_requests_are_audited(app, runner):
         ("tests", 202, "ok"),
     ]
     assert entries[-1]["job_id"] == accepted.get_json()["job_id"]
-    assert entries[-1]["request_id"] == "req-42" and entries[-1]["path"] == "/api/scans"
+    # The stored request id is the server's own (unique); the client's is kept beside it.
+    assert entries[-1]["client_request_id"] == "req-42" and entries[-1]["path"] == "/api/scans"
+    assert entries[-1]["request_id"] == accepted.headers["X-Request-ID"] != "req-42"
     assert "outside the policy scope" in entries[2]["detail"]
     assert entries[0]["path"] == "cloudx policy set"
     page = client.get(f"/api/audit?limit=2&before={entries[1]['id']}").get_json()
@@ -186,8 +190,10 @@ def test_security_headers_and_request_ids(client):
         assert response.headers["X-Frame-Options"] == "DENY"
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
-    assert client.get("/api/ping", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
-    assert re.fullmatch(r"[0-9a-f]{32}", client.get("/api/ping", headers={"X-Request-ID": "a b;<x>"}).headers["X-Request-ID"])
+    echoed = client.get("/api/ping", headers={"X-Request-ID": "abc-123"})
+    assert re.fullmatch(r"[0-9a-f]{32}", echoed.headers["X-Request-ID"]) and echoed.headers["X-Client-Request-ID"] == "abc-123"
+    refused = client.get("/api/ping", headers={"X-Request-ID": "a b;<x>"})
+    assert re.fullmatch(r"[0-9a-f]{32}", refused.headers["X-Request-ID"]) and "X-Client-Request-ID" not in refused.headers
 
 
 def test_cors_only_for_configured_origins(tmp_path):
@@ -253,7 +259,8 @@ def test_scope_decides_scan_targets(app, client, target, allowed):
 def test_hostnames_are_resolved_and_every_address_checked(app, client):
     client.put("/api/policy", json={"scope": ["198.18.0.0/15"]})
     refused = client.post("/api/scans", json={**SCAN, "target": "localhost"})
-    assert refused.status_code == 403 and "localhost (127.0.0.1) is outside" in refused.get_json()["error"]
+    # Refused without saying what the name resolved to (no DNS oracle for internal names).
+    assert refused.status_code == 403 and refused.get_json()["error"] == "target 'localhost' does not resolve to addresses inside the policy scope"
     # A hostname in the scope stands for its addresses.
     client.put("/api/policy", json={"scope": ["198.18.0.0/15", "localhost"]})
     assert client.post("/api/scans", json={**SCAN, "target": "127.0.0.1"}).status_code == 202
@@ -375,6 +382,7 @@ def test_credentials_are_encrypted_at_rest_and_used_by_deployments(tmp_path):
     )
     assert client.post("/api/credentials", json={"name": "fleet-key", "kind": "ssh_key", "secret": SSH_KEY}).status_code == 201
     assert client.post("/api/credentials", json={"name": "fleet-pw", "kind": "password", "secret": "x"}).status_code == 409
+    assert client.put("/api/host-keys", json={"known_hosts": f"198.18.0.40 {HOST_KEY}"}).status_code == 200
     assert client.post("/api/credentials", json={"name": "bad", "kind": "ssh_key", "secret": "not a key"}).status_code == 400
     listed = client.get("/api/credentials").get_json()["credentials"]
     assert [(c["name"], c["kind"], c["username"]) for c in listed] == [("fleet-key", "ssh_key", None), ("fleet-pw", "password", "deploy")]
@@ -473,16 +481,24 @@ def test_known_hosts_only_for_the_jobs_hosts(client):
     assert mine.status_code == 202
 
 
-def test_provided_keys_never_replace_trusted_ones(app, client, tmp_path):
-    from controller.deployments import pin_host_keys
+def test_provided_keys_apply_to_their_job_only_and_never_replace_trusted_ones(app, client, tmp_path):
+    from controller.hostkeys import Target, write_job_known_hosts
 
     db, config = app.extensions["cloudx.db"], app.extensions["cloudx.config"]
-    first = {"known_hosts": ["198.18.0.20 ssh-ed25519 AAAAfirst"]}
-    pin_host_keys(db, config, "job-1", first, [("198.18.0.20", 22)], tmp_path)
-    with pytest.raises(ValueError, match="differs from the trusted one"):
-        pin_host_keys(db, config, "job-2", {"known_hosts": ["198.18.0.20 ssh-ed25519 AAAAsecond"]}, [("198.18.0.20", 22)], tmp_path)
-    assert [k["public_key"] for k in client.get("/api/host-keys").get_json()["host_keys"]] == ["AAAAfirst"]
-    assert client.delete("/api/host-keys/198.18.0.20", headers=bearer(make_token(app, "operator"))).status_code == 403
+    target = [Target("h", "198.18.0.20", 22)]
+    given = write_job_known_hosts(db, config, {"known_hosts": ["198.18.0.20 ssh-ed25519 AAAAfirst"]}, target, tmp_path)
+    # In this job's known_hosts, pending a successful connection; trusted by nobody else.
+    assert "198.18.0.20 ssh-ed25519 AAAAfirst" in given.known_hosts.read_text()
+    assert given.pending == {"h": [("198.18.0.20", "ssh-ed25519", "AAAAfirst")]}
+    assert client.get("/api/host-keys").get_json()["host_keys"] == []
+    operator = bearer(make_token(app, "operator"))
+    assert client.put("/api/host-keys", json={"known_hosts": "198.18.0.20 ssh-ed25519 AAAAfirst"}, headers=operator).status_code == 403
+    assert client.put("/api/host-keys", json={"known_hosts": "198.18.0.20 ssh-ed25519 AAAAfirst"}).status_code == 200
+    with pytest.raises(ValidationError, match="differs from the trusted one"):
+        write_job_known_hosts(db, config, {"known_hosts": ["198.18.0.20 ssh-ed25519 AAAAsecond"]}, target, tmp_path)
+    keys = client.get("/api/host-keys").get_json()["host_keys"]
+    assert [(k["public_key"], k["source"], k["added_by"]) for k in keys] == [("AAAAfirst", "admin", "tests")]
+    assert client.delete("/api/host-keys/198.18.0.20", headers=operator).status_code == 403
     assert client.delete("/api/host-keys/198.18.0.20").get_json() == {"host": "198.18.0.20", "deleted": 1}
     assert client.delete("/api/host-keys/198.18.0.20").status_code == 404
 
@@ -527,6 +543,7 @@ def test_credential_scope_and_binding(tmp_path):
     client = app.test_client()
     body = {"name": "dmz", "kind": "password", "username": "deploy", "secret": "Dmz-Pa55-1", "scope": ["198.18.7.0/24"]}
     assert client.post("/api/credentials", json=body).status_code == 201
+    assert client.put("/api/host-keys", json={"known_hosts": [f"198.18.7.9 {HOST_KEY}", f"198.18.8.9 {HOST_KEY}"]}).status_code == 200
     deploy = {"hosts": ["198.18.7.9"], "os_type": "linux", "credential": "dmz"}
     assert client.post("/api/deployments", json=deploy).status_code == 202
     outside = client.post("/api/deployments", json={**deploy, "hosts": ["198.18.8.9"]})

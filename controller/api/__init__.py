@@ -24,7 +24,6 @@ from controller.config import Config
 from controller.db import Database
 from controller.errors import ApiError, TooBusy, ValidationError
 from controller.executor import Executor
-from controller.models import AuditEntry
 
 PUBLIC = "public"
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
@@ -58,17 +57,20 @@ class Unauthorized(ApiError):
 
 
 def init_app(app: Flask) -> None:
-    from controller.api import admin, deployments, jobs, openapi, scans, scripts, system
+    from controller.api import admin, audit, deployments, jobs, openapi, scans, scripts, system
 
     for module in (system, scans, jobs, deployments, scripts, admin, openapi):
         app.register_blueprint(module.bp, url_prefix="/api")
+    denials = audit.AnonymousDenials()
     cors_origins = {o.strip().rstrip("/") for o in app.config["CORS_ORIGINS"].split(",") if o.strip()}
 
     @app.before_request
     def gate() -> Any:
         g.started = time.perf_counter()
+        # The server's id is always its own (unique in the audit log); the client's is kept beside it.
         given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = uuid.uuid4().hex
+        g.client_request_id = given if REQUEST_ID.fullmatch(given) else None
         g.principal = None
         origin = request.headers.get("Origin")
         if request.method == "OPTIONS" and origin and request.headers.get("Access-Control-Request-Method"):
@@ -93,6 +95,8 @@ def init_app(app: Flask) -> None:
         for name, value in SECURITY_HEADERS.items():
             response.headers[name] = value  # also over send_file's own caching headers
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        if g.get("client_request_id"):
+            response.headers["X-Client-Request-ID"] = g.client_request_id
         origin = request.headers.get("Origin")
         if origin and origin.rstrip("/") in cors_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
@@ -101,8 +105,9 @@ def init_app(app: Flask) -> None:
         principal: Principal | None = g.get("principal")
         elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         log.info(
-            "%s %s %s %r %d %.1fms",  # the path quoted: a decoded %0a must not start a forged log line
+            "%s%s %s %s %r %d %.1fms",  # the path quoted: a decoded %0a must not start a forged log line
             g.get("request_id"),
+            f" ({g.client_request_id})" if g.get("client_request_id") else "",
             principal.name if principal else "-",
             request.method,
             request.path,
@@ -110,7 +115,7 @@ def init_app(app: Flask) -> None:
             elapsed,
         )
         if request.method in MUTATING:
-            _audit(response, principal)
+            audit.record(db(), denials, response, principal)
         return response
 
     @app.errorhandler(ApiError)
@@ -174,36 +179,6 @@ def _authenticate() -> Principal:
         except OperationalError as exc:
             log.warning("%s could not record the use of token %s: %s", g.get("request_id"), principal.name, exc.orig)
     return principal
-
-
-def _audit(response: Any, principal: Principal | None) -> None:
-    """Record a mutating request. A failure to record is logged; the response stands."""
-    status = response.status_code
-    outcome = "ok" if status < 400 else "denied" if status in (401, 403) else "refused" if status < 500 else "error"
-    job_id = None
-    if response.is_json and status < 400:
-        body = response.get_json(silent=True)
-        if isinstance(body, dict) and isinstance(body.get("job_id"), str):
-            job_id = body["job_id"]
-    try:
-        with session() as s:
-            s.add(
-                AuditEntry(
-                    request_id=g.get("request_id"),
-                    actor=principal.name if principal else "anonymous",
-                    role=principal.role if principal else None,
-                    remote_addr=(request.remote_addr or "")[:64] or None,
-                    method=request.method,
-                    path=request.path[:1024],
-                    action=request.endpoint,
-                    status=status,
-                    outcome=outcome,
-                    job_id=job_id,
-                    detail=(g.get("error") or None) and str(g.error)[:1000],
-                )
-            )
-    except Exception:  # the audit must not turn a done request into a failure
-        log.exception("%s could not write the audit entry", g.get("request_id"))
 
 
 def config() -> Config:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
-from controller.api import config, json_object, principal, requires, session
+from controller.api import config, executor, json_object, principal, requires, session
 from controller.auth import create_token, list_tokens, revoke_token, token_view
 from controller.credentials import credential_view, delete_credential, list_credentials, store_credential
 from controller.errors import ValidationError
@@ -30,12 +30,20 @@ def tokens() -> Any:
 def new_token() -> Any:
     """Create a token; its text is in this response only."""
     body = json_object()
-    unknown = set(body) - {"name", "role", "scope", "allow_large_targets"}
+    unknown = set(body) - {"name", "role", "scope", "allow_large_targets", "expires_in", "max_queued", "max_running"}
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     with session() as s:
         token, text = create_token(
-            s, body.get("name"), body.get("role"), principal().name, body.get("scope"), body.get("allow_large_targets", False)
+            s,
+            body.get("name"),
+            body.get("role"),
+            principal().name,
+            body.get("scope"),
+            body.get("allow_large_targets", False),
+            expires_in=body.get("expires_in"),
+            max_queued=body.get("max_queued"),
+            max_running=body.get("max_running"),
         )
         return jsonify({**token_view(token), "token": text}), 201
 
@@ -43,8 +51,13 @@ def new_token() -> Any:
 @bp.delete("/tokens/<name>")
 @requires("admin")
 def revoke(name: str) -> Any:
+    """Revoke a token: its queued jobs are canceled and its running jobs stopped (`stopped_jobs`)."""
     with session() as s:
-        return jsonify(token_view(revoke_token(s, name)))
+        token, jobs = revoke_token(s, name)
+        view = token_view(token)
+    for job_id in jobs:
+        executor().cancel(job_id)
+    return jsonify({**view, "stopped_jobs": jobs})
 
 
 @bp.get("/policy")
@@ -105,6 +118,8 @@ def audit_view(entry: AuditEntry) -> dict[str, Any]:
         "id": entry.id,
         "at": iso(entry.at),
         "request_id": entry.request_id,
+        "client_request_id": entry.client_request_id,
+        "count": entry.count,
         "actor": entry.actor,
         "role": entry.role,
         "remote_addr": entry.remote_addr,

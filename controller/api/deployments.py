@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, jsonify
-from sqlalchemy import delete, select
 
+from controller import hostkeys
 from controller.api import config, executor, json_object, principal, requires, session
 from controller.deployments import create_deployment, validate_agent_request, validate_deployment_request
-from controller.errors import NotFound
+from controller.errors import NotFound, ValidationError
 from controller.jobs import iso
 from controller.models import HostKey
 
@@ -39,12 +39,25 @@ def deploy_many() -> Any:
     return _submit(*validate_deployment_request(json_object()))
 
 
+@bp.put("/host-keys")
+@requires("admin")
+def trust_host_keys() -> Any:
+    """Trust SSH host keys, as an admin: `{"known_hosts": "host keytype key\\n..."}` (the only keys that, with
+    CLOUDX_KNOWN_HOSTS_FILE and pins of earlier logins, let a stored credential be used on a host)."""
+    body = json_object()
+    unknown = set(body) - {"known_hosts"}
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    with session() as s:
+        return jsonify({"host_keys": [host_key_view(k) for k in hostkeys.add_admin_keys(s, body.get("known_hosts"), principal().name)]})
+
+
 @bp.delete("/host-keys/<host>")
 @requires("admin")
 def forget_host_key(host: str) -> Any:
     """Stop trusting a host's keys (after the host was rebuilt); the next deployment pins or is given new ones."""
     with session() as s:
-        removed = s.execute(delete(HostKey).where(HostKey.host == host)).rowcount
+        removed = hostkeys.forget_host(s, host)
     if not removed:
         raise NotFound(f"no trusted key for {host}")
     return jsonify({"host": host, "deleted": removed})
@@ -54,19 +67,17 @@ def forget_host_key(host: str) -> Any:
 @requires("viewer")
 def host_keys() -> Any:
     with session() as s:
-        keys = s.scalars(select(HostKey).order_by(HostKey.host, HostKey.key_type))
-        return jsonify(
-            {
-                "host_keys": [
-                    {
-                        "host": k.host,
-                        "key_type": k.key_type,
-                        "public_key": k.public_key,
-                        "source": k.source,
-                        "job_id": k.job_id,
-                        "created_at": iso(k.created_at),
-                    }
-                    for k in keys
-                ]
-            }
-        )
+        return jsonify({"host_keys": [host_key_view(k) for k in hostkeys.list_keys(s)]})
+
+
+def host_key_view(key: HostKey) -> dict[str, Any]:
+    return {
+        "host": key.host,
+        "key_type": key.key_type,
+        "public_key": key.public_key,
+        "source": key.source,
+        "job_id": key.job_id,
+        "credential": key.credential,
+        "added_by": key.added_by,
+        "created_at": iso(key.created_at),
+    }

@@ -7,9 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
-from controller.api import executor, requires, session
+from controller.api import executor, principal, requires, session
 from controller.errors import Conflict
-from controller.jobs import cancel_job, events_page_json, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
+from controller.jobs import cancel_job, check_owner, events_page_json, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
 from controller.models import JobHostSummary
 
 bp = Blueprint("jobs", __name__)
@@ -54,6 +54,7 @@ def list_hosts(job_id: str) -> Any:
 @requires("operator")
 def cancel(job_id: str) -> Any:
     with session() as s:
+        check_owner(get_job(s, job_id), principal())
         job = cancel_job(s, job_id)
         if not job.active and job.status != "canceled":
             raise Conflict(f"job {job_id} already ended as {job.status}")

@@ -488,7 +488,18 @@ def _paths(cfg: Config) -> dict[str, Any]:
                 "viewer",
                 "The SSH host keys the controller trusts",
                 {200: json_response("Host keys, by host and key type.", obj({"host_keys": array(ref("HostKey"))}))},
-            )
+            ),
+            "put": operation(
+                "trust_host_keys",
+                "deployments",
+                "admin",
+                "Trust SSH host keys (an admin's word)",
+                {200: json_response("The keys now trusted.", obj({"host_keys": array(ref("HostKey"))}))},
+                body=obj({"known_hosts": ref("KnownHosts")}, ["known_hosts"], closed=True),
+                description="A key given here replaces a key of the same type for that host. Stored credentials are used only "
+                "on hosts whose key an admin added, CLOUDX_KNOWN_HOSTS_FILE lists, or an earlier successful deployment "
+                "without that credential pinned.",
+            ),
         },
         "/api/host-keys/{host}": {
             "parameters": [path_param("host", "The host as known_hosts names it: an address, or [address]:port.")],
@@ -560,7 +571,12 @@ def _paths(cfg: Config) -> dict[str, Any]:
                 "admin",
                 "admin",
                 "Revoke an API token",
-                {200: json_response("The revoked token (revoking twice is harmless).", ref("Token"))},
+                {
+                    200: json_response(
+                        "The revoked token (revoking twice is harmless) and the jobs it had queued (canceled) or running (stopped).",
+                        ref("RevokedToken"),
+                    )
+                },
                 errors={404: "No token with this name."},
             ),
         },
@@ -799,6 +815,12 @@ def _admin_requests() -> dict[str, Schema]:
                     "default": False,
                     "description": "May scan networks larger than the policy allows.",
                 },
+                "expires_in": {
+                    "anyOf": [string(r"^[1-9][0-9]{0,5}[smhd]$"), integer(1, 315360000)],
+                    "description": "Lifetime: 30d, 12h, 90m, 3600s or seconds (at most 3650 days); none: no expiry.",
+                },
+                "max_queued": nullable(integer(0, 10000, description="Jobs it may have waiting; null: the policy's token_max_queued.")),
+                "max_running": nullable(integer(0, 10000, description="Jobs it may run at once; null: the policy's token_max_running.")),
             },
             ["name", "role"],
             closed=True,
@@ -809,6 +831,14 @@ def _admin_requests() -> dict[str, Schema]:
                 "max_prefix_v4": integer(0, 32, description="IPv4 networks with a shorter prefix need a token allowed large targets."),
                 "max_prefix_v6": integer(0, 128, description="The same for IPv6."),
                 "windows_deployments": {"type": "boolean"},
+                "token_max_queued": integer(0, 10000, description="Jobs a non-admin token may have waiting."),
+                "token_max_running": integer(0, 10000, description="Jobs a non-admin token may have running at once."),
+                "max_scan_timeout": obj(
+                    {"operator": integer(1, 10**7), "admin": integer(1, 10**7)},
+                    [],
+                    closed=True,
+                    description="Largest scan timeout per role (never above CLOUDX_SCAN_MAX_TIMEOUT).",
+                ),
             },
             [],
             closed=True,
@@ -821,6 +851,9 @@ def _admin_requests() -> dict[str, Schema]:
                 "username": nullable(ref("Username")),
                 "secret": ref("Secret"),
                 "scope": nullable({**scope, "description": "Only for hosts inside these networks and names; null: anywhere."}),
+                "ports": nullable(
+                    array(integer(1, 65535), minItems=1, maxItems=64, description="Only on these ports; null: 22 for SSH, 5986 for WinRM.")
+                ),
             },
             ["name", "kind", "secret"],
             closed=True,
@@ -871,6 +904,9 @@ def _view_schemas() -> dict[str, Schema]:
         "created_at": timestamp(),
         "last_used_at": maybe_time,
         "revoked_at": maybe_time,
+        "expires_at": maybe_time,
+        "max_queued": maybe_int,
+        "max_running": maybe_int,
     }
     point = obj({"value": {"type": "number"}, "timestamp": timestamp(), "spike": {"type": "boolean"}})
     counts = ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored")
@@ -969,10 +1005,20 @@ def _view_schemas() -> dict[str, Schema]:
         ),
         "HostSummaries": obj({"job_id": text, "hosts": array(obj({"host": text, **{name: integer() for name in counts}}))}),
         "HostKey": obj(
-            {"host": text, "key_type": text, "public_key": text, "source": text, "job_id": maybe_text, "created_at": timestamp()}
+            {
+                "host": text,
+                "key_type": text,
+                "public_key": text,
+                "source": text,
+                "job_id": maybe_text,
+                "credential": maybe_text,
+                "added_by": maybe_text,
+                "created_at": timestamp(),
+            }
         ),
         "ScriptList": obj({os_dir: array(string()) for os_dir in OS_DIRS}, [], closed=True),
         "Token": obj(token),
+        "RevokedToken": obj({**token, "stopped_jobs": array(string(), description="Its queued (canceled) and running (stopped) jobs.")}),
         "NewToken": obj({**token, "token": string(TOKEN_FORMAT.pattern, description="The bearer token; shown once.")}),
         "Policy": obj(
             {
@@ -980,6 +1026,9 @@ def _view_schemas() -> dict[str, Schema]:
                 "max_prefix_v4": integer(0, 32),
                 "max_prefix_v6": integer(0, 128),
                 "windows_deployments": {"type": "boolean"},
+                "token_max_queued": integer(0),
+                "token_max_running": integer(0),
+                "max_scan_timeout": {"type": "object", "additionalProperties": integer(1)},
                 "updated_by": maybe_text,
                 "updated_at": maybe_time,
             }
@@ -990,6 +1039,7 @@ def _view_schemas() -> dict[str, Schema]:
                 "kind": enum(KINDS),
                 "username": maybe_text,
                 "scope": nullable(array({"type": "string"})),
+                "ports": nullable(array(integer())),
                 "created_by": text,
                 "created_at": timestamp(),
             }
@@ -999,6 +1049,8 @@ def _view_schemas() -> dict[str, Schema]:
                 "id": integer(),
                 "at": timestamp(),
                 "request_id": maybe_text,
+                "client_request_id": maybe_text,
+                "count": integer(1, description="Requests this entry stands for (unauthenticated denials are aggregated)."),
                 "actor": text,
                 "role": nullable(enum(ROLES)),
                 "remote_addr": maybe_text,

@@ -12,7 +12,7 @@ from sqlalchemy import delete
 
 from controller.api import config, executor, json_object, principal, requires, session
 from controller.errors import Conflict
-from controller.jobs import cancel_job, int_arg, page_limit
+from controller.jobs import cancel_job, check_owner, int_arg, page_limit
 from controller.models import Job
 from controller.scans import create_scan, get_scan, raw_output, scan_view, scans_page
 
@@ -51,7 +51,7 @@ def show_scan(job_id: str) -> Any:
 @requires("operator")
 def stop_scan(job_id: str) -> Any:
     with session() as s:
-        get_scan(s, job_id)
+        check_owner(get_scan(s, job_id).job, principal())
         job = cancel_job(s, job_id)
         if not job.active and not job.cancel_requested:
             raise Conflict(f"scan {job_id} already ended as {job.status}")
@@ -74,7 +74,7 @@ def download_raw(job_id: str) -> Any:
 def delete_scan(job_id: str) -> Any:
     """Stop the scan if it is active, then delete it with its job, events and files."""
     with session() as s:
-        get_scan(s, job_id)
+        check_owner(get_scan(s, job_id).job, principal())
         job = cancel_job(s, job_id)
         active = job.active
     if active:

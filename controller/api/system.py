@@ -55,6 +55,7 @@ def system_monitor() -> Any:
     if "/" in host:
         raise ValidationError("target must be one host, not a network", field="target")
     with session() as s:
-        check_targets(s, principal(), [host])
-    result = ping_latency(host)
+        checked = check_targets(s, principal(), [host])
+    # Ping the address that was checked: resolving the name again could give another (DNS rebinding).
+    result = ping_latency(checked[host][0], target=host)
     return jsonify(result), (503 if result["status"] == "unavailable" else 200)
