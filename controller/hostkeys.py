@@ -53,6 +53,7 @@ CONTROLLER_SIDE_ACTIONS = {
     "add_host",
     "set_stats",
     "include_vars",
+    "validate_argument_spec",
 }
 
 

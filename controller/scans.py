@@ -61,8 +61,7 @@ def create_scan(session: Session, config: Config, principal: Principal, payload:
         size = ipaddress.ip_network(address, strict=False).num_addresses
         if size > config.SCAN_MAX_ADDRESSES:
             raise ValidationError(
-                f"target covers {size} addresses, more than the scanner's limit of {config.SCAN_MAX_ADDRESSES} "
-                "(CLOUDX_SCAN_MAX_ADDRESSES)",
+                f"target covers {size} addresses, more than the scanner's limit of {config.SCAN_MAX_ADDRESSES} (CLOUDX_SCAN_MAX_ADDRESSES)",
                 field="target",
             )
     extra_vars = {

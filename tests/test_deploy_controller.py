@@ -74,7 +74,8 @@ def test_deploy_to_host_list_pins_keys_and_keeps_secrets_out(deploy_app, booted_
     for host in hosts:
         mine = {f"{k['key_type']} {k['public_key']}" for k in pinned if k["host"] == host.address}
         assert mine and mine <= {" ".join(line.split()[:2]) for line in host.host_keys()}
-        assert {k["source"] for k in pinned if k["host"] == host.address} == {"pinned on first use"}
+        # Pinned after the job's own successful connection, with no stored credential.
+        assert {(k["source"], k["credential"]) for k in pinned if k["host"] == host.address} == {("pinned", None)}
 
     # The same deployment again changes nothing.
     again = wait_job(client, client.post("/api/deployments", json=body).get_json()["job_id"])

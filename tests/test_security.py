@@ -260,7 +260,8 @@ def test_hostnames_are_resolved_and_every_address_checked(app, client):
     client.put("/api/policy", json={"scope": ["198.18.0.0/15"]})
     refused = client.post("/api/scans", json={**SCAN, "target": "localhost"})
     # Refused without saying what the name resolved to (no DNS oracle for internal names).
-    assert refused.status_code == 403 and refused.get_json()["error"] == "target 'localhost' does not resolve to addresses inside the policy scope"
+    assert refused.status_code == 403
+    assert refused.get_json()["error"] == "target 'localhost' does not resolve to addresses inside the policy scope"
     # A hostname in the scope stands for its addresses.
     client.put("/api/policy", json={"scope": ["198.18.0.0/15", "localhost"]})
     assert client.post("/api/scans", json={**SCAN, "target": "127.0.0.1"}).status_code == 202
