@@ -29,6 +29,13 @@ def finish(
     return status, reason
 
 
+def cleanup_playbook(kind: str, job: dict[str, Any], status: str) -> tuple[str, dict[str, Any]] | None:
+    """A playbook (and its variables) that removes what a job that did not end normally left on its hosts."""
+    if kind == "scan" and status != "successful":
+        return scans.cleanup_playbook(job)
+    return None
+
+
 def prepare(
     kind: str, db: Database, config: Config, job: dict[str, Any], private_dir: Path, should_stop: Callable[[], bool] = lambda: False
 ) -> dict[str, Any]:

@@ -90,6 +90,15 @@ def create_scan(session: Session, config: Config, principal: Principal, payload:
     return scan
 
 
+CLEANUP_PLAYBOOK = "playbooks/scan_cleanup.yml"
+
+
+def cleanup_playbook(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """After a scan canceled, timed out or killed, its playbook's own clean-up did not run: the scanner still
+    holds its work directory (raw output, hosts, the argv) and the async job's status file."""
+    return CLEANUP_PLAYBOOK, {"scanner_hosts": job["extra_vars"]["scanner_hosts"], "scanner_scan_id": job["id"]}
+
+
 def results_root(config: Config, job_id: str) -> Path:
     return Path(config.ARTIFACTS_DIR).resolve() / job_id / "results"
 

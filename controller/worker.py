@@ -215,6 +215,9 @@ class JobRun:
 
         # The end of a job is worth waiting for longer than one batch of events.
         retrying(record, 10 * self.config.DB_RETRY_SECONDS, f"recording the end of job {self.job_id}")
+        cleanup = kinds.cleanup_playbook(kind, job_info, status)
+        if cleanup is not None:  # after the end is recorded: a cancel takes effect as fast as before
+            run_cleanup(self.config, self.job_id, inventory, *cleanup)
         return status
 
     def _end_before_start(self, failure: tuple[str, str] | None) -> str:
@@ -240,6 +243,38 @@ class JobRun:
             return False  # stored in the database; no job_events/*.json files
 
         return handler
+
+
+CLEANUP_TIMEOUT = 120
+
+
+def run_cleanup(config: Config, job_id: str, inventory: Any, playbook: str, extra_vars: dict[str, Any]) -> None:
+    """Run a clean-up playbook for a job that ended, outside the job's own files (it may be deleted meanwhile).
+    Best effort: a failure is logged, the job's recorded end stands."""
+    project = Path(config.PROJECT_DIR)
+    private_dir = Path(config.ARTIFACTS_DIR).resolve() / ".cleanup" / job_id
+    try:
+        private_dir.mkdir(parents=True, exist_ok=True)
+        result = ansible_runner.run(
+            private_data_dir=str(private_dir),
+            project_dir=str(project),
+            playbook=str(project / playbook),
+            inventory=inventory,
+            extravars=extra_vars,
+            ident="cleanup",
+            quiet=True,
+            suppress_env_files=True,
+            timeout=CLEANUP_TIMEOUT,
+            settings={"suppress_ansible_output": True},
+            envvars={"ANSIBLE_CONFIG": str(project / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        )
+        if result.status != "successful":
+            log.warning("cleaning up after job %s ended %s (rc %s): %s", job_id, result.status, result.rc, result.stdout.read()[-2000:])
+    except Exception:
+        log.exception("cleaning up after job %s failed", job_id)
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+        kill_descendants()
 
 
 def spawn(config: Config, job_id: str, secrets: dict[str, Any] | None) -> subprocess.Popen[bytes]:

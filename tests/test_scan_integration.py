@@ -104,6 +104,15 @@ def scanner_processes(address: str) -> list[str]:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
+def scanner_leftovers(job_id: str) -> list[str]:
+    """What a scan left on its scanner (this machine): its work tree, or an async status file naming it."""
+    found = [str(p) for p in Path("/var/tmp/cloudx-scans").glob(f"{job_id}*")]
+    async_dir = Path.home() / ".ansible_async"
+    if async_dir.is_dir():
+        found += [str(p) for p in async_dir.iterdir() if p.is_file() and job_id in p.read_text(errors="replace")]
+    return found
+
+
 def test_progress_rises_and_stop_leaves_no_scanner(live_app, slow_target):
     client = live_app.test_client()
     job_id = client.post(
@@ -129,6 +138,8 @@ def test_progress_rises_and_stop_leaves_no_scanner(live_app, slow_target):
     assert view["status"] == "canceled"
     # The scanner stops itself when its lease runs out (SCAN_LEASE_SECONDS).
     assert wait_for(lambda: not scanner_processes(slow_target.address), timeout=40), scanner_processes(slow_target.address)
+    # Nothing of the stopped scan stays on the scanner (the worker runs playbooks/scan_cleanup.yml).
+    assert wait_for(lambda: not scanner_leftovers(job_id), timeout=40), scanner_leftovers(job_id)
     job = client.get(f"/api/jobs/{job_id}").get_json()
     events = client.get(f"/api/jobs/{job_id}/events?limit=500").get_json()["events"]
     assert [e["counter"] for e in events] == list(range(1, job["final_counter"] + 1))
@@ -144,6 +155,7 @@ def test_scan_timeout_keeps_partial_results(live_app, slow_target):
     assert view["results"]["summary"]["state"] == "timeout"
     assert view["results"]["summary"]["truncated"] is True
     assert not scanner_processes(slow_target.address)
+    assert wait_for(lambda: not scanner_leftovers(job_id), timeout=40), scanner_leftovers(job_id)
 
 
 def test_delete_running_scan_stops_it_first(live_app, slow_target):
@@ -158,6 +170,7 @@ def test_delete_running_scan_stops_it_first(live_app, slow_target):
     assert client.get(f"/api/jobs/{job_id}/events").status_code == 404
     assert not (Path(live_app.config["ARTIFACTS_DIR"]) / job_id).exists()
     assert wait_for(lambda: not scanner_processes(slow_target.address), timeout=40)
+    assert wait_for(lambda: not scanner_leftovers(job_id), timeout=40), scanner_leftovers(job_id)
 
 
 def test_system_monitor_pings_a_test_host(client, target, lab):

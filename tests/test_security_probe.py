@@ -252,3 +252,49 @@ def test_only_a_jobs_creator_or_an_admin_may_stop_or_delete_it(app, client):
     assert client.delete(f"/api/scans/{other}").status_code == 200  # an admin
     with app.extensions["cloudx.db"].session() as session:
         assert session.scalar(select(func.count()).select_from(Job).where(Job.id == other)) == 0
+
+
+# --- stored credentials over WinRM, and trusted keys from the CLI -------------------------------
+
+
+def test_a_stored_credential_is_never_sent_where_certificates_are_not_checked(tmp_path):
+    from controller import create_app
+    from controller.credentials import keygen
+    from tests.conftest import make_config, prepare_app
+
+    app = prepare_app(create_app(make_config(tmp_path, CREDENTIALS_KEY=keygen())))
+    client = app.test_client()
+    body = {"name": "win-admin", "kind": "password", "username": "Administrator", "secret": "Win-Pa55-3c"}
+    assert client.post("/api/credentials", json=body).status_code == 201
+    inventory = Path(app.extensions["cloudx.config"].INVENTORY) / "hosts.yml"
+    inventory.write_text(
+        inventory.read_text() + "    windows:\n      hosts:\n        w1: {ansible_host: 198.18.0.50, ansible_connection: winrm,"
+        " ansible_winrm_server_cert_validation: ignore}\n        w2: {ansible_host: 198.18.0.51, ansible_connection: winrm}\n"
+        "        w3: {ansible_host: 198.18.0.52, ansible_connection: winrm, ansible_port: 5985}\n"
+    )
+    ignored = client.post("/api/deployments", json={"limit": "w1", "os_type": "windows", "credential": "win-admin"})
+    assert ignored.status_code == 403 and "certificate validation" in ignored.get_json()["error"]
+    plain_http = client.post("/api/deployments", json={"limit": "w3", "os_type": "windows", "credential": "win-admin"})
+    assert plain_http.status_code == 403 and "only be used on port 5986" in plain_http.get_json()["error"]
+    # WinRM over HTTPS with validation on (the server's certificate is its identity): accepted.
+    assert client.post("/api/deployments", json={"limit": "w2", "os_type": "windows", "credential": "win-admin"}).status_code == 202
+    app.extensions["cloudx.db"].dispose()
+
+
+def test_admins_trust_host_keys_with_the_cli(runner, tmp_path):
+    from controller.cli import cli
+
+    keys = tmp_path / "known_hosts"
+    keys.write_text("# fleet\n198.18.0.7 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFleetHostKey7\n[198.18.0.8]:2222 ssh-rsa AAAAB3NzaC1yc2E8\n")
+    added = runner.invoke(cli, ["host-key", "add", str(keys)])
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(cli, ["host-key", "list"]).output
+    assert "198.18.0.7" in listed and "[198.18.0.8]:2222" in listed and "admin" in listed
+    keys.write_text("198.18.0.9 not-a-key-type AAAA\n")
+    bad = runner.invoke(cli, ["host-key", "add", str(keys)])
+    assert bad.exit_code == 1 and "known_hosts line is not" in bad.output
+    assert runner.invoke(cli, ["host-key", "delete", "198.18.0.7"]).exit_code == 0
+    gone = runner.invoke(cli, ["host-key", "delete", "198.18.0.7"])
+    assert gone.exit_code == 1 and "no trusted key for 198.18.0.7" in gone.output
+    audit = runner.invoke(cli, ["audit"]).output
+    assert "host-key add" in audit and "host-key delete" in audit

@@ -922,7 +922,6 @@ def _view_schemas() -> dict[str, Schema]:
             {
                 "status": enum(["active", "inactive"]),
                 "reason": text,
-                "file": text,
                 "last_heartbeat": text,
                 "age_seconds": {"type": "number"},
                 "max_age_seconds": integer(),
@@ -940,6 +939,7 @@ def _view_schemas() -> dict[str, Schema]:
         "PingMonitor": obj(
             {
                 "target": text,
+                "address": string(description="The address pinged: the one the scope check approved."),
                 "kind": {"const": "ping"},
                 "status": enum(["reachable", "unreachable"]),
                 "latency_ms": array(
@@ -950,7 +950,9 @@ def _view_schemas() -> dict[str, Schema]:
                 "loss_percent": {"type": "number", "minimum": 0, "maximum": 100},
             }
         ),
-        "PingUnavailable": obj({"target": text, "kind": {"const": "ping"}, "status": {"const": "unavailable"}, "error": text}),
+        "PingUnavailable": obj(
+            {"target": text, "address": text, "kind": {"const": "ping"}, "status": {"const": "unavailable"}, "error": text}
+        ),
         "Submitted": obj({"job_id": text, "status": status}),
         "StopRequested": obj({"job_id": text, "status": status, "cancel_requested": {"const": True}}),
         "Deleted": obj({"job_id": text, "deleted": {"const": True}}),

@@ -9,6 +9,7 @@ import ipaddress
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -36,6 +37,10 @@ description:
     writes the raw output, C(hosts.jsonl) (one normalized host per line) and C(summary.json).
   - The scan stops by itself when the lease file in O(work_dir) is not refreshed for O(lease_seconds)
     (cloudx_scan_status refreshes it), so a stopped playbook never leaves a scanner process behind.
+    A scan that ends with its lease expired (nobody polls it, so nobody will fetch its results) then
+    removes O(work_dir) with everything in it, the async job's status file too when the async directory
+    (C(ansible_async_dir)) is inside it.
+  - O(work_dir) is made mode 0700 even when the async wrapper created it first.
   - In check mode nothing runs; the planned argument list is returned.
 options:
   tool: {type: str, required: true, choices: [nmap, masscan, zmap]}
@@ -53,6 +58,7 @@ options:
   rate: {type: int, default: 1000}
   wait: {type: int, default: 5}
   max_addresses: {type: int, default: 65536}
+  keep_work_dir: {type: bool, default: false, description: Keep O(work_dir) even when the scan ends with its lease expired.}
 """
 
 ZMAP_SYSTEM_BLOCKLIST = "/etc/zmap/blocklist.conf"
@@ -238,26 +244,12 @@ class ScanRun:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-            self.status("running", scanner_pid=proc.pid)
-            deadline = self.started + self.timeout
-            while proc.poll() is None:
-                time.sleep(0.5)
-                self.read_progress()
-                now = time.time()
-                if now > deadline:
-                    ending = "timeout"
-                elif self.lease_expired():
-                    ending = "stopped"
-                elif self.masscan_done_at is not None and now - self.masscan_done_at > self.wait + 2:
-                    # masscan 1.3.2 may keep "waiting" forever after its --wait: end it here.
-                    ending = "completed"
-                else:
-                    self.status("running", scanner_pid=proc.pid)
-                    continue
-                self.phase = "stopping" if ending != "completed" else "finishing"
-                self.status("running", scanner_pid=proc.pid)
-                self.stop(proc)
-                break
+            try:
+                ending = self._watch(proc)
+            except BaseException:  # SystemExit from SIGTERM (cloudx_scan_cleanup): the scanner goes too
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                raise
         rc = proc.returncode
         self.read_progress()
         info: Dict[str, Any] = {}
@@ -293,6 +285,31 @@ class ScanRun:
         self.status("finished", result=ending)
         return summary
 
+    def _watch(self, proc: subprocess.Popen) -> str:
+        """Follow the scanner until it ends, or stop it; how the scan ended."""
+        ending = "completed"
+        self.status("running", scanner_pid=proc.pid)
+        deadline = self.started + self.timeout
+        while proc.poll() is None:
+            time.sleep(0.5)
+            self.read_progress()
+            now = time.time()
+            if now > deadline:
+                ending = "timeout"
+            elif self.lease_expired():
+                ending = "stopped"
+            elif self.masscan_done_at is not None and now - self.masscan_done_at > self.wait + 2:
+                # masscan 1.3.2 may keep "waiting" forever after its --wait: end it here.
+                ending = "completed"
+            else:
+                self.status("running", scanner_pid=proc.pid)
+                continue
+            self.phase = "stopping" if ending != "completed" else "finishing"
+            self.status("running", scanner_pid=proc.pid)
+            self.stop(proc)
+            break
+        return ending
+
     def _stderr_tail(self) -> str:
         try:
             with open(self.files["stderr"], "rb") as stream:
@@ -302,6 +319,10 @@ class ScanRun:
             return "scanner failed"
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return lines[-1] if lines else "scanner failed"
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def write_exclude_file(path: str, exclude: List[str], system_blocklist: str | None) -> str:
@@ -334,6 +355,7 @@ def main() -> None:
             rate=dict(type="int", default=1000),
             wait=dict(type="int", default=5),
             max_addresses=dict(type="int", default=65536),
+            keep_work_dir=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -359,7 +381,12 @@ def main() -> None:
     if module.check_mode:
         module.exit_json(changed=False, argv=run.plan(link, ""), state="planned")
 
+    # SIGTERM (cloudx_scan_cleanup) ends the module through SystemExit: run() kills the scanner, and Ansible's
+    # module wrapper removes the module's unpacked payload.
+    signal.signal(signal.SIGTERM, _terminate)
     os.makedirs(run.work_dir, mode=0o700, exist_ok=True)
+    # The async wrapper may have created it (for its status file) with the default permissions.
+    os.chmod(run.work_dir, 0o700)
     with open(run.lease_file, "w", encoding="utf-8"):
         pass
     try:
@@ -376,6 +403,9 @@ def main() -> None:
         run.status("finished", result="failed", error=message)
         module.fail_json(msg=message)
     summary = run.run(argv)
+    if not p["keep_work_dir"] and (summary["state"] == "stopped" or run.lease_expired()):
+        # Nobody is polling, so nobody will fetch the results: leave nothing of the scan behind.
+        shutil.rmtree(run.work_dir, ignore_errors=True)
     if summary["state"] == "failed":
         module.fail_json(msg="{} failed: {}".format(request["tool"], summary["error"]), summary=summary)
     module.exit_json(changed=False, summary=summary)
