@@ -55,8 +55,9 @@ def parse_expires_in(value: Any, field: str = "expires_in") -> timedelta:
 def _quota_value(value: Any, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10000:
-        raise ValidationError(f"{field} must be an integer from 0 to 10000", field=field)
+    # At least 1: a quota of 0 would keep the token's jobs waiting for ever (revoke the token instead).
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10000:
+        raise ValidationError(f"{field} must be an integer from 1 to 10000", field=field)
     return value
 
 

@@ -791,10 +791,6 @@ def main() -> None:
     cli(prog_name="cloudx")
 
 
-if __name__ == "__main__":
-    main()
-
-
 @cli.group("host-key")
 def host_key() -> None:
     """SSH host keys the controller trusts for deployments."""
@@ -840,3 +836,7 @@ def host_key_delete(ctx: Context, host: str) -> None:
 
     _change(ctx, "host-key delete", forget, 200, f"host keys of {host}")
     click.echo(f"keys of {host} no longer trusted", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,8 +6,10 @@ import ipaddress
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -210,20 +212,33 @@ def _listed_host(settings: dict[str, Any], host: str) -> InventoryHost:
     """A host of a host-list deployment as its generated inventory will have it."""
     windows = settings["os_type"] == "windows"
     port = settings.get("port", 5986 if windows else 22)
-    return InventoryHost(host, settings["addresses"][host], port, "winrm" if windows else "ssh", windows, (host,))
+    address = settings["addresses"][host]
+    return InventoryHost(host, address, port, "winrm" if windows else "ssh", windows, (address,))
 
 
 def _at_checked_address(host: InventoryHost, checked: dict[str, list[str]]) -> InventoryHost:
-    """The host with the address its name was checked at (a name is not resolved again by ssh)."""
-    return host._replace(address=checked[host.address][0]) if host.address in checked else host
+    """The host with the addresses its names were checked at (a name is not resolved again by ssh)."""
+
+    def at(value: str) -> list[str]:
+        return checked.get(value) or checked.get(_normal(value)) or [value]
+
+    return host._replace(address=at(host.address)[0], addresses=tuple(a for v in host.addresses for a in at(v)))
+
+
+def _normal(value: str) -> str:
+    try:
+        return _host(value, "limit")
+    except ValidationError:
+        return value
 
 
 def _inventory_for_request(config: Config, limit: str | None) -> list[InventoryHost]:
     try:
         hosts = inventory_hosts(config.INVENTORY, limit)
     except (subprocess.SubprocessError, OSError, ValueError) as exc:
-        # ansible-inventory's own message names files and paths of this machine: logged, not returned.
-        log.warning("reading the inventory with limit %r failed: %s", limit, getattr(exc, "stderr", None) or exc)
+        # ansible-inventory's message names this machine's paths and may quote inventory lines (passwords):
+        # neither returned nor logged.
+        log.warning("reading the inventory with limit %r failed (%s): see ansible-inventory --list --limit", limit, type(exc).__name__)
         raise ValidationError(f"limit {limit!r} is not a host pattern the inventory can use", field="limit") from None
     if not hosts:
         raise ValidationError(f"no inventory host matches {limit!r}", field="limit")
@@ -240,13 +255,13 @@ def check_credential_use(session: Session, config: Config, name: str, hosts: lis
     credential = session.scalar(select(Credential).where(Credential.name == name))
     if credential is None:
         raise ValidationError(f"no stored credential {name!r}", field="credential")
-    if credential.scope is not None and not inside_scope(credential.scope, [h.address for h in hosts]):
+    if credential.scope is not None and not inside_scope(credential.scope, [a for h in hosts for a in (h.address, *h.addresses)]):
         raise Forbidden(f"credential {name!r} may only be used for hosts in its scope: {', '.join(credential.scope)}")
     for host in hosts:
         if host.connection not in SSH_CONNECTIONS + WINRM_CONNECTIONS:
             raise Forbidden(f"credential {name!r} is not used over the {host.connection!r} connection of {host.name}: only ssh and winrm")
-        if host.cert_ignored:
-            raise Forbidden(f"credential {name!r} is not sent to {host.name}: its inventory switches off certificate validation")
+        if host.unverified:
+            raise Forbidden(f"credential {name!r} is not sent to {host.name}: {host.unverified}")
         allowed = credential_ports(credential, "winrm" if host.connection in WINRM_CONNECTIONS else "ssh")
         if host.port not in allowed:
             raise Forbidden(
@@ -315,12 +330,38 @@ class InventoryHost(NamedTuple):
     windows: bool
     # Every address a host variable names (ansible_host, ansible_ssh_host, ...): all are checked.
     addresses: tuple[str, ...]
-    # The inventory turns off the WinRM/PSRP server certificate check for this host.
-    cert_ignored: bool = False
+    # Why the server's identity would not be verified on this host's connection (None: it would be).
+    unverified: str | None = None
 
 
 ADDRESS_VARS = ("ansible_host", "ansible_ssh_host", "ansible_winrm_host", "ansible_psrp_host")
-CERT_VARS = ("ansible_winrm_server_cert_validation", "ansible_psrp_cert_validation")
+# Each connection's own variables win over the generic ones (as in ansible-core's connection plugins).
+CONNECTION_VARS = {
+    "winrm": ("ansible_winrm_host", "ansible_winrm_port", 5986),
+    "psrp": ("ansible_psrp_host", "ansible_psrp_port", 5986),
+}
+# Host variables that can replace or extend the ssh options that enforce the job's known_hosts.
+SSH_OVERRIDES = (
+    "ansible_ssh_args",
+    "ansible_ssh_common_args",
+    "ansible_ssh_extra_args",
+    "ansible_ssh_executable",
+    "ansible_sftp_extra_args",
+    "ansible_scp_extra_args",
+)
+
+
+def _unverified(hv: dict[str, Any], connection: str) -> str | None:
+    """Why this host's connection would not verify the server it reaches (for a stored credential)."""
+    if connection in ("winrm", "psrp"):
+        if str(hv.get("ansible_winrm_server_cert_validation", hv.get("ansible_psrp_cert_validation", ""))).lower() == "ignore":
+            return "its inventory switches off certificate validation"
+        schemes = {str(hv.get("ansible_winrm_scheme", "https")).lower(), str(hv.get("ansible_psrp_protocol", "https")).lower()}
+        if schemes != {"https"}:
+            return "its inventory uses plain HTTP"
+        return None
+    overrides = [name for name in SSH_OVERRIDES if hv.get(name)]
+    return f"its inventory sets {', '.join(overrides)}, which can change host key checking" if overrides else None
 
 
 def inventory_hosts(inventory: str | list[str], limit: str | None) -> list[InventoryHost]:
@@ -352,11 +393,11 @@ def inventory_hosts(inventory: str | list[str], limit: str | None) -> list[Inven
         hv = hostvars.get(name, {})
         connection = str(hv.get("ansible_connection", "ssh"))
         windows = "windows" in groups or connection in ("winrm", "psrp")
-        default_port = 5986 if connection in ("winrm", "psrp") else 22
         named = tuple(dict.fromkeys(str(hv[v]) for v in ADDRESS_VARS if hv.get(v))) or (name,)
-        address = str(hv.get("ansible_ssh_host") or hv.get("ansible_host") or name)
-        ignored = any(str(hv.get(v, "")).lower() == "ignore" for v in CERT_VARS)
-        found.append(InventoryHost(name, address, int(hv.get("ansible_port", default_port)), connection, windows, named, ignored))
+        host_var, port_var, default_port = CONNECTION_VARS.get(connection, ("ansible_ssh_host", "ansible_ssh_port", 22))
+        address = str(hv.get(host_var) or hv.get("ansible_host") or name)
+        port = int(hv.get(port_var) or hv.get("ansible_port") or default_port)
+        found.append(InventoryHost(name, address, port, connection, windows, named, _unverified(hv, connection)))
     return found
 
 
@@ -369,14 +410,20 @@ def _is_address(value: str) -> bool:
 
 
 def write_checked_addresses(hosts: list[InventoryHost], directory: Path) -> Path | None:
-    """An inventory source, read after the job's own, that connects hosts named by a hostname to the address
-    that name was checked at: ssh would otherwise resolve it again (another answer, outside the scope)."""
-    named = {h.name: {"ansible_host": h.address, "ansible_ssh_host": h.address} for h in hosts if _is_address(h.address)}
+    """An inventory source, read after the job's own, that connects SSH hosts named by a hostname to the address
+    that name was checked at: ssh would otherwise resolve it again (another answer, outside the scope).
+    The addresses are host_vars of that source: they win over the job inventory's own host_vars (a later
+    source's), which plain host variables would not. WinRM and PSRP hosts keep their names: the server's
+    certificate is checked against the name."""
+    named = {h.name: h.address for h in hosts if _is_address(h.address) and h.connection in (*SSH_CONNECTIONS, "paramiko")}
     if not named:
         return None
-    path = directory / "checked_addresses.json"
-    path.write_text(json.dumps({"all": {"hosts": named}}, indent=1))
-    return path
+    root = directory / "checked_addresses"
+    (root / "host_vars").mkdir(parents=True, exist_ok=True)
+    (root / "hosts.json").write_text(json.dumps({"all": {"hosts": {name: None for name in named}}}, indent=1))
+    for name, address in named.items():
+        (root / "host_vars" / f"{name}.json").write_text(json.dumps({"ansible_host": address, "ansible_ssh_host": address}))
+    return root
 
 
 def prepare(
@@ -392,7 +439,7 @@ def prepare(
     try:
         everything = inventory_hosts(inventory, job["limit"])
     except (subprocess.SubprocessError, OSError, ValueError) as exc:
-        log.warning("job %s: reading the inventory failed: %s", job["id"], getattr(exc, "stderr", None) or exc)
+        log.warning("job %s: reading the inventory failed (%s)", job["id"], type(exc).__name__)
         raise ValidationError(f"limit {job['limit']!r} is not a host pattern the inventory can use", field="limit") from None
     with db.session() as session:
         targets = sorted({a for h in everything for a in h.addresses})
@@ -410,17 +457,23 @@ def prepare(
     keys = hostkeys.write_job_known_hosts(db, config, settings, ssh, private_dir, should_stop)
     ssh_args = f"-C -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile={keys.known_hosts} -o StrictHostKeyChecking=yes"
     extra_files = [config.AGENT_VARS_FILE] if config.AGENT_VARS_FILE else []
+    # The job's own ssh master connections: a master another job opened (and checked against its own
+    # known_hosts) is never reused. Short, outside the artifacts: a socket path has at most 108 bytes.
+    control_dir = tempfile.mkdtemp(prefix="cx-ssh-")
     return {
         "inventory": sources if len(sources) > 1 else inventory,
-        "envvars": {"ANSIBLE_SSH_ARGS": ssh_args, "ANSIBLE_HOST_KEY_CHECKING": "True"},
+        "envvars": {"ANSIBLE_SSH_ARGS": ssh_args, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir},
         "cmdline_files": extra_files,
         "pending_pins": keys.pending,
+        "control_dir": control_dir,
     }
 
 
 def finish(db: Database, job: dict[str, Any], plan: dict[str, Any], status: str, reason: str | None) -> tuple[str, str | None]:
     """After the playbook: pin the keys first used on the hosts the job really reached."""
-    pinned = hostkeys.record_pins(db, job["id"], plan.get("pending_pins", {}), job["settings"].get("credential"))
+    if plan.get("control_dir"):
+        shutil.rmtree(plan["control_dir"], ignore_errors=True)
+    pinned = hostkeys.record_pins(db, job["id"], plan.get("pending_pins", {}), job["created_by"], job["settings"].get("credential"))
     if pinned:
         log.info("job %s pinned the host keys of %s", job["id"], ", ".join(pinned))
     return status, reason

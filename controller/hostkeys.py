@@ -3,11 +3,13 @@
 Trust is decided before any login, never by the request that logs in:
 - an admin adds keys (PUT /api/host-keys, `cloudx host-key add`): source "admin";
 - CLOUDX_KNOWN_HOSTS_FILE lists keys the machine's owner trusts;
-- a deploy job records the keys it used ("pinned") only after its own successful connection to that host,
-  with the stored credential it logged in with (that credential may not rely on the pin).
+- a deploy job records the key a host presented ("pinned") only after its own successful connection to that
+  host, for a host that had no trusted key, with who submitted the job.
 Keys given with a request, or scanned on first contact (CLOUDX_HOST_KEY_POLICY=pin-on-first-use), go to
 that job's known_hosts only. A job that logs in with a stored credential gets none of them: only keys
-established before, independently of it (see `untrusted_for_credential`).
+established before, independently of it: an admin's, the file's, or a pin of an admin's deployment (an
+operator's own successful login proves nothing about a host the operator may run; see
+`untrusted_for_credential`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from sqlalchemy.orm import Session
 
 from controller.db import Database
 from controller.errors import ApiError, ValidationError
-from controller.models import HostKey, JobEvent
+from controller.models import ApiToken, HostKey, JobEvent
 
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 KEY_LINE = re.compile(
-    r"^(?:\[[A-Za-z0-9.:-]+\]:\d+|[A-Za-z0-9.:-]+) (ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/=]+$"
+    r"^(?:\[[A-Za-z0-9.:-]{1,245}\]:\d{1,5}|[A-Za-z0-9.:-]{1,253}) (ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/=]+$"
 )
 ADMIN, PINNED = "admin", "pinned"
 # ssh-keyscan reads every host of a port group in parallel; the whole set-up waits at most this long.
@@ -54,6 +56,7 @@ CONTROLLER_SIDE_ACTIONS = {
     "set_stats",
     "include_vars",
     "validate_argument_spec",
+    "pause",
 }
 
 
@@ -154,13 +157,26 @@ def names_in_file(path: str, names: Iterable[str]) -> set[str]:
 # --- trust for stored credentials ---------------------------------------------------
 
 
+def _admins(session: Session, names: set[str]) -> set[str]:
+    """Which of these submitters are admins now: the controller's own command line, or admin tokens."""
+    tokens = set(session.scalars(select(ApiToken.name).where(ApiToken.name.in_(names), ApiToken.role == "admin")))
+    return tokens | {name for name in names if name.startswith("cli:")}
+
+
+def trusted_for_credential(session: Session, keys: list[HostKey], credential: str | None) -> list[HostKey]:
+    """The keys a job logging in with stored credential `credential` may rely on (all keys when it uses none)."""
+    if credential is None:
+        return keys
+    admins = _admins(session, {k.added_by for k in keys if k.source == PINNED and k.added_by})
+    return [k for k in keys if k.source == ADMIN or (k.source == PINNED and k.credential != credential and k.added_by in admins)]
+
+
 def untrusted_for_credential(session: Session, known_hosts_file: str, credential: str, names: Iterable[str]) -> list[str]:
     """The hosts (known_hosts names) whose identity was not established independently of `credential`."""
     wanted = sorted(set(names))
     trusted = names_in_file(known_hosts_file, wanted)
-    for key in session.scalars(select(HostKey).where(HostKey.host.in_(wanted))):
-        if key.source == ADMIN or (key.source == PINNED and key.credential != credential):
-            trusted.add(key.host)
+    keys = list(session.scalars(select(HostKey).where(HostKey.host.in_(wanted))))
+    trusted |= {key.host for key in trusted_for_credential(session, keys, credential)}
     return [name for name in wanted if name not in trusted]
 
 
@@ -172,7 +188,7 @@ def refuse_untrusted(session: Session, known_hosts_file: str, credential: str, t
         raise ApiError(
             f"stored credential {credential!r} is only used on hosts whose SSH host key was established before: "
             f"no such key for {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. An admin adds it "
-            "(PUT /api/host-keys or `cloudx host-key add`), or a successful deployment without this credential pins it",
+            "(PUT /api/host-keys or `cloudx host-key add`), or an admin's successful deployment without this credential pins it",
             field="credential",
             status=403,
         )
@@ -199,27 +215,28 @@ def scan_keys(
     deadline = time.monotonic() + bound
     for port, proc, hosts in procs:
         out, given = "", hosts
-        while time.monotonic() < deadline and not should_stop():
+        while True:
             try:
-                out = proc.communicate(given, timeout=min(0.25, max(0.01, deadline - time.monotonic())))[0] or ""
+                out = proc.communicate(given, timeout=0.25)[0] or ""
                 break
             except subprocess.TimeoutExpired:
                 given = None  # sent once; retrying communicate() loses no output
+                if time.monotonic() >= deadline or should_stop():
+                    proc.kill()  # keep what it read so far: only the hosts still silent are missing
+                    out = proc.communicate()[0] or ""
+                    break
         for line in out.splitlines():
             parts = line.split()
             if len(parts) == 3 and not line.startswith("#") and parts[1] in KEY_TYPES:
                 name = known_name(parts[0].split("]:")[0].lstrip("["), port)
                 found.setdefault(name, []).append((parts[1], parts[2]))
-    for _, proc, _ in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     return found
 
 
 class JobKeys(NamedTuple):
     known_hosts: Path
-    # Keys first used by this job, per inventory host: recorded as pins if the job connects to that host.
+    # Hosts that had no trusted key, with the keys first used by this job: recorded as pins, for the key the
+    # host presents, if the job connects to it.
     pending: dict[str, list[tuple[str, str, str]]]
 
 
@@ -233,8 +250,9 @@ def write_job_known_hosts(
 ) -> JobKeys:
     """The job's known_hosts file.
 
-    With a stored credential: only keys established before (admin, the machine's file, pins of other logins).
-    Otherwise also the request's own keys and, with pin-on-first-use, keys scanned now for hosts with none.
+    With a stored credential: only keys established before (admin, the machine's file, pins of admins' logins).
+    Otherwise also, for hosts with no trusted key at all, the request's own keys and, with pin-on-first-use,
+    keys scanned now (a host that has a trusted key gets no other: no key can be planted beside it).
     """
     credential = settings.get("credential")
     names = {known_name(t.address, t.port): t for t in targets}
@@ -246,40 +264,43 @@ def write_job_known_hosts(
     in_file = names_in_file(config.KNOWN_HOSTS_FILE, names)
     stored: dict[str, dict[str, str]] = {}
     with db.session() as session:
-        for key in session.scalars(select(HostKey).where(HostKey.host.in_(list(names) + list(provided)))):
-            if credential is None or key.source == ADMIN or (key.source == PINNED and key.credential != credential):
-                stored.setdefault(key.host, {})[key.key_type] = key.public_key
-    for host, keys in provided.items():
-        for key_type, key in keys:
-            if stored.get(host, {}).get(key_type, key) != key:
-                raise ValidationError(
-                    f"the {key_type} key given for {host} differs from the trusted one; an admin removes it first "
-                    f"(DELETE /api/host-keys/{host})",
-                    field="known_hosts",
-                )
+        keys = list(session.scalars(select(HostKey).where(HostKey.host.in_(list(names) + list(provided)))))
+        for key in keys:
+            # A different key of a trusted type: refused, whatever this job may rely on.
+            for key_type, given in provided.get(key.host, []):
+                if key_type == key.key_type and given != key.public_key:
+                    raise ValidationError(
+                        f"the {key_type} key given for {key.host} differs from the trusted one; an admin removes it first "
+                        f"(DELETE /api/host-keys/{key.host})",
+                        field="known_hosts",
+                    )
+        for key in trusted_for_credential(session, keys, credential):
+            stored.setdefault(key.host, {})[key.key_type] = key.public_key
+    known = {k.host for k in keys} | in_file
     pending: dict[str, list[tuple[str, str, str]]] = {}
     if credential is None:
-        unknown = [(t.address, t.port) for n, t in names.items() if n not in stored and n not in provided and n not in in_file]
+        fresh_hosts = [n for n in names if n not in known]
+        unknown = [(names[n].address, names[n].port) for n in fresh_hosts if n not in provided]
         scanned = scan_keys(unknown, should_stop) if unknown and config.HOST_KEY_POLICY == "pin-on-first-use" else {}
-        for name, target in names.items():
-            fresh = [(name, kt, k) for kt, k in provided.get(name, []) + scanned.get(name, []) if kt not in stored.get(name, {})]
+        for name in fresh_hosts:
+            fresh = [(name, kt, k) for kt, k in provided.get(name, []) + scanned.get(name, [])]
             if fresh:
-                pending[target.name] = fresh
+                pending[names[name].name] = fresh
                 lines += [" ".join(entry) for entry in fresh]
-    for host, keys in sorted(stored.items()):
-        lines += [f"{host} {key_type} {key}" for key_type, key in sorted(keys.items())]
+    for host, host_keys in sorted(stored.items()):
+        lines += [f"{host} {key_type} {key}" for key_type, key in sorted(host_keys.items())]
     path = directory / "known_hosts"
     path.write_text("\n".join(lines) + "\n")
     return JobKeys(path, pending)
 
 
 def connected_hosts(session: Session, job_id: str) -> set[str]:
-    """Inventory hosts a job really reached over their connection: a task ran there (ok or failed), not
-    only on the controller (group_by, set_fact, ...), and the host was never unreachable."""
+    """Inventory hosts a job really reached over their connection: a task ran there and succeeded (not only
+    on the controller: group_by, set_fact, ...), and the host was never unreachable."""
     reached, unreachable = set(), set()
     rows = session.execute(
         select(JobEvent.host, JobEvent.event, JobEvent.event_data).where(
-            JobEvent.job_id == job_id, JobEvent.event.in_(("runner_on_ok", "runner_on_failed", "runner_on_unreachable"))
+            JobEvent.job_id == job_id, JobEvent.event.in_(("runner_on_ok", "runner_on_unreachable"))
         )
     )
     for host, event, data in rows:
@@ -293,16 +314,35 @@ def connected_hosts(session: Session, job_id: str) -> set[str]:
     return reached - unreachable
 
 
-def record_pins(db: Database, job_id: str, pending: dict[str, list[tuple[str, str, str]]], credential: str | None) -> list[str]:
-    """After the job: pin the keys it used on the hosts it reached (never replacing a trusted key)."""
+def _address_port(name: str) -> tuple[str, int]:
+    if name.startswith("["):
+        address, _, port = name[1:].partition("]:")
+        return address, int(port)
+    return name, 22
+
+
+def record_pins(
+    db: Database, job_id: str, pending: dict[str, list[tuple[str, str, str]]], submitted_by: str | None, credential: str | None = None
+) -> list[str]:
+    """After the job: pin, on the hosts it reached, the keys it first used that the host presents now (a key
+    given with the request that the host does not hold is never pinned). Never replaces a trusted key."""
     if not pending:
         return []
+    with db.session() as session:
+        reached = connected_hosts(session, job_id) & set(pending)
+    candidates = {name for host in reached for name, _, _ in pending[host]}
+    presented = scan_keys([_address_port(name) for name in sorted(candidates)], lambda: False) if candidates else {}
     pinned = []
     with db.session() as session:
-        reached = connected_hosts(session, job_id)
-        for host in sorted(reached & set(pending)):
+        for host in sorted(reached):
             for name, key_type, key in pending[host]:
-                if session.scalar(select(HostKey.id).where(HostKey.host == name, HostKey.key_type == key_type)) is None:
-                    session.add(HostKey(host=name, key_type=key_type, public_key=key, source=PINNED, job_id=job_id, credential=credential))
-                    pinned.append(name)
+                if (key_type, key) not in presented.get(name, []):
+                    continue
+                if session.scalar(select(HostKey.id).where(HostKey.host == name)) is not None and name not in pinned:
+                    continue  # trusted meanwhile (an admin, another job): that stands
+                pin = HostKey(host=name, key_type=key_type, public_key=key, source=PINNED, job_id=job_id, credential=credential)
+                pin.added_by = submitted_by
+                session.add(pin)
+                session.flush()
+                pinned.append(name)
     return sorted(set(pinned))

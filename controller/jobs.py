@@ -63,7 +63,7 @@ def create_job(
 ) -> Job:
     """A queued job; TooBusy if max_queued (when set) jobs already wait, or its submitter's quota of waiting
     jobs is used up. The quota of running jobs is kept on the job, for the claims (claim_next)."""
-    if max_queued and session.get_bind().dialect.name == "postgresql":
+    if (max_queued or quota is not None) and session.get_bind().dialect.name == "postgresql":
         # Serialise admissions: under READ COMMITTED two requests could each miss the other's row.
         session.execute(text("SELECT pg_advisory_xact_lock(7261)"))
     job = Job(
@@ -142,6 +142,9 @@ def claim_next(session: Session, max_running: int, worker: str, node: str, only:
         running = select(func.count()).select_from(Job).where(Job.status == "running").scalar_subquery()
         condition = and_(Job.id == oldest, Job.status == "queued", running < max_running)
     else:
+        if session.get_bind().dialect.name == "postgresql":
+            # Two workers claiming jobs of one submitter must see each other's claims (its running quota).
+            session.execute(text("SELECT pg_advisory_xact_lock(7263)"))
         condition = and_(Job.id == only, Job.status == "queued", within_quota())
     now = utcnow()
     return session.execute(

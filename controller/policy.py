@@ -81,9 +81,10 @@ def update_policy(session: Session, changes: Any, updated_by: str) -> Policy:
     values: dict[str, Any] = {}
     if "scope" in changes:
         values["scope"] = validate_scope(changes["scope"])
-    for field, top in (("max_prefix_v4", 32), ("max_prefix_v6", 128), ("token_max_queued", 10000), ("token_max_running", 10000)):
+    bounds = (("max_prefix_v4", 0, 32), ("max_prefix_v6", 0, 128), ("token_max_queued", 1, 10000), ("token_max_running", 1, 10000))
+    for field, low, top in bounds:
         if field in changes:
-            values[field] = _bounded(changes[field], field, 0, top)
+            values[field] = _bounded(changes[field], field, low, top)
     if "windows_deployments" in changes:
         if not isinstance(changes["windows_deployments"], bool):
             raise ValidationError("windows_deployments must be true or false", field="windows_deployments")
@@ -117,7 +118,7 @@ def policy_view(policy: Policy) -> dict[str, Any]:
         "windows_deployments": policy.windows_deployments,
         "token_max_queued": policy.token_max_queued,
         "token_max_running": policy.token_max_running,
-        "max_scan_timeout": policy.max_scan_timeout or {},
+        "max_scan_timeout": _scan_timeouts(policy),
         "updated_by": policy.updated_by,
         "updated_at": iso(policy.updated_at),
     }
@@ -135,8 +136,13 @@ def quota_for(session: Session, principal: Principal) -> Quota | None:
 
 def max_scan_timeout(session: Session, principal: Principal, ceiling: int) -> int:
     """The largest scan timeout this caller's role may ask for (never above CLOUDX_SCAN_MAX_TIMEOUT)."""
-    limits = get_policy(session).max_scan_timeout or {}
+    limits = _scan_timeouts(get_policy(session))
     return min(ceiling, int(limits.get(principal.role, ceiling)))
+
+
+def _scan_timeouts(policy: Policy) -> dict[str, int]:
+    # None: never set (a policy from before per-role limits existed): the default applies, not "no limit".
+    return dict(DEFAULT_MAX_SCAN_TIMEOUT) if policy.max_scan_timeout is None else dict(policy.max_scan_timeout)
 
 
 def resolve(name: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:

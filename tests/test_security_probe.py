@@ -184,12 +184,19 @@ def test_inventory_hosts_named_by_a_hostname_connect_to_the_checked_address(app,
     db = app.extensions["cloudx.db"]
     job = {"id": "j1", "inventory": config.INVENTORY, "limit": "localhost", "settings": {"os_type": "linux", "known_hosts": []}}
     job.update(extra_vars={}, created_by="cli:root")
+    # The job inventory's own host_vars name the host again: the checked address still wins.
+    (Path(config.INVENTORY) / "host_vars").mkdir()
+    (Path(config.INVENTORY) / "host_vars" / "localhost.yml").write_text("ansible_host: localhost\nansible_ssh_host: localhost\n")
     plan = deployments.prepare(db, config, job, tmp_path)
     assert plan["inventory"][0] == config.INVENTORY
-    overrides = json.loads(Path(plan["inventory"][1]).read_text())
-    assert overrides == {"all": {"hosts": {"localhost": {"ansible_host": "127.0.0.1", "ansible_ssh_host": "127.0.0.1"}}}}
+    overrides = json.loads((Path(plan["inventory"][1]) / "host_vars" / "localhost.json").read_text())
+    assert overrides == {"ansible_host": "127.0.0.1", "ansible_ssh_host": "127.0.0.1"}
     [host] = deployments.inventory_hosts(plan["inventory"], "localhost")
     assert host.address == "127.0.0.1"
+    # Its own ssh master connections, never another job's.
+    assert Path(plan["envvars"]["ANSIBLE_SSH_CONTROL_PATH_DIR"]).is_dir()
+    deployments.finish(db, job, plan, "successful", None)
+    assert not Path(plan["envvars"]["ANSIBLE_SSH_CONTROL_PATH_DIR"]).exists()
 
 
 # --- tokens: expiry and revocation; who may stop a job ------------------------------------
@@ -298,3 +305,114 @@ def test_admins_trust_host_keys_with_the_cli(runner, tmp_path):
     assert gone.exit_code == 1 and "no trusted key for 198.18.0.7" in gone.output
     audit = runner.invoke(cli, ["audit"]).output
     assert "host-key add" in audit and "host-key delete" in audit
+
+
+# --- found by review: what else could lead a stored credential astray ------------------------------
+
+
+def credential_app(tmp_path):
+    from controller import create_app
+    from controller.credentials import keygen
+    from tests.conftest import make_config, prepare_app
+
+    app = prepare_app(create_app(make_config(tmp_path, CREDENTIALS_KEY=keygen())))
+    body = {"name": "fleet-pw", "kind": "password", "username": "deploy", "secret": "Fleet-Pa55-x"}
+    assert app.test_client().post("/api/credentials", json=body).status_code == 201
+    return app
+
+
+def test_an_operators_own_pin_does_not_establish_a_host_for_stored_credentials(tmp_path):
+    """An operator's successful login to a server of theirs pins its key: that proves nothing to a stored credential."""
+    from controller.models import HostKey
+
+    app = credential_app(tmp_path)
+    client = app.test_client()
+    operator = bearer(make_token(app, "operator", "mallory"))
+    deploy = {"hosts": ["198.18.0.70"], "os_type": "linux", "credential": "fleet-pw"}
+    with app.extensions["cloudx.db"].session() as session:
+        session.add(HostKey(host="198.18.0.70", key_type="ssh-ed25519", public_key="AAAAmallory", source="pinned", added_by="mallory"))
+    refused = client.post("/api/deployments", json=deploy, headers=operator)
+    assert refused.status_code == 403 and "198.18.0.70" in refused.get_json()["error"]
+    # The same pin made by an admin's deployment counts.
+    with app.extensions["cloudx.db"].session() as session:
+        session.scalar(select(HostKey)).added_by = "tests"
+    assert client.post("/api/deployments", json=deploy, headers=operator).status_code == 202
+    app.extensions["cloudx.db"].dispose()
+
+
+def test_no_key_can_be_planted_beside_a_trusted_one(app, client, tmp_path):
+    from controller.hostkeys import Target, write_job_known_hosts
+
+    assert client.put("/api/host-keys", json={"known_hosts": "198.18.0.21 ssh-ed25519 AAAAadmin"}).status_code == 200
+    db, config = app.extensions["cloudx.db"], app.extensions["cloudx.config"]
+    planted = {"known_hosts": ["198.18.0.21 ecdsa-sha2-nistp256 AAAAplanted"]}
+    keys = write_job_known_hosts(db, config, planted, [Target("h", "198.18.0.21", 22)], tmp_path)
+    assert "AAAAplanted" not in keys.known_hosts.read_text() and keys.pending == {}
+    assert "198.18.0.21 ssh-ed25519 AAAAadmin" in keys.known_hosts.read_text()
+
+
+@pytest.mark.parametrize(
+    ("host_vars", "expected"),
+    [
+        ("ansible_ssh_common_args: -o StrictHostKeyChecking=no", "ansible_ssh_common_args"),
+        ("ansible_ssh_args: -o UserKnownHostsFile=/dev/null", "ansible_ssh_args"),
+        ("ansible_ssh_port: 2222", "reached on port 2222"),
+        ("ansible_connection: winrm, ansible_winrm_scheme: http, ansible_port: 5986", "plain HTTP"),
+        ("ansible_connection: winrm, ansible_winrm_port: 5985", "reached on port 5985"),
+        ("ansible_connection: winrm, ansible_winrm_host: 203.0.113.9", "outside the policy scope"),
+    ],
+)
+def test_inventory_settings_that_defeat_the_checks_refuse_a_stored_credential(tmp_path, host_vars, expected):
+    from controller.models import HostKey
+
+    app = credential_app(tmp_path)
+    inventory = Path(app.extensions["cloudx.config"].INVENTORY) / "hosts.yml"
+    inventory.write_text(inventory.read_text() + f"    fleet:\n      hosts:\n        f1: {{ansible_host: 198.18.0.80, {host_vars}}}\n")
+    with app.extensions["cloudx.db"].session() as session:
+        session.add(HostKey(host="198.18.0.80", key_type="ssh-ed25519", public_key="AAAAk", source="admin"))
+    os_type = "windows" if "winrm" in host_vars else "linux"
+    refused = app.test_client().post("/api/deployments", json={"limit": "f1", "os_type": os_type, "credential": "fleet-pw"})
+    assert refused.status_code == 403 and expected in refused.get_json()["error"], refused.get_json()
+    app.extensions["cloudx.db"].dispose()
+
+
+def test_inventory_names_are_matched_as_checked(tmp_path):
+    """ansible_host: LocalHost is checked as localhost: no 500, and the stored credential's scope applies."""
+    from controller.models import Credential, HostKey
+
+    app = credential_app(tmp_path)
+    with app.extensions["cloudx.db"].session() as session:
+        session.add(HostKey(host="127.0.0.1", key_type="ssh-ed25519", public_key="AAAAk", source="admin"))
+    inventory = Path(app.extensions["cloudx.config"].INVENTORY) / "hosts.yml"
+    inventory.write_text(inventory.read_text() + "    fleet:\n      hosts:\n        f1: {ansible_host: LocalHost}\n")
+    client = app.test_client()
+    assert client.post("/api/deployments", json={"limit": "f1", "os_type": "linux", "credential": "fleet-pw"}).status_code == 202
+    assert client.delete("/api/credentials/fleet-pw").status_code == 200
+    body = {"name": "fleet-pw", "kind": "password", "username": "deploy", "secret": "x", "scope": ["198.18.0.0/16"]}
+    assert client.post("/api/credentials", json=body).status_code == 201
+    outside = client.post("/api/deployments", json={"limit": "f1", "os_type": "linux", "credential": "fleet-pw"})
+    assert outside.status_code == 403 and "its scope" in outside.get_json()["error"]
+    with app.extensions["cloudx.db"].session() as session:
+        assert session.scalar(select(Credential.scope)) == ["198.18.0.0/16"]
+    app.extensions["cloudx.db"].dispose()
+
+
+def test_policies_from_before_per_role_timeouts_get_the_default(app, client):
+    from controller.models import Policy
+
+    with app.extensions["cloudx.db"].session() as session:
+        session.get(Policy, 1).max_scan_timeout = None  # as migration 0005 leaves an existing policy
+    assert client.get("/api/policy").get_json()["max_scan_timeout"] == {"operator": 7200}
+    operator = bearer(make_token(app, "operator"))
+    assert client.post("/api/scans", json={**SCAN, "timeout": 86400}, headers=operator).status_code == 400
+
+
+def test_quotas_of_zero_are_refused(app, client):
+    assert client.put("/api/policy", json={"token_max_running": 0}).status_code == 400
+    assert client.post("/api/tokens", json={"name": "z", "role": "operator", "max_queued": 0}).status_code == 400
+
+
+def test_audit_text_holds_no_nul_or_surrogate():
+    from controller.api.audit import text
+
+    assert text("a\x00b\ud800c", 100) == "a\\x00b\\ud800c"

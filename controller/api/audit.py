@@ -26,10 +26,10 @@ log = logging.getLogger("cloudx.api")
 
 
 def text(value: Any, limit: int) -> str | None:
-    """Text safe to store: lone surrogates and other unencodable characters escaped, cut to `limit`."""
+    """Text safe to store: lone surrogates and NUL (PostgreSQL refuses it in text) escaped, cut to `limit`."""
     if value is None:
         return None
-    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")[:limit]
 
 
 def outcome_of(status: int) -> str:
@@ -44,39 +44,69 @@ class AnonymousDenials:
         self._minute = -1
         self._written = 0
         self._aggregate: int | None = None
+        self._creating = False
         self._pending = 0
         self._flushed_at = 0.0
 
     def admit(self, db: Database) -> bool:
-        """True: write an entry of its own; False: counted in this minute's aggregate entry."""
+        """True: write an entry of its own; False: counted in this minute's aggregate entry.
+        The lock guards the counters only: database writes happen outside it (a locked database must not
+        hold every unauthenticated request behind one)."""
         minute = int(time.time() // 60)
         with self._lock:
+            flush = self._take(minute) if minute != self._minute else None
             if minute != self._minute:
-                self._flush(db)
-                self._minute, self._written, self._aggregate = minute, 0, None
+                self._minute, self._written, self._aggregate, self._creating = minute, 0, None, False
             if self._written < ANONYMOUS_ROWS_PER_MINUTE:
                 self._written += 1
-                return True
-            if self._aggregate is None:
-                with db.session() as session:
-                    entry = _entry(None, 401, "denied", "unauthenticated requests denied in this minute, counted here (aggregated)")
-                    entry.path, entry.method, entry.action = "*", "*", None
-                    session.add(entry)
-                    session.flush()
-                    self._aggregate = entry.id
-                self._flushed_at = time.monotonic()
-                return False
-            self._pending += 1
-            if time.monotonic() - self._flushed_at >= AGGREGATE_FLUSH_SECONDS:
-                self._flush(db)
-            return False
+                own = True
+            else:
+                own = False
+                create = self._aggregate is None and not self._creating
+                self._creating = self._creating or create
+                if not create:
+                    self._pending += 1
+                    if flush is None and self._aggregate is not None and time.monotonic() - self._flushed_at >= AGGREGATE_FLUSH_SECONDS:
+                        flush = self._take(minute)
+        if flush is not None:
+            self._write(db, *flush)
+        if not own and create:
+            self._create(db, minute)
+        return own
 
-    def _flush(self, db: Database) -> None:
-        if self._aggregate is not None and self._pending:
-            pending, self._pending = self._pending, 0
-            with db.session() as session:
-                session.execute(update(AuditEntry).where(AuditEntry.id == self._aggregate).values(count=AuditEntry.count + pending))
+    def _take(self, minute: int) -> tuple[int, int] | None:
+        """The aggregate entry's pending count, handed over for writing (under the lock)."""
         self._flushed_at = time.monotonic()
+        if self._aggregate is None or not self._pending:
+            return None
+        taken, self._pending = (self._aggregate, self._pending), 0
+        return taken
+
+    def _write(self, db: Database, entry_id: int, pending: int) -> None:
+        try:
+            with db.session() as session:
+                session.execute(update(AuditEntry).where(AuditEntry.id == entry_id).values(count=AuditEntry.count + pending))
+        except Exception:
+            log.exception("could not add %d denials to audit entry %d", pending, entry_id)
+            with self._lock:  # counted again with the next write, if it is still this minute's entry
+                if self._aggregate == entry_id:
+                    self._pending += pending
+
+    def _create(self, db: Database, minute: int) -> None:
+        entry_id = None
+        try:
+            with db.session() as session:
+                entry = _entry(None, 401, "denied", "unauthenticated requests denied in this minute, counted here (aggregated)")
+                entry.path, entry.method, entry.action = "*", "*", None
+                session.add(entry)
+                session.flush()
+                entry_id = entry.id
+        except Exception:
+            log.exception("could not write the aggregate audit entry")
+        with self._lock:
+            if self._minute == minute:
+                self._aggregate, self._creating = entry_id, False
+                self._flushed_at = time.monotonic()
 
 
 def _entry(principal: Principal | None, status: int, outcome: str, detail: str | None) -> AuditEntry:
