@@ -206,6 +206,17 @@ def wait_scan(client: FlaskClient, job_id: str, timeout: float = 300) -> dict[st
     raise AssertionError(f"scan {job_id} still {view['status']} after {timeout} s")
 
 
+def wait_job(client: FlaskClient, job_id: str, timeout: float = 300, until: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The job once its status is one of `until` (default: any final status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").get_json()
+        if job["status"] in until if until else job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
 @pytest.fixture(scope="session")
 def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A throwaway key pair the booted test hosts trust for root."""

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from sqlalchemy import func, select
 
 from controller.credentials import keygen
 from controller.models import HostKey, Job
-from tests.conftest import make_token, running_app, write_agent_vars
+from tests.conftest import make_token, running_app, wait_job, write_agent_vars
 from tests.recording_sshd import RecordingSshd
 
 pytestmark = pytest.mark.integration
@@ -35,16 +34,6 @@ def trust_app(request, tmp_path: Path):
     agent_vars = write_agent_vars(tmp_path / "agent-vars.json", package, hashlib.sha256(package.read_bytes()).hexdigest())
     with running_app(request, tmp_path, "local", CREDENTIALS_KEY=keygen(), AGENT_VARS_FILE=str(agent_vars)) as app:
         yield app
-
-
-def wait_job(client, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").get_json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} still {job['status']}")
 
 
 def job_count(app) -> int:

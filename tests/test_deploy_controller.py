@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from sqlalchemy import select
 
 from controller.models import Job
 from tests.cluster import stored_bytes
-from tests.conftest import ENROLLMENT_PASSWORD, running_app, write_agent_vars
+from tests.conftest import ENROLLMENT_PASSWORD, running_app, wait_job, write_agent_vars
 
 pytestmark = pytest.mark.integration
 SSH_PASSWORD = "Ssh-Pa55word-4e2d91"
@@ -22,16 +21,6 @@ def deploy_app(request, tmp_path, agent_package, executor_kind):
     agent_vars = write_agent_vars(tmp_path / "agent-vars.json", *agent_package)
     with running_app(request, tmp_path, executor_kind, AGENT_VARS_FILE=str(agent_vars)) as app:
         yield app
-
-
-def wait_job(client, job_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").get_json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still running")
 
 
 def all_stored_bytes(app, tmp_path: Path) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import running_app, write_agent_vars
+from tests.conftest import running_app, wait_job, write_agent_vars
 
 pytestmark = pytest.mark.integration
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 22)]
@@ -66,24 +66,14 @@ def setup_app(request, tmp_path: Path, silent: SilentHosts):
         yield app
 
 
-def wait_status(client, job_id: str, statuses: tuple[str, ...], timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").get_json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {job['status']}")
-
-
 def test_cancel_takes_effect_during_set_up(setup_app):
     client = setup_app.test_client()
     job_id = client.post("/api/deployments", json={"limit": "linux", "os_type": "linux", "manager_ip": "127.0.0.1"}).get_json()["job_id"]
-    wait_status(client, job_id, ("running",))
+    wait_job(client, job_id, until=("running",))
     time.sleep(1.0)  # inside the host key scans
     assert client.post(f"/api/jobs/{job_id}/cancel").status_code == 202
     asked = time.monotonic()
-    job = wait_status(client, job_id, ("canceled", "error", "failed", "successful"))
+    job = wait_job(client, job_id)
     took = time.monotonic() - asked
     assert job["status"] == "canceled", (job, f"{took:.1f} s after the cancel")
     assert "prepared" in job["status_reason"] or "request" in job["status_reason"]
@@ -92,7 +82,7 @@ def test_cancel_takes_effect_during_set_up(setup_app):
 def test_unresponsive_hosts_end_unreachable_each_with_a_reason(setup_app):
     client = setup_app.test_client()
     job_id = client.post("/api/deployments", json={"limit": "linux", "os_type": "linux", "manager_ip": "127.0.0.1"}).get_json()["job_id"]
-    job = wait_status(client, job_id, ("canceled", "error", "failed", "successful"))
+    job = wait_job(client, job_id)
     assert job["status"] == "failed", job  # not "worker lost": the heartbeat went on during set-up
     hosts = client.get(f"/api/jobs/{job_id}/hosts").get_json()["hosts"]
     assert len(hosts) == 20 and all(h["unreachable"] == 1 for h in hosts), hosts
