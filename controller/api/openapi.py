@@ -1072,7 +1072,8 @@ def _view_schemas() -> dict[str, Schema]:
 def _headers() -> dict[str, Schema]:
     return {
         "X-Request-ID": {
-            "description": "The request's id: the X-Request-ID sent (letters, digits, . _ : -, up to 64) or a new one.",
+            "description": "The server's own id of the request (unique; the audit entry's request_id). A valid X-Request-ID "
+            "sent by the client (letters, digits, . _ : -, up to 64) comes back as X-Client-Request-ID.",
             "required": True,
             "schema": string(),
         },
@@ -1101,7 +1102,7 @@ this document are public.
 `request_id`. 401 comes with WWW-Authenticate, 429 (job queue full) and 503 (database unavailable) with Retry-After.
 
 **Requests.** Bodies are JSON objects (Content-Type: application/json); unknown fields are refused. Every response
-carries X-Request-ID (yours, when you send a valid one). Pages are newest first for scans, jobs and the audit log, and
+carries X-Request-ID (the server's id; yours comes back as X-Client-Request-ID). Pages are newest first for scans, jobs and the audit log, and
 oldest first for events; pass the next_* value of a page to get the following one (null: no more)."""
 
 
