@@ -1102,8 +1102,9 @@ this document are public.
 `request_id`. 401 comes with WWW-Authenticate, 429 (job queue full) and 503 (database unavailable) with Retry-After.
 
 **Requests.** Bodies are JSON objects (Content-Type: application/json); unknown fields are refused. Every response
-carries X-Request-ID (the server's id; yours comes back as X-Client-Request-ID). Pages are newest first for scans, jobs and the audit log, and
-oldest first for events; pass the next_* value of a page to get the following one (null: no more)."""
+carries X-Request-ID (the server's id; yours comes back as X-Client-Request-ID). Pages are newest first for scans,
+jobs and the audit log, and oldest first for events; pass the next_* value of a page to get the following one (null:
+no more)."""
 
 
 def spec(settings: Config | None = None) -> dict[str, Any]:
