@@ -133,6 +133,7 @@ class JobRun:
                 failure = ("error", f"refused where it runs: {exc}" if isinstance(exc, ApiError) else f"preparing the job failed: {exc}")
             return self._end_before_start(failure)
         if self.cancel_requested.is_set():
+            kinds.finish(kind, self.db, self.config, job_info, plan, "canceled", None)  # drops what prepare made
             return self._end_before_start(None)
         inventory = plan.get("inventory", inventory)
         files = list(plan.get("cmdline_files", []))
