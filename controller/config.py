@@ -71,6 +71,10 @@ class Config:
     KNOWN_HOSTS_FILE: str = ""
     # Variables every agent deployment gets (package source, repository, ...), a YAML or JSON file.
     AGENT_VARS_FILE: str = ""
+    # CA certificates (a PEM file, or a directory of c_rehash'ed ones) that WinRM certificates of the hosts of
+    # host-list deployments are verified against (the generated inventory's ansible_winrm_ca_trust_path).
+    # Empty: the CA bundle of requests (certifi). Inventory hosts use their own ansible_winrm_ca_trust_path.
+    WINRM_CA_TRUST_PATH: str = ""
     SYNC_HEARTBEAT_FILE: str = "sync_heartbeat.json"
     SYNC_MAX_AGE: int = 30
     MAX_CONTENT_LENGTH: int = 64 * 1024
@@ -120,5 +124,6 @@ class Config:
             "CLOUDX_HOST_KEY_POLICY": self.HOST_KEY_POLICY,
             "CLOUDX_KNOWN_HOSTS_FILE": self.KNOWN_HOSTS_FILE,
             "CLOUDX_AGENT_VARS_FILE": self.AGENT_VARS_FILE,
+            "CLOUDX_WINRM_CA_TRUST_PATH": str(Path(self.WINRM_CA_TRUST_PATH).resolve()) if self.WINRM_CA_TRUST_PATH else "",
             "CLOUDX_WORKER_LOST_AFTER": str(self.WORKER_LOST_AFTER),
         }

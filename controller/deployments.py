@@ -293,7 +293,7 @@ def _open_stored(session: Session, config: Config, secrets: dict[str, Any], requ
 # --- where the job runs --------------------------------------------------------
 
 
-def write_inventory(settings: dict[str, Any], directory: Path) -> Path:
+def write_inventory(settings: dict[str, Any], directory: Path, ca_trust_path: str = "") -> Path:
     """The inventory of a deployment to listed hosts: one group per os_type, connection settings per platform."""
     os_type = settings["os_type"]
     addresses = settings.get("addresses", {})
@@ -314,6 +314,8 @@ def write_inventory(settings: dict[str, Any], directory: Path) -> Path:
                 "ansible_winrm_server_cert_validation": "validate",
             }
         )
+        if ca_trust_path:
+            group_vars["ansible_winrm_ca_trust_path"] = ca_trust_path
     else:
         group_vars["ansible_python_interpreter"] = "auto_silent"
     inventory = {"all": {"children": {"agents": {"children": {os_type: {"hosts": hosts, "vars": group_vars}}}}}}
@@ -435,7 +437,7 @@ def prepare(
     a trusted key may have changed), before any connection or login.
     """
     settings = job["settings"]
-    inventory = str(write_inventory(settings, private_dir)) if "hosts" in settings else job["inventory"]
+    inventory = str(write_inventory(settings, private_dir, config.WINRM_CA_TRUST_PATH)) if "hosts" in settings else job["inventory"]
     try:
         everything = inventory_hosts(inventory, job["limit"])
     except (subprocess.SubprocessError, OSError, ValueError) as exc:
