@@ -164,6 +164,9 @@ def test_secrets_never_reach_database_artifacts_or_logs(
     try:
         assert http.post(f"{api}/credentials", json={"name": "lab-key", "kind": "ssh_key", "username": "root", "secret": private_key}).ok
         assert http.post(f"{api}/credentials", json={"name": "spare", "kind": "password", "secret": stored_password}).ok
+        # A stored credential goes only to a host whose key was established before: an admin trusts it.
+        host_keys = [f"{booted_hosts[0].address} {' '.join(key.split()[:2])}" for key in booted_hosts[0].host_keys()]
+        assert http.put(f"{api}/host-keys", json={"known_hosts": host_keys}).ok
         scan = http.post(f"{api}/scans", json={"target": target.address, "tool": "nmap", "scan_type": "default", "ports": "22"})
         deploy = http.post(
             f"{api}/deployments",
