@@ -18,10 +18,39 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def playbook(name: str, inventory: Path, *extra: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": f"{BIN}:{os.environ['PATH']}"}
-    argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), f"playbooks/{name}", *extra] + (["--check"] if check else [])
+def playbook(name: str | Path, inventory: Path, *extra: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook on playbooks/<name> (or a playbook's own path), with injected fact variables off: the
+    roles read facts through ansible_facts only (injected facts are deprecated in ansible-core 2.20)."""
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "ANSIBLE_INJECT_FACT_VARS": "False",
+    }
+    path = str(name) if Path(name).is_absolute() else f"playbooks/{name}"
+    argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), path, *extra] + (["--check"] if check else [])
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def tasks_run(output: str) -> list[str]:
+    """The names of the role's tasks that ran (TASK headers followed by a result that is not a skip)."""
+    found, task = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = re.sub(r"^TASK \[(?:cloudx_agent_linux : )?(.*?)\] \**$", r"\1", line)
+        elif line.startswith(("RUNNING HANDLER [", "PLAY ")):
+            task = ""
+        elif task and re.match(r"^(ok|changed): \[", line):
+            found.append(task)
+            task = ""
+    return found
+
+
+def unit_reload_state(host) -> tuple[str, str]:
+    """(NeedDaemonReload, `systemctl status` output) for the agent's unit."""
+    need = host.shell("systemctl show -p NeedDaemonReload --value wazuh-agent", check=False).stdout.strip()
+    status = host.shell("systemctl status --no-pager wazuh-agent 2>&1", check=False).stdout
+    return need, status
 
 
 def changed_tasks(output: str) -> list[str]:
@@ -100,6 +129,9 @@ def test_converge_idempotence_verify_and_remove(booted_hosts, ssh_key, manager, 
         assert host.shell("test -e /var/ossec || test -e /var/cache/cloudx-agent || echo gone").stdout.strip() == "gone"
         assert host.shell("systemctl cat wazuh-agent", check=False).returncode != 0
         assert host.shell("getent passwd wazuh", check=False).returncode != 0
+        # systemd was reloaded after the package took its unit file away: no "changed on disk" warning.
+        need_reload, status = unit_reload_state(host)
+        assert need_reload != "yes" and "changed on disk" not in status, (need_reload, status)
 
 
 def test_bad_settings_fail_before_touching_hosts(booted_hosts, ssh_key, deploy_vars, tmp_path):
@@ -142,6 +174,51 @@ def test_remove_threat_quarantines_on_a_host(booted_hosts, ssh_key, deploy_vars,
     assert listing[0].startswith("700 ") and any(line.startswith("600 ") and line.endswith(".json") for line in listing)
     log = host.shell("tail -1 /var/ossec/logs/active-responses.log").stdout
     assert json.loads(log)["action"] == "quarantined"
+
+
+# What every tag selection runs too (tagged always): the argument spec, the validation, the facts, the package state.
+ALWAYS = {
+    "Check the agent settings",
+    "Check what the agent needs to be installed",
+    "Gather the facts the role reads",
+    "Check the operating system",
+    "Load the OS family's variables",
+    "Read the installed agent package",
+    "Note the installed agent version",
+}
+
+
+def test_tags_run_one_phase(booted_hosts, ssh_key, deploy_vars, tmp_path):
+    """--tags configure rewrites the configuration and nothing else; --tags active-response restores remove-threat.py."""
+    host = booted_hosts[2]
+    inventory = agent_inventory(tmp_path, [host], ssh_key)
+    # The role listed under roles: its own tasks carry the tags (playbooks/deploy_agent.yml includes it untagged).
+    role_play = tmp_path / "agent.yml"
+    role_play.write_text("- name: The Linux agent\n  hosts: linux\n  gather_facts: false\n  roles:\n    - cloudx_agent_linux\n")
+    listed = playbook(role_play, inventory, "--list-tags")
+    assert "TASK TAGS: [active-response, always, configure, enroll, install, remove, service]" in listed.stdout, listed.stdout
+    deployed = playbook(role_play, inventory, *deploy_vars)
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+
+    host.shell("echo '<!-- edited by hand -->' >> /var/ossec/etc/ossec.conf; chmod 0644 /var/ossec/active-response/bin/remove-threat.py")
+    configured = playbook(role_play, inventory, *deploy_vars, "--tags", "configure")
+    assert configured.returncode == 0, configured.stdout[-3000:]
+    ran = {t for t in tasks_run(configured.stdout) if not t.startswith("Validating arguments")}
+    assert "Write the agent configuration" in ran, ran
+    assert ran - ALWAYS <= {
+        "Write the agent configuration",
+        "Write the enrollment password",
+        "Remove an enrollment password that is no longer set",
+    }, ran
+    assert "RUNNING HANDLER [cloudx_agent_linux : Restart the Cloud-X agent]" in configured.stdout
+    assert "edited by hand" not in host.shell("cat /var/ossec/etc/ossec.conf").stdout
+    assert host.shell("stat -c %a /var/ossec/active-response/bin/remove-threat.py").stdout.strip() == "644"  # not configure's
+
+    responded = playbook(role_play, inventory, *deploy_vars, "--tags", "active-response")
+    assert responded.returncode == 0, responded.stdout[-3000:]
+    ran = {t for t in tasks_run(responded.stdout) if not t.startswith("Validating arguments")}
+    assert ran - ALWAYS == {"Install the remove-threat active response", "Configure the remove-threat active response"}, ran
+    assert host.shell("stat -c %a /var/ossec/active-response/bin/remove-threat.py").stdout.strip() == "750"
 
 
 def test_standalone_scripts_install_and_uninstall(booted_hosts, agent_package, manager):
