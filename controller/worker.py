@@ -143,25 +143,17 @@ class JobRun:
         writer = EventWriter(self.db, self.job_id, retry_seconds=self.config.DB_RETRY_SECONDS)
         status, rc, reason = "error", None, None
         try:
-            project = Path(self.config.PROJECT_DIR)
+            base = runner_arguments(self.config, private_dir, playbook)
+            envvars = base.pop("envvars")
             result = ansible_runner.run(
-                private_data_dir=str(private_dir),
-                project_dir=str(project),
-                playbook=str(project / playbook),
+                **base,
                 inventory=inventory,
                 limit=limit,
                 extravars=extra_vars,
                 ident="run",
-                quiet=True,
-                suppress_env_files=True,
                 timeout=timeout,
                 settings={"idle_timeout": self.config.IDLE_TIMEOUT, "pexpect_timeout": 0.5, "suppress_ansible_output": True},
-                envvars={
-                    "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
-                    "ANSIBLE_NOCOLOR": "1",
-                    "PYTHONUNBUFFERED": "1",
-                    **plan.get("envvars", {}),
-                },
+                envvars={**envvars, "PYTHONUNBUFFERED": "1", **plan.get("envvars", {})},
                 cmdline=" ".join(f"-e @{shlex.quote(f)}" for f in files) or None,
                 ssh_key=self.secrets.get("ssh_key"),
                 event_handler=self._on_event(writer),
@@ -249,25 +241,33 @@ class JobRun:
 CLEANUP_TIMEOUT = 120
 
 
+def runner_arguments(config: Config, private_dir: Path, playbook: str) -> dict[str, Any]:
+    """What every playbook run of the controller passes ansible-runner: the project, its ansible.cfg, and no
+    env/ files or output of ansible-runner's own (events go to the event store)."""
+    project = Path(config.PROJECT_DIR)
+    return {
+        "private_data_dir": str(private_dir),
+        "project_dir": str(project),
+        "playbook": str(project / playbook),
+        "quiet": True,
+        "suppress_env_files": True,
+        "envvars": {"ANSIBLE_CONFIG": str(project / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+    }
+
+
 def run_cleanup(config: Config, job_id: str, inventory: Any, playbook: str, extra_vars: dict[str, Any]) -> None:
     """Run a clean-up playbook for a job that ended, outside the job's own files (it may be deleted meanwhile).
     Best effort: a failure is logged, the job's recorded end stands."""
-    project = Path(config.PROJECT_DIR)
     private_dir = Path(config.ARTIFACTS_DIR).resolve() / ".cleanup" / job_id
     try:
         private_dir.mkdir(parents=True, exist_ok=True)
         result = ansible_runner.run(
-            private_data_dir=str(private_dir),
-            project_dir=str(project),
-            playbook=str(project / playbook),
+            **runner_arguments(config, private_dir, playbook),
             inventory=inventory,
             extravars=extra_vars,
             ident="cleanup",
-            quiet=True,
-            suppress_env_files=True,
             timeout=CLEANUP_TIMEOUT,
             settings={"suppress_ansible_output": True},
-            envvars={"ANSIBLE_CONFIG": str(project / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
         )
         if result.status != "successful":
             log.warning("cleaning up after job %s ended %s (rc %s): %s", job_id, result.status, result.rc, result.stdout.read()[-2000:])

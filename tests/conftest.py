@@ -254,8 +254,8 @@ def manager(lab: testhosts.Lab) -> Iterator[Any]:
 ENROLLMENT_PASSWORD = "enroll-S3cret-7f1c9a"
 
 
-def write_agent_vars(path: Path, package: Path, sha256: str) -> Path:
-    """Variables that make the Linux role install the TEST FIXTURE package from a file."""
+def write_agent_vars(path: Path, package: Path, sha256: str, **more: str) -> Path:
+    """Variables that make the Linux role install the TEST FIXTURE package from a file (and any others given)."""
     import json
 
     path.write_text(
@@ -264,6 +264,7 @@ def write_agent_vars(path: Path, package: Path, sha256: str) -> Path:
                 "cloudx_agent_linux_package_source": "file",
                 "cloudx_agent_linux_package_file": str(package),
                 "cloudx_agent_linux_package_checksum": f"sha256:{sha256}",
+                **more,
             }
         )
     )

@@ -8,7 +8,6 @@ dependency is missing fails within seconds, naming it, with the host left as it 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import subprocess
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ENROLLMENT_PASSWORD, agent_inventory
+from tests.conftest import ENROLLMENT_PASSWORD, agent_inventory, write_agent_vars
 from tests.test_agent_linux import changed_tasks, playbook, recap, unit_reload_state
 
 pytestmark = pytest.mark.integration
@@ -76,18 +75,8 @@ def package_missing_a_dependency(agent_package, tmp_path_factory) -> tuple[Path,
 
 
 def vars_file(directory: Path, manager, package: Path, sha256: str) -> list[str]:
-    path = directory / "agent.json"
-    path.write_text(
-        json.dumps(
-            {
-                "cloudx_agent_manager_address": manager.sock.getsockname()[0],
-                "cloudx_agent_enrollment_password": ENROLLMENT_PASSWORD,
-                "cloudx_agent_linux_package_source": "file",
-                "cloudx_agent_linux_package_file": str(package),
-                "cloudx_agent_linux_package_checksum": f"sha256:{sha256}",
-            }
-        )
-    )
+    more = {"cloudx_agent_manager_address": manager.sock.getsockname()[0], "cloudx_agent_enrollment_password": ENROLLMENT_PASSWORD}
+    path = write_agent_vars(directory / "agent.json", package, sha256, **more)
     path.chmod(0o600)
     return ["-e", f"@{path}"]
 
