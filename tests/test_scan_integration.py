@@ -23,7 +23,8 @@ def scan(client, timeout: float = 300, **payload) -> dict:
     response = client.post("/api/scans", json=payload)
     assert response.status_code == 202, response.get_json()
     view = wait_scan(client, response.get_json()["job_id"], timeout)
-    assert view["status"] == "successful", view
+    # The reason and the scanner's summary first: pytest cuts a long dict before them.
+    assert view["status"] == "successful", (view["status"], view["status_reason"], (view.get("results") or {}).get("summary"))
     assert view["progress"] == 100
     return view
 

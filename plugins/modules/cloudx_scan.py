@@ -203,7 +203,7 @@ def discover_link(target: str) -> Dict[str, str]:
     next_hop = route.get("gateway") or str(probe)
     device = route.get("dev", "")
     mac = ""
-    for attempt in range(3):
+    for attempt in range(5):  # about 7 s in all: a loaded scanner host answers ARP late
         for neigh in _ip_json(["neigh", "show", "to", next_hop, "dev", device]):
             if neigh.get("lladdr") and "FAILED" not in neigh.get("state", []):
                 mac = neigh["lladdr"]
