@@ -247,7 +247,7 @@ def schema_head() -> str:
 
 def build(path: Path, size: Size, log: Callable[[str], None]) -> dict[str, Any]:
     """Migrate a fresh SQLite file with the controller, then bulk load it with sqlite3 executemany."""
-    from controller.db import Database
+    from controller.store.database import Database
 
     started = time.perf_counter()
     db = Database(f"sqlite:///{path}")
@@ -535,10 +535,10 @@ def query_plans(database: Path, token: str, big_job: str, deep_after: int) -> tu
     """The SQL the views run (captured from the controller's own functions), its query plans, and its in-process time."""
     from sqlalchemy import event
 
-    from controller.auth import authenticate
-    from controller.db import Database
-    from controller.jobs import events_page_json
-    from controller.scans import scans_page
+    from controller.queue.jobs import events_page_json
+    from controller.services.auth import authenticate
+    from controller.services.scans import scans_page
+    from controller.store.database import Database
 
     db = Database(f"sqlite:///{database}")
     captured: list[tuple[str, str, Any]] = []

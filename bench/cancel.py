@@ -43,8 +43,8 @@ def executor_app(kind: str, work: Path) -> Iterator[Any]:
 
 def one_cancel(app: Any, inventory: Path) -> tuple[float, float]:
     """Seconds from the cancel request to the status canceled, and to no process of the job left."""
-    from controller.jobs import cancel_job, create_job
-    from controller.models import Job
+    from controller.queue.jobs import cancel_job, create_job
+    from controller.store.models import Job
 
     db, executor = app.extensions["cloudx.db"], app.extensions["cloudx.executor"]
     seconds = 3600 + int(time.time() * 1000) % 1000  # a sleep whose command line is this job's own

@@ -68,10 +68,10 @@ def replay(events: list[dict[str, Any]], total: int) -> list[dict[str, Any]]:
 
 
 def run(quick: bool, log: Callable[[str], None]) -> Section:
-    from controller.db import Database
-    from controller.events import BATCH_SIZE, FLUSH_INTERVAL, EventWriter, event_row
-    from controller.events import EVENT_COLUMNS as COLUMNS
-    from controller.jobs import create_job
+    from controller.queue.jobs import create_job
+    from controller.store.database import Database
+    from controller.store.events import BATCH_SIZE, FLUSH_INTERVAL, EventWriter, event_row
+    from controller.store.events import EVENT_COLUMNS as COLUMNS
 
     total, rounds = (20_000, 2) if quick else (100_000, 5)
     recording = recorded_events()

@@ -55,9 +55,9 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
     from sqlalchemy import select
 
     from controller.config import Config
-    from controller.db import Database
-    from controller.jobs import create_job
-    from controller.models import Job, JobEvent
+    from controller.queue.jobs import create_job
+    from controller.store.database import Database
+    from controller.store.models import Job, JobEvent
 
     hosts, tasks, rounds = (10, 5, 2) if quick else (50, 20, 5)
     work = Path(tempfile.mkdtemp(prefix="cloudx-bench-overhead-"))
@@ -89,7 +89,7 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
 
     def controller() -> dict[str, float]:
         worker_env = {**env, **config.as_env()}
-        return run_measured([PYTHON, "-m", "controller.worker", job_ids[-1]], env=worker_env, cwd=ROOT)
+        return run_measured([PYTHON, "-m", "controller.runner", job_ids[-1]], env=worker_env, cwd=ROOT)
 
     variants = [
         Variant("ansible-playbook", bare),
@@ -136,7 +136,7 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
         setup=(
             f"{hosts} hosts x {tasks} debug tasks, `ansible_connection: local`, forks {FORKS}, the project's ansible.cfg; "
             f"{rounds} rounds, variants alternating; wall time of each process from start to exit, median. "
-            f"The controller job is `python -m controller.worker JOB_ID` (the process the executor starts): it runs the "
+            f"The controller job is `python -m controller.runner.worker JOB_ID` (the process the executor starts): it runs the "
             f"playbook through ansible-runner and stores every event ({max(events_per_job)} per job) in SQLite (WAL)."
         ),
         header=("variant", "median s", "vs ansible-playbook", "median CPU s", "CPU vs ansible-playbook"),

@@ -8,7 +8,7 @@ Each variant runs in a fresh Python process of its own, so its peak resident mem
 alone. The child times its own work (after its imports) and writes the figure to a small JSON file:
 
 - controller: `parse_nmap_xml` (streaming expat) + `write_jsonl` into hosts.jsonl, as the scanner role does on the
-  scanner host, then `controller.scans._store_hosts` of that file into a fresh SQLite database (schema from
+  scanner host, then `controller.services.scans._store_hosts` of that file into a fresh SQLite database (schema from
   `Database.upgrade()`, a Job and a Scan row created first, untimed), committed; the stored hosts and ports are
   counted and must match the document.
 - libnmap: `NmapParser.parse_fromfile(path)`; `len(report.hosts)` must match the document.
@@ -216,11 +216,11 @@ def document(hosts: int, log: Callable[[str], None]) -> tuple[Path, dict[str, in
 def _child_controller(xml: Path, workdir: Path, expected: dict[str, int]) -> dict[str, Any]:
     from sqlalchemy import func, select
 
-    from controller.db import Database
-    from controller.jobs import create_job
-    from controller.models import Scan, ScanHost, ScanPort
+    from controller.queue.jobs import create_job
     from controller.scanlib import scanner
-    from controller.scans import _store_hosts
+    from controller.services.scans import _store_hosts
+    from controller.store.database import Database
+    from controller.store.models import Scan, ScanHost, ScanPort
 
     db_path = workdir / "scans.db"
     db = Database(f"sqlite:///{db_path}")
@@ -287,11 +287,6 @@ def _child_baseline(variant: str) -> dict[str, Any]:
         import alembic.command  # noqa: F401  (Database.upgrade imports it)
         import sqlalchemy  # noqa: F401
 
-        import controller.db
-        import controller.jobs
-        import controller.models
-        import controller.scanlib
-        import controller.scans  # noqa: F401
     else:
         import libnmap.parser  # noqa: F401
     return {"work_s": 0.0, "cpu_s": 0.0}
@@ -425,7 +420,7 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
         f"Job and Scan rows are created before the clock starts); work CPU = the child's process time over the same span; "
         f"process = the whole child process's wall time, interpreter start and imports included.",
         f"controller = `scanner.parse_nmap_xml` streaming the file with expat into `scanner.write_jsonl` (hosts.jsonl, as the scanner "
-        f"role does on the scanner host; median {parse_s:.2f} s) then `controller.scans._store_hosts` reading hosts.jsonl into a "
+        f"role does on the scanner host; median {parse_s:.2f} s) then `controller.services.scans._store_hosts` reading hosts.jsonl into a "
         f"fresh SQLite database (`Database.upgrade()`; WAL) and committing (median {store_s:.2f} s). Verified each round: "
         f"COUNT of stored hosts and ports equals the document's.",
         "libnmap = `NmapParser.parse_fromfile` alone (reads the whole file into a string, parses it with ElementTree, through "

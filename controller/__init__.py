@@ -1,50 +1,5 @@
-"""Cloud-X controller: runs playbooks through ansible-runner and serves jobs, events and scans over HTTP."""
+"""Cloud-X controller: runs playbooks through ansible-runner and serves jobs, events and scans over HTTP.
 
-from __future__ import annotations
-
-import logging
-from typing import TYPE_CHECKING, Any
-
-from controller.config import Config
-from controller.db import Database
-
-if TYPE_CHECKING:
-    from flask import Flask
-
-    from controller.executor import Executor
-
-
-def create_app(config: Config | None = None, **overrides: Any) -> Flask:
-    """The application factory. Executors start with `start_executor` (the `serve` command does it)."""
-    from flask import Flask  # here: job workers import this package and need no web framework
-
-    config = config or Config.from_env(**overrides)
-    app = Flask(__name__, static_folder=None)
-    app.config.from_object(config)
-    app.config["MAX_CONTENT_LENGTH"] = config.MAX_CONTENT_LENGTH
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["cloudx.config"] = config
-    db = Database(config.DATABASE_URL, config.DB_BUSY_TIMEOUT)
-    db.upgrade()
-    app.extensions["cloudx.db"] = db
-    from controller.executor import make_executor
-
-    app.extensions["cloudx.executor"] = make_executor(config, db)
-
-    from controller.api import init_app as init_api
-
-    init_api(app)
-    from controller.cli import register_app_commands
-
-    register_app_commands(app)
-    logging.getLogger("cloudx").setLevel(logging.INFO)
-    return app
-
-
-def start_executor(app: Flask) -> Executor:
-    executor: Executor = app.extensions["cloudx.executor"]
-    if app.extensions["cloudx.config"].EXECUTOR_ENABLED:
-        executor.start()
-    else:
-        logging.getLogger("cloudx").warning("CLOUDX_EXECUTOR_ENABLED is off: jobs are queued here but not run")
-    return executor
+Layers, each importing only those below it (checked by tests/test_layers.py): cli, app; api | runner;
+services; queue; store; and config, errors, principal, scanlib beneath them all.
+"""

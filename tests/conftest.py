@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from controller import create_app, start_executor
+from controller.app import create_app, start_executor
 from controller.config import Config
 from tests import testhosts
 
@@ -64,7 +64,7 @@ class TokenClient(FlaskClient):
 
 
 def make_token(app: Flask, role: str = "admin", name: str | None = None, **options: Any) -> str:
-    from controller.auth import create_token
+    from controller.services.auth import create_token
 
     with app.extensions["cloudx.db"].session() as session:
         return create_token(session, name or f"test-{role}-{time.monotonic_ns()}", role, "tests", **options)[1]
@@ -72,7 +72,7 @@ def make_token(app: Flask, role: str = "admin", name: str | None = None, **optio
 
 def prepare_app(app: Flask, scope: list[str] | None = None) -> Flask:
     """An admin test token for its clients, and the test scope as policy."""
-    from controller.policy import update_policy
+    from controller.services.policy import update_policy
 
     app.config["TESTING"] = True
     app.config["CLOUDX_TEST_TOKEN"] = make_token(app, "admin", "tests")
@@ -98,8 +98,8 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch, config: Config) -> CliRunner:
     """The CLI on the test configuration, with the test scope as policy."""
-    from controller.db import Database
-    from controller.policy import update_policy
+    from controller.services.policy import update_policy
+    from controller.store.database import Database
 
     for key, value in config.as_env().items():
         monkeypatch.setenv(key, value)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.models import Job
+from controller.store.models import Job
 
 VALID = {"target": "192.0.2.10", "tool": "nmap", "scan_type": "default"}
 
@@ -161,8 +161,8 @@ def test_scripts_are_served_read_only(client):
 
 def test_stored_scan_results_keep_each_port_with_its_host(app, client, tmp_path):
     """The bulk store (ids assigned in batches) puts every port under the right host, batch after batch."""
-    from controller.models import Scan
-    from controller.scans import _store_hosts
+    from controller.services.scans import _store_hosts
+    from controller.store.models import Scan
 
     hosts = [
         {

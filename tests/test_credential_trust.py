@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from controller.credentials import keygen
-from controller.models import HostKey, Job
+from controller.store.models import HostKey, Job
+from controller.store.sealing import keygen
 from tests.conftest import make_token, running_app, wait_job, write_agent_vars
 from tests.recording_sshd import RecordingSshd
 
@@ -95,8 +95,8 @@ def test_a_key_an_admin_trusted_lets_the_credential_through(trust_app, sshd):
 
 
 def test_the_worker_refuses_a_key_no_longer_trusted_before_any_login(trust_app, sshd, tmp_path):
-    from controller import kinds
     from controller.errors import ApiError
+    from controller.runner import kinds
 
     client = trust_app.test_client()
     store_fleet_password(client, ports=[sshd.port])

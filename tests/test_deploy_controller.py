@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from controller.models import Job
+from controller.store.models import Job
 from tests.cluster import stored_bytes
 from tests.conftest import ENROLLMENT_PASSWORD, running_app, wait_job, write_agent_vars
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from controller.celery_executor import celery_app
-from controller.models import Job, JobEvent
+from controller.queue.celery_executor import celery_app
+from controller.store.models import Job, JobEvent
 from tests.cluster import stored_bytes
 from tests.conftest import running_app, wait_scan
 from tests.test_scan_integration import scanner_processes
@@ -210,7 +210,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_worker_with_another_secrets_key_refuses_the_job(request, tmp_path):
-    from controller.credentials import keygen
+    from controller.store.sealing import keygen
 
     with running_app(request, tmp_path, "celery", workers_started=()) as app:
         workers = app.extensions["cloudx.test_workers"]
@@ -259,8 +259,8 @@ def test_models_and_migrations_agree_on_postgresql_and_sqlite(tmp_path, cluster)
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from controller.db import Database
-    from controller.models import Base
+    from controller.store.database import Database
+    from controller.store.models import Base
 
     head = ScriptDirectory(str(Path(__file__).resolve().parent.parent / "controller" / "migrations")).get_current_head()
     assert head == "0005"  # the newest migration, applied
@@ -286,7 +286,7 @@ def test_models_and_migrations_agree_on_postgresql_and_sqlite(tmp_path, cluster)
     ],
 )
 def test_worker_refuses_bad_settings_in_one_line(tmp_path, args, env, message):
-    from controller.credentials import keygen
+    from controller.store.sealing import keygen
 
     base = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", "CLOUDX_JOB_SECRETS_KEY": keygen()}
     result = subprocess.run(

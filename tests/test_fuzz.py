@@ -17,7 +17,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from controller.credentials import keygen
+from controller.store.sealing import keygen
 from tests.service import Service
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from controller.models import Job
+from controller.store.models import Job
 
 SCAN = {"target": "198.18.0.10", "tool": "nmap", "scan_type": "default", "ports": "22"}
 HOST = {"hosts": ["198.18.0.20"], "os_type": "linux", "username": "root", "password": "pw"}

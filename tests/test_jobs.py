@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from controller.db import Database
-from controller.jobs import claim_next, create_job
-from controller.jsontext import dumps
-from controller.models import Job, JobEvent, JobHostSummary
-from controller.redact import REDACTED, may_hold_secrets, redact
+from controller.queue.jobs import claim_next, create_job
+from controller.store.database import Database
+from controller.store.jsontext import dumps
+from controller.store.models import Job, JobEvent, JobHostSummary
+from controller.store.redact import REDACTED, may_hold_secrets, redact
 
 
 def test_worker_stores_every_event_in_order(config, tmp_path):
@@ -39,7 +39,7 @@ def test_worker_stores_every_event_in_order(config, tmp_path):
         )
         job_id = job.id
     env = {**config.as_env(), "PATH": "/usr/bin:/bin", "CLOUDX_TEST_SECRET_SETTING": "do-not-record-me"}
-    subprocess.run([sys.executable, "-m", "controller.worker", job_id], env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "controller.runner", job_id], env=env, check=True, timeout=300)
     with db.session() as session:
         job = session.get(Job, job_id)
         counters = list(session.scalars(select(JobEvent.counter).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
@@ -85,7 +85,7 @@ def test_job_timeout_ends_the_job_and_its_processes(config, tmp_path):
             extra_vars={"sleep_seconds": 171},
             timeout=4,
         ).id
-    subprocess.run([sys.executable, "-m", "controller.worker", job_id], env=config.as_env(), check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "controller.runner", job_id], env=config.as_env(), check=True, timeout=120)
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job.status == "timeout" and "timeout" in job.status_reason
@@ -93,7 +93,7 @@ def test_job_timeout_ends_the_job_and_its_processes(config, tmp_path):
 
 
 def test_reconcile_keeps_queued_and_ends_orphaned_running(config):
-    from controller.jobs import reconcile
+    from controller.queue.jobs import reconcile
 
     db = Database(config.DATABASE_URL)
     db.upgrade()
@@ -102,7 +102,7 @@ def test_reconcile_keeps_queued_and_ends_orphaned_running(config):
             create_job(session, kind="playbook", playbook="x.yml", inventory="i", extra_vars={}, timeout=1).id for _ in range(2)
         )
         claim_next(session, 4, "this-host:1", "local@this-host", only=running)
-        session.get(Job, running).worker = f"{__import__('controller.jobs').jobs.machine()}:999999"
+        session.get(Job, running).worker = f"{__import__('controller.queue.jobs').queue.jobs.machine()}:999999"
     with db.session() as session:
         assert reconcile(session, lost_after=60) == [running]
     with db.session() as session:
@@ -156,7 +156,7 @@ def test_the_quick_secret_check_never_misses_a_key_redact_would_hide(value):
 def test_event_data_written_by_the_fallback_encoder_is_redacted_and_valid_json():
     """Values orjson refuses (integers beyond 64 bits, lone surrogates) send the data to the standard library,
     which escapes non-ASCII keys: the secret check must still see them, and NaN is written as null either way."""
-    from controller.events import trim_event_data
+    from controller.store.events import trim_event_data
 
     for data in (
         {"res": {"api_\u212aey": "hunter2", "n": 2**64}},
@@ -175,7 +175,7 @@ def test_event_pages_splice_stored_data_exactly(client, app):
     """The events page splices each event's stored JSON into the page: the result must be the page a full
     decode and encode would give, whatever hosts put in their output (NUL bytes, quotes, look-alike markers)."""
 
-    from controller.events import EventWriter
+    from controller.store.events import EventWriter
 
     with app.extensions["cloudx.db"].session() as session:
         job_id = create_job(session, kind="playbook", playbook="x.yml", inventory="i", extra_vars={}, timeout=1).id

@@ -11,7 +11,7 @@ from pathlib import Path
 import ping3
 import pytest
 
-from controller import monitor, policy
+from controller.services import monitor, policy
 
 NAME = "rebind.example.test"
 

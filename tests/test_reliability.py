@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from controller import create_app
-from controller.db import Database
-from controller.jobs import create_job
-from controller.models import Job, JobEvent
+from controller.app import create_app
+from controller.queue.jobs import create_job
+from controller.store.database import Database
+from controller.store.models import Job, JobEvent
 from tests.conftest import make_config, prepare_app
 from tests.testhosts import wait_for
 
@@ -42,7 +42,7 @@ def queue_job(db: Database, inventory: Path, playbook: str = "tests/playbooks/ev
 def start_worker(config, job_id: str) -> subprocess.Popen[str]:
     env = {**config.as_env(), "PATH": "/usr/bin:/bin"}
     return subprocess.Popen(
-        [sys.executable, "-m", "controller.worker", job_id], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        [sys.executable, "-m", "controller.runner", job_id], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
 
 

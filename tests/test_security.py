@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from controller import create_app
+from controller.app import create_app
 from controller.cli import cli
-from controller.credentials import keygen
 from controller.errors import ValidationError
-from controller.models import ApiToken, AuditEntry, Credential, Job
+from controller.store.models import ApiToken, AuditEntry, Credential, Job
+from controller.store.sealing import keygen
 from tests.conftest import make_config, make_token, prepare_app
 
 SCAN = {"target": "198.18.0.10", "tool": "nmap", "scan_type": "default", "ports": "22"}
@@ -466,7 +466,7 @@ def test_hostnames_become_the_checked_addresses(app, client, tmp_path):
     deploy = client.post("/api/deployments", json={"hosts": ["localhost"], "os_type": "linux", "username": "root", "password": "pw"})
     with app.extensions["cloudx.db"].session() as session:
         assert session.get(Job, deploy.get_json()["job_id"]).settings["addresses"] == {"localhost": "127.0.0.1"}
-    from controller.deployments import write_inventory
+    from controller.services.deployments import write_inventory
 
     inventory = json.loads(
         write_inventory({"os_type": "linux", "hosts": ["localhost"], "addresses": {"localhost": "127.0.0.1"}}, tmp_path).read_text()
@@ -483,7 +483,7 @@ def test_known_hosts_only_for_the_jobs_hosts(client):
 
 
 def test_provided_keys_apply_to_their_job_only_and_never_replace_trusted_ones(app, client, tmp_path):
-    from controller.hostkeys import Target, write_job_known_hosts
+    from controller.services.hostkeys import Target, write_job_known_hosts
 
     db, config = app.extensions["cloudx.db"], app.extensions["cloudx.config"]
     target = [Target("h", "198.18.0.20", 22)]
@@ -520,8 +520,8 @@ def test_inventory_groups_are_followed_to_their_parents(app, client, config):
 
 
 def test_jobs_are_checked_again_where_they_run(app, client, tmp_path):
-    from controller import kinds
     from controller.errors import Forbidden
+    from controller.runner import kinds
 
     token = make_token(app, "operator", "short-lived")
     job_id = client.post("/api/scans", json=SCAN, headers=bearer(token)).get_json()["job_id"]

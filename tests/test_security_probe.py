@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from controller.models import ApiToken, AuditEntry, Job, utcnow
+from controller.store.models import ApiToken, AuditEntry, Job, utcnow
 from tests.conftest import make_token
 
 SCAN = {"target": "192.0.2.10", "tool": "nmap", "scan_type": "default", "ports": "22"}
@@ -49,7 +49,7 @@ def test_each_token_has_a_quota_of_waiting_jobs(app, client):
 
 
 def test_running_jobs_are_claimed_within_the_submitters_quota(app, client):
-    from controller.jobs import claim_next
+    from controller.queue.jobs import claim_next
 
     assert client.put("/api/policy", json={"token_max_running": 1}).status_code == 200
     busy = make_token(app, "operator", "busy")
@@ -175,7 +175,7 @@ def test_scope_refusals_do_not_say_what_a_name_resolves_to(app, client, monkeypa
 
 
 def test_inventory_hosts_named_by_a_hostname_connect_to_the_checked_address(app, config, tmp_path):
-    from controller import deployments
+    from controller.services import deployments
 
     (Path(config.INVENTORY) / "hosts.yml").write_text(
         "all:\n  children:\n    agents:\n      children:\n        linux:\n          hosts:\n            localhost: {}\n"
@@ -218,8 +218,8 @@ def test_tokens_expire(app, client, runner):
 
 
 def test_jobs_of_an_expired_token_do_not_run(app, client, tmp_path):
-    from controller import kinds
     from controller.errors import Forbidden
+    from controller.runner import kinds
 
     token = make_token(app, "operator", "expiring", expires_in=3600)
     job_id = client.post("/api/scans", json=SCAN, headers=bearer(token)).get_json()["job_id"]
@@ -265,8 +265,8 @@ def test_only_a_jobs_creator_or_an_admin_may_stop_or_delete_it(app, client):
 
 
 def test_a_stored_credential_is_never_sent_where_certificates_are_not_checked(tmp_path):
-    from controller import create_app
-    from controller.credentials import keygen
+    from controller.app import create_app
+    from controller.store.sealing import keygen
     from tests.conftest import make_config, prepare_app
 
     app = prepare_app(create_app(make_config(tmp_path, CREDENTIALS_KEY=keygen())))
@@ -311,8 +311,8 @@ def test_admins_trust_host_keys_with_the_cli(runner, tmp_path):
 
 
 def credential_app(tmp_path):
-    from controller import create_app
-    from controller.credentials import keygen
+    from controller.app import create_app
+    from controller.store.sealing import keygen
     from tests.conftest import make_config, prepare_app
 
     app = prepare_app(create_app(make_config(tmp_path, CREDENTIALS_KEY=keygen())))
@@ -323,7 +323,7 @@ def credential_app(tmp_path):
 
 def test_an_operators_own_pin_does_not_establish_a_host_for_stored_credentials(tmp_path):
     """An operator's successful login to a server of theirs pins its key: that proves nothing to a stored credential."""
-    from controller.models import HostKey
+    from controller.store.models import HostKey
 
     app = credential_app(tmp_path)
     client = app.test_client()
@@ -341,7 +341,7 @@ def test_an_operators_own_pin_does_not_establish_a_host_for_stored_credentials(t
 
 
 def test_no_key_can_be_planted_beside_a_trusted_one(app, client, tmp_path):
-    from controller.hostkeys import Target, write_job_known_hosts
+    from controller.services.hostkeys import Target, write_job_known_hosts
 
     assert client.put("/api/host-keys", json={"known_hosts": "198.18.0.21 ssh-ed25519 AAAAadmin"}).status_code == 200
     db, config = app.extensions["cloudx.db"], app.extensions["cloudx.config"]
@@ -363,7 +363,7 @@ def test_no_key_can_be_planted_beside_a_trusted_one(app, client, tmp_path):
     ],
 )
 def test_inventory_settings_that_defeat_the_checks_refuse_a_stored_credential(tmp_path, host_vars, expected):
-    from controller.models import HostKey
+    from controller.store.models import HostKey
 
     app = credential_app(tmp_path)
     inventory = Path(app.extensions["cloudx.config"].INVENTORY) / "hosts.yml"
@@ -378,7 +378,7 @@ def test_inventory_settings_that_defeat_the_checks_refuse_a_stored_credential(tm
 
 def test_inventory_names_are_matched_as_checked(tmp_path):
     """ansible_host: LocalHost is checked as localhost: no 500, and the stored credential's scope applies."""
-    from controller.models import Credential, HostKey
+    from controller.store.models import Credential, HostKey
 
     app = credential_app(tmp_path)
     with app.extensions["cloudx.db"].session() as session:
@@ -398,7 +398,7 @@ def test_inventory_names_are_matched_as_checked(tmp_path):
 
 
 def test_policies_from_before_per_role_timeouts_get_the_default(app, client):
-    from controller.models import Policy
+    from controller.store.models import Policy
 
     with app.extensions["cloudx.db"].session() as session:
         session.get(Policy, 1).max_scan_timeout = None  # as migration 0005 leaves an existing policy

@@ -70,7 +70,7 @@ def assert_refused_at_tls(listener: RecordingWinrm) -> None:
 
 
 def test_the_generated_inventory_trusts_the_configured_ca_for_winrm(tmp_path: Path) -> None:
-    from controller.deployments import write_inventory
+    from controller.services.deployments import write_inventory
 
     settings = {"os_type": "windows", "hosts": ["win-01"], "addresses": {"win-01": "127.0.0.9"}, "username": "Administrator"}
     ca = tmp_path / "ca.pem"

@@ -19,11 +19,12 @@ from flask import Flask, current_app, g, jsonify, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from controller.auth import ROLES, Principal, authenticate, record_use
 from controller.config import Config
-from controller.db import Database
 from controller.errors import ApiError, TooBusy, ValidationError
-from controller.executor import Executor
+from controller.principal import ROLES, Principal
+from controller.queue.local import Executor
+from controller.services.auth import authenticate, record_use
+from controller.store.database import Database
 
 PUBLIC = "public"
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")

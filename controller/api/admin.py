@@ -8,12 +8,12 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
 from controller.api import config, executor, json_object, principal, requires, session
-from controller.auth import create_token, list_tokens, revoke_token, token_view
-from controller.credentials import credential_view, delete_credential, list_credentials, store_credential
 from controller.errors import ValidationError
-from controller.jobs import int_arg, iso, page_limit
-from controller.models import AuditEntry
-from controller.policy import get_policy, policy_view, update_policy
+from controller.queue.jobs import int_arg, iso, page_limit
+from controller.services.auth import create_token, list_tokens, revoke_token, token_view
+from controller.services.credentials import credential_view, delete_credential, list_credentials, store_credential
+from controller.services.policy import get_policy, policy_view, update_policy
+from controller.store.models import AuditEntry
 
 bp = Blueprint("admin", __name__)
 

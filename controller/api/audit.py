@@ -15,9 +15,9 @@ from typing import Any
 from flask import g, request
 from sqlalchemy import update
 
-from controller.auth import Principal
-from controller.db import Database
-from controller.models import AuditEntry
+from controller.principal import Principal
+from controller.store.database import Database
+from controller.store.models import AuditEntry
 
 ANONYMOUS_ROWS_PER_MINUTE = 10
 # Counts of the aggregate entry are written at most this often (a flood must not become a flood of writes).

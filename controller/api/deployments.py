@@ -6,12 +6,12 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from controller import hostkeys
 from controller.api import config, executor, json_object, principal, requires, session
-from controller.deployments import create_deployment, validate_agent_request, validate_deployment_request
 from controller.errors import NotFound, ValidationError
-from controller.jobs import iso
-from controller.models import HostKey
+from controller.queue.jobs import iso
+from controller.services import hostkeys
+from controller.services.deployments import create_deployment, validate_agent_request, validate_deployment_request
+from controller.store.models import HostKey
 
 bp = Blueprint("deployments", __name__)
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from controller.api import executor, principal, requires, session
 from controller.errors import Conflict
-from controller.jobs import cancel_job, check_owner, events_page_json, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
-from controller.models import JobHostSummary
+from controller.queue.jobs import cancel_job, check_owner, events_page_json, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
+from controller.store.models import JobHostSummary
 
 bp = Blueprint("jobs", __name__)
 

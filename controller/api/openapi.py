@@ -15,17 +15,18 @@ from flask import Blueprint, jsonify
 
 from controller.api import PUBLIC, config, requires
 from controller.api.scripts import FILE_NAME, OS_DIRS
-from controller.auth import ROLES, TOKEN_FORMAT, TOKEN_NAME
 from controller.config import Config
-from controller.credentials import KINDS, MAX_SECRET, USERNAME
-from controller.credentials import NAME as CREDENTIAL_NAME
-from controller.deployments import MAX_HOSTS, OS_TYPES
-from controller.deployments import NAME as AGENT_NAME
-from controller.jobs import MAX_PAGE
-from controller.models import ACTIVE_STATUSES, FINAL_STATUSES
-from controller.monitor import LOCAL_TARGETS, SPIKE_FLOOR
-from controller.policy import MAX_SCOPE_ENTRIES
+from controller.principal import ROLES
+from controller.queue.jobs import MAX_PAGE
 from controller.scanlib import scanner
+from controller.services.auth import TOKEN_FORMAT, TOKEN_NAME
+from controller.services.credentials import KINDS, MAX_SECRET, USERNAME
+from controller.services.credentials import NAME as CREDENTIAL_NAME
+from controller.services.deployments import MAX_HOSTS, OS_TYPES
+from controller.services.deployments import NAME as AGENT_NAME
+from controller.services.monitor import LOCAL_TARGETS, SPIKE_FLOOR
+from controller.services.policy import MAX_SCOPE_ENTRIES
+from controller.store.models import ACTIVE_STATUSES, FINAL_STATUSES
 
 bp = Blueprint("openapi", __name__)
 

@@ -12,9 +12,9 @@ from sqlalchemy import delete
 
 from controller.api import config, executor, json_object, principal, requires, session
 from controller.errors import Conflict
-from controller.jobs import cancel_job, check_owner, int_arg, page_limit
-from controller.models import Job
-from controller.scans import create_scan, get_scan, raw_output, scan_view, scans_page
+from controller.queue.jobs import cancel_job, check_owner, int_arg, page_limit
+from controller.services.scans import create_scan, get_scan, raw_output, scan_view, scans_page
+from controller.store.models import Job
 
 bp = Blueprint("scans", __name__)
 

@@ -9,10 +9,10 @@ from sqlalchemy import text
 
 from controller.api import PUBLIC, config, principal, requires, session
 from controller.errors import ValidationError
-from controller.heartbeat import HeartbeatError, sync_status
-from controller.monitor import LOCAL_TARGETS, LocalMonitor, ping_latency
-from controller.policy import check_targets
 from controller.scanlib import ScanInputError, scanner
+from controller.services.heartbeat import HeartbeatError, sync_status
+from controller.services.monitor import LOCAL_TARGETS, LocalMonitor, ping_latency
+from controller.services.policy import check_targets
 
 bp = Blueprint("system", __name__)
 _local_monitor = LocalMonitor()

@@ -17,11 +17,11 @@ import psutil
 from sqlalchemy import Integer, Select, Text, and_, bindparam, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
-from controller import jsontext
-from controller.auth import Principal, Quota
 from controller.errors import Forbidden, NotFound, TooBusy, ValidationError
-from controller.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, JobHostSummary, utcnow
-from controller.redact import redact
+from controller.principal import Principal, Quota
+from controller.store import jsontext
+from controller.store.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, JobHostSummary, utcnow
+from controller.store.redact import redact
 
 MAX_PAGE = 500
 
@@ -167,7 +167,7 @@ def fail_job(session: Session, job_id: str, status: str, reason: str) -> bool:
     """End a job that is still active; False when it had already ended.
 
     A worker that is still alive after all (a network partition, a paused machine) sees the job is no longer
-    running and stops its playbook (controller.worker.JobRun._watch).
+    running and stops its playbook (controller.runner.worker.JobRun._watch).
     """
     return bool(
         session.execute(
@@ -389,7 +389,7 @@ def _events_query(event: bool, host: bool, data_as_text: bool) -> Select[Any]:
 def event_page_json(head: dict[str, Any], rows: list[Any], tail: dict[str, Any]) -> bytes:
     """{**head, "events": [...], **tail} as JSON, with each event's data spliced in as stored.
 
-    Event data is JSON the controller wrote itself (controller.events): decoding and encoding it again for
+    Event data is JSON the controller wrote itself (controller.store.events): decoding and encoding it again for
     every page cost most of an events request's CPU time. The page is encoded in one call with a random
     placeholder for each event's data, which the event text (from hosts) cannot guess.
     """

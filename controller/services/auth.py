@@ -7,18 +7,16 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from controller.errors import Conflict, NotFound, ValidationError
-from controller.models import ACTIVE_STATUSES, ApiToken, Job, utcnow
+from controller.principal import ROLES, Principal
+from controller.store.models import ACTIVE_STATUSES, ApiToken, Job, utcnow
 
-# Each role may do what the roles before it may.
-ROLES = ("viewer", "operator", "admin")
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 # "cx_<id>_<secret>": the id finds the row, the secret is checked against its hash.
 TOKEN_FORMAT = re.compile(r"^cx_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -30,13 +28,6 @@ _DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()
 MAX_TOKEN_LIFETIME = timedelta(days=3650)
 EXPIRES_IN = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class Quota(NamedTuple):
-    """Jobs a submitter may have waiting, and running at once; None: no limit."""
-
-    queued: int | None
-    running: int | None
 
 
 def parse_expires_in(value: Any, field: str = "expires_in") -> timedelta:
@@ -59,25 +50,6 @@ def _quota_value(value: Any, field: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10000:
         raise ValidationError(f"{field} must be an integer from 1 to 10000", field=field)
     return value
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller: a token's owner, or the local command line."""
-
-    name: str
-    role: str
-    token_id: str | None = None
-    scope: tuple[str, ...] | None = None
-    allow_large_targets: bool = False
-    # The token's last recorded use is old enough to record this one (see LAST_USED_RESOLUTION).
-    stale_use: bool = False
-    # The token's own job quotas (None: the policy's).
-    max_queued: int | None = None
-    max_running: int | None = None
-
-    def has(self, role: str) -> bool:
-        return ROLES.index(self.role) >= ROLES.index(role)
 
 
 def cli_principal(allow_large_targets: bool = False) -> Principal:
@@ -105,7 +77,7 @@ def create_token(
     max_running: Any = None,
 ) -> tuple[ApiToken, str]:
     """A new token and its secret text, which is returned here once and never stored."""
-    from controller.policy import validate_scope
+    from controller.services.policy import validate_scope
 
     if not isinstance(name, str) or not TOKEN_NAME.fullmatch(name):
         raise ValidationError(f"name must match {TOKEN_NAME.pattern}", field="name")
@@ -208,7 +180,7 @@ def revoke_token(session: Session, name: str) -> tuple[ApiToken, list[str]]:
 
 
 def token_view(token: ApiToken) -> dict[str, Any]:
-    from controller.jobs import iso
+    from controller.queue.jobs import iso
 
     return {
         "id": token.id,

@@ -1,8 +1,8 @@
-"""Alembic environment: runs on the connection handed over by controller.db.Database.upgrade."""
+"""Alembic environment: runs on the connection handed over by controller.store.database.Database.upgrade."""
 
 from alembic import context
 
-from controller.models import Base
+from controller.store.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -17,17 +17,17 @@ from typing import Any, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller import hostkeys
-from controller.auth import Principal
 from controller.config import Config
-from controller.credentials import credential_ports, open_credential, validate_secret, validate_ssh_key
-from controller.db import Database
 from controller.errors import Forbidden, ValidationError
-from controller.hostkeys import Target
-from controller.jobs import create_job
-from controller.models import Credential, Job
-from controller.policy import check_targets, inside_scope, principal_for, quota_for
+from controller.principal import Principal
+from controller.queue.jobs import create_job
 from controller.scanlib import ScanInputError, scanner
+from controller.services import hostkeys
+from controller.services.credentials import credential_ports, open_credential, validate_secret, validate_ssh_key
+from controller.services.hostkeys import Target
+from controller.services.policy import check_targets, inside_scope, principal_for, quota_for
+from controller.store.database import Database
+from controller.store.models import Credential, Job
 
 log = logging.getLogger("cloudx.deployments")
 

@@ -1,20 +1,18 @@
 """The one place jobs execute: run a queued job's playbook through ansible-runner and store what happens.
 
-Executors (controller.executor) decide where and when; this module is what
-they run, in a process of its own, as `python -m controller.worker JOB_ID`.
+Executors (controller.queue.local) decide where and when; this module is what
+they run, in a process of its own, as `python -m controller.runner JOB_ID`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,20 +25,18 @@ import psutil
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
-from controller import kinds
 from controller.config import Config
-from controller.db import Database, retrying
 from controller.errors import ApiError
-from controller.events import EventWriter
-from controller.jobs import fail_job, worker_id
-from controller.models import FINAL_STATUSES, Job, utcnow
+from controller.queue.jobs import fail_job, worker_id
+from controller.queue.launch import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, kill_descendants, prctl
+from controller.runner import kinds
+from controller.store.database import Database, retrying
+from controller.store.events import EventWriter
+from controller.store.models import FINAL_STATUSES, Job, utcnow
 
 log = logging.getLogger("cloudx.worker")
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
 ENV_KEPT = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM"}
 CANCEL_POLL_SECONDS = 0.5
-PRIVATE_ENV = {"CLOUDX_CREDENTIALS_KEY", "CLOUDX_JOB_SECRETS_KEY", "CELERY_BROKER_URL", "CLOUDX_CELERY_BROKER_URL"}
 
 
 def job_dir(config: Config, job_id: str) -> Path:
@@ -278,41 +274,6 @@ def run_cleanup(config: Config, job_id: str, inventory: Any, playbook: str, extr
         kill_descendants()
 
 
-def spawn(config: Config, job_id: str, secrets: dict[str, Any] | None) -> subprocess.Popen[bytes]:
-    """Start `python -m controller.worker JOB_ID`, handing it the job's credentials on stdin.
-
-    The worker dies with the thread that started it (PR_SET_PDEATHSIG) and records why.
-    """
-    # Keys and the broker address stay here: credentials reach the worker opened, through a pipe, never
-    # as a file, an argument or the environment.
-    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
-    env.update({**config.as_env(), "CLOUDX_WORKER_DIE_WITH_PARENT": "1", "CLOUDX_WORKER_SECRETS_ON_STDIN": "1"})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.worker", job_id],
-        env=env,
-        cwd=config.PROJECT_DIR,
-        stdin=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(json.dumps(secrets or {}).encode())
-        proc.stdin.close()
-    except OSError:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc
-
-
-def exit_reason(returncode: int | None) -> str | None:
-    """Why a job ends as "error" when its worker process exited without recording the end itself."""
-    if returncode in (0, None):
-        return None
-    how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
-    return f"the worker process {how}"
-
-
 def write_secret_vars(values: dict[str, Any]) -> Path:
     """Secret extra variables in a private file in memory (tmpfs), removed as soon as ansible-playbook has read it.
 
@@ -328,40 +289,9 @@ def write_secret_vars(values: dict[str, Any]) -> Path:
     return path
 
 
-def kill_descendants(grace: float = 3.0) -> None:
-    """End every process this one started, directly or not (SIGTERM, then SIGKILL)."""
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=grace)
-    for child in alive:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-    psutil.wait_procs(alive, timeout=grace)
-
-
-def kill_job_processes(job_id: str) -> int:
-    """Kill processes on this machine left by a job whose worker died (their command lines name the job)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if proc.pid != os.getpid() and any(job_id in part for part in proc.info["cmdline"] or ()):
-            found.append(proc)
-    for proc in found:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(found, timeout=5)
-    return len(found)
-
-
-def prctl(option: int, value: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value)
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m controller.worker JOB_ID", file=sys.stderr)
+        print("usage: python -m controller.runner JOB_ID", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prctl(PR_SET_CHILD_SUBREAPER, 1)

@@ -1,8 +1,8 @@
-"""Executors decide where queued jobs run; every one of them runs controller.worker.
+"""Executors decide where queued jobs run; every one of them runs controller.runner.worker.
 
 The local executor runs jobs in worker processes on this machine, at most
 MAX_CONCURRENT_JOBS at a time, taking them from the jobs table (the queue).
-The Celery executor (controller.celery_executor) sends them to `cloudx worker` processes.
+The Celery executor (controller.queue.celery_executor) sends them to `cloudx worker` processes.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import threading
 from typing import Any, Protocol
 
 from controller.config import Config
-from controller.db import Database
-from controller.jobs import claim_next, fail_job, reconcile, set_worker, worker_id
-from controller.worker import exit_reason, kill_job_processes, spawn
+from controller.queue.jobs import claim_next, fail_job, reconcile, set_worker, worker_id
+from controller.queue.launch import exit_reason, kill_job_processes, spawn
+from controller.store.database import Database
 
 log = logging.getLogger("cloudx.executor")
 
@@ -155,7 +155,7 @@ def make_executor(config: Config, db: Database, only_job: str | None = None) -> 
     if config.EXECUTOR == "local":
         return LocalExecutor(config, db, only_job=only_job)
     if config.EXECUTOR == "celery":
-        from controller.celery_executor import CeleryExecutor
+        from controller.queue.celery_executor import CeleryExecutor
 
         return CeleryExecutor(config, db)
     raise SystemExit(f"CLOUDX_EXECUTOR must be 'local' or 'celery', not {config.EXECUTOR!r}")

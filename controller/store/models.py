@@ -33,7 +33,7 @@ class Job(Base):
     playbook: Mapped[str] = mapped_column(String(255))
     inventory: Mapped[str] = mapped_column(String(1024))
     limit: Mapped[str | None] = mapped_column(String(1024))
-    # Secrets never reach this column: see controller.redact.
+    # Secrets never reach this column: see controller.store.redact.
     extra_vars: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     status_reason: Mapped[str | None] = mapped_column(Text)

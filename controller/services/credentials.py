@@ -6,57 +6,25 @@ ciphertext, bound to the credential's name, so a row copied under another name d
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-import os
 import re
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.config import Config
 from controller.errors import Conflict, NotFound, ValidationError
-from controller.models import Credential
-from controller.policy import validate_scope
+from controller.services.policy import validate_scope
+from controller.store.models import Credential
+from controller.store.sealing import decode_key, seal, unseal
 
 KINDS = ("ssh_key", "password")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\\-]{0,63}$")
 MAX_SECRET = 16 * 1024
 NO_KEY = "stored credentials need CLOUDX_CREDENTIALS_KEY: 32 random bytes in URL-safe base64 (`cloudx credential keygen`)"
-
-
-def keygen() -> str:
-    return base64.urlsafe_b64encode(os.urandom(32)).decode()
-
-
-def decode_key(raw: str) -> bytes | None:
-    """A 32-byte AES key from URL-safe base64, or None when raw is not one."""
-    try:
-        key = base64.urlsafe_b64decode(raw.encode())
-    except (binascii.Error, ValueError):
-        return None
-    return key if len(key) == 32 else None
-
-
-def seal(key: bytes, bound_to: bytes, value: Any) -> str:
-    """value as JSON, encrypted and authenticated (AES-256-GCM, random nonce), bound to `bound_to`."""
-    nonce = os.urandom(12)
-    return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, json.dumps(value).encode(), bound_to)).decode()
-
-
-def unseal(key: bytes, bound_to: bytes, sealed: str) -> Any:
-    """What seal() sealed; ValueError for another key, another binding or altered text."""
-    try:
-        raw = base64.b64decode(sealed, validate=True)
-        return json.loads(AESGCM(key).decrypt(raw[:12], raw[12:], bound_to))
-    except (InvalidTag, binascii.Error, ValueError):
-        raise ValueError("does not decrypt: another key, or altered") from None
 
 
 def _key(config: Config) -> tuple[bytes, str]:
@@ -168,7 +136,7 @@ def delete_credential(session: Session, name: str) -> None:
 
 
 def credential_view(credential: Credential) -> dict[str, Any]:
-    from controller.jobs import iso
+    from controller.queue.jobs import iso
 
     return {
         "name": credential.name,

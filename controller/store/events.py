@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import Insert, update
 from sqlalchemy.orm import Session
 
-from controller.db import Database, insert_rows, retrying
-from controller.jsontext import dumps
-from controller.models import Job, JobHostSummary, utcnow
-from controller.redact import may_hold_secrets, redact
+from controller.store.database import Database, insert_rows, retrying
+from controller.store.jsontext import dumps
+from controller.store.models import Job, JobHostSummary, utcnow
+from controller.store.redact import may_hold_secrets, redact
 
 MAX_EVENT_DATA = 32 * 1024
 MAX_STDOUT = 64 * 1024

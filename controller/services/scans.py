@@ -12,15 +12,15 @@ from typing import Any
 from sqlalchemy import Connection, Integer, Select, bindparam, insert, select
 from sqlalchemy.orm import Session, selectinload
 
-from controller import jsontext
-from controller.auth import Principal
 from controller.config import Config
-from controller.db import Database, insert_rows
 from controller.errors import NotFound, ValidationError
-from controller.jobs import create_job, iso
-from controller.models import Job, Scan, ScanHost
-from controller.policy import check_targets, max_scan_timeout, principal_for, quota_for
+from controller.principal import Principal
+from controller.queue.jobs import create_job, iso
 from controller.scanlib import ScanInputError, scanner
+from controller.services.policy import check_targets, max_scan_timeout, principal_for, quota_for
+from controller.store import jsontext
+from controller.store.database import Database, insert_rows
+from controller.store.models import Job, Scan, ScanHost
 
 PLAYBOOK = "playbooks/scan.yml"
 HOST_COLUMNS = ("id", "scan_id", "address", "status", "reason", "hostnames", "mac")

@@ -2,7 +2,7 @@
 
 The API stores the job as "queued" and sends one message, cloudx.run_job(job_id, sealed_secrets), to the
 job's queue (scans to CLOUDX_CELERY_SCAN_QUEUE, everything else to CLOUDX_CELERY_QUEUE). A worker claims
-the job with the same atomic UPDATE as the local executor, then runs `python -m controller.worker JOB_ID`
+the job with the same atomic UPDATE as the local executor, then runs `python -m controller.runner.worker JOB_ID`
 exactly as the local executor does. The database stays the one record of a job:
 
 - Messages are acknowledged when the job has ended (acks_late, one message per job slot), so a busy worker
@@ -32,12 +32,12 @@ from celery.exceptions import Reject
 from sqlalchemy import select, update
 
 from controller.config import Config
-from controller.credentials import decode_key, seal, unseal
-from controller.db import Database, retrying
 from controller.errors import Unavailable
-from controller.jobs import claim_next, fail_job, machine, reconcile, set_worker, undispatched, worker_id
-from controller.models import Job, utcnow
-from controller.worker import exit_reason, kill_job_processes, spawn
+from controller.queue.jobs import claim_next, fail_job, machine, reconcile, set_worker, undispatched, worker_id
+from controller.queue.launch import exit_reason, kill_job_processes, spawn
+from controller.store.database import Database, retrying
+from controller.store.models import Job, utcnow
+from controller.store.sealing import decode_key, seal, unseal
 
 log = logging.getLogger("cloudx.celery")
 TASK = "cloudx.run_job"

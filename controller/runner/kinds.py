@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller import deployments, scans
 from controller.config import Config
-from controller.db import Database
+from controller.services import deployments, scans
+from controller.store.database import Database
 
 
 def private_vars(kind: str, config: Config, job_id: str) -> dict[str, Any]:

@@ -15,10 +15,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.auth import Principal, Quota, expired
 from controller.errors import Forbidden, ValidationError
-from controller.models import Policy
+from controller.principal import Principal, Quota
 from controller.scanlib import ScanInputError, scanner
+from controller.services.auth import expired
+from controller.store.models import Policy
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_SCOPE_ENTRIES = 1000
@@ -109,7 +110,7 @@ def _bounded(value: Any, field: str, low: int, top: int) -> int:
 
 
 def policy_view(policy: Policy) -> dict[str, Any]:
-    from controller.jobs import iso
+    from controller.queue.jobs import iso
 
     return {
         "scope": policy.scope,
@@ -211,8 +212,8 @@ def check_targets(session: Session, principal: Principal, targets: Iterable[str]
 
 def principal_for(session: Session, created_by: str | None) -> Principal:
     """Who submitted a job, as they stand now: a job runs only if its submitter may still submit it."""
-    from controller.auth import cli_principal
-    from controller.models import ApiToken
+    from controller.services.auth import cli_principal
+    from controller.store.models import ApiToken
 
     if created_by is None or created_by.startswith("cli:"):
         return cli_principal(allow_large_targets=True)

@@ -27,9 +27,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db import Database
 from controller.errors import ApiError, ValidationError
-from controller.models import ApiToken, HostKey, JobEvent
+from controller.store.database import Database
+from controller.store.models import ApiToken, HostKey, JobEvent
 
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 KEY_LINE = re.compile(

@@ -15,20 +15,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.auth import ROLES, cli_principal
 from controller.config import Config
-from controller.db import Database
 from controller.errors import ApiError
-from controller.models import AuditEntry
-
-
-def register_app_commands(app: Flask) -> None:
-    """Flask CLI commands (`flask --app controller ...`), mirroring the cloudx ones."""
-    app.cli.add_command(db_group)
+from controller.principal import ROLES
+from controller.services.auth import cli_principal
+from controller.store.database import Database
+from controller.store.models import AuditEntry
 
 
 class Context:
@@ -136,7 +131,7 @@ def serve(host: str | None, port: int | None, threads: int, processes: int) -> N
             code = 0
             try:
                 # A supervisor killed outright (SIGKILL, OOM) must not leave API processes holding the port.
-                from controller.worker import PR_SET_PDEATHSIG, prctl
+                from controller.queue.launch import PR_SET_PDEATHSIG, prctl
 
                 prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
                 if os.getppid() != supervisor:  # it died before the line above
@@ -157,7 +152,7 @@ def _serve_process(config: Config, listener: Any, threads: int) -> None:
 
     import waitress
 
-    from controller import create_app, start_executor
+    from controller.app import create_app, start_executor
 
     # Every open connection is a file descriptor: take the soft limit up to the hard one, and keep the
     # connection limit below it (accept() failing with EMFILE would leave waitress spinning on the listener).
@@ -239,7 +234,7 @@ def _supervise(children: list[int]) -> None:
 @pass_ctx
 def worker(ctx: Context, name: str, queues: str | None, concurrency: int | None, loglevel: str) -> None:
     """Run jobs sent through Celery (CLOUDX_EXECUTOR=celery on the API; CELERY_BROKER_URL, DATABASE_URL here)."""
-    from controller.celery_executor import QUEUE_NAME, Worker
+    from controller.queue.celery_executor import QUEUE_NAME, Worker
 
     config = ctx.config
     names = (queues or f"{config.CELERY_QUEUE},{config.CELERY_SCAN_QUEUE}").split(",")
@@ -271,9 +266,9 @@ def scan(
     ctx: Context, target: str, tool: str, scan_type: str, ports: str | None, timeout: int | None, as_json: bool, allow_large_targets: bool
 ) -> None:
     """Scan TARGET through the controller, showing progress and then the results."""
-    from controller.executor import make_executor
-    from controller.jobs import cancel_job
-    from controller.scans import create_scan, get_scan, scan_view
+    from controller.queue.jobs import cancel_job
+    from controller.queue.local import make_executor
+    from controller.services.scans import create_scan, get_scan, scan_view
 
     payload: dict[str, Any] = {"target": target, "tool": tool, "scan_type": scan_type}
     if ports:
@@ -386,8 +381,8 @@ def deploy(
     """Deploy (or remove) the Cloud-X agent through the controller, showing each host's progress."""
     from pathlib import Path
 
-    from controller.deployments import create_deployment, validate_agent_request, validate_deployment_request
-    from controller.executor import LocalExecutor, make_executor
+    from controller.queue.local import LocalExecutor, make_executor
+    from controller.services.deployments import create_deployment, validate_agent_request, validate_deployment_request
 
     body: dict[str, Any] = {"os_type": os_type}
     optional = {"username": username, "manager_ip": manager_ip, "group": group, "credential": credential}
@@ -426,7 +421,7 @@ def deploy(
     try:
         status = _follow_hosts(ctx, job_id)
     except KeyboardInterrupt:
-        from controller.jobs import cancel_job
+        from controller.queue.jobs import cancel_job
 
         with ctx.db.session() as session:
             cancel_job(session, job_id)
@@ -443,8 +438,8 @@ _RESULTS = {"runner_on_ok": "ok", "runner_on_failed": "FAILED", "runner_on_unrea
 
 def _follow_hosts(ctx: Context, job_id: str) -> str:
     """Print one line per host and task result as events arrive, then the per-host recap."""
-    from controller.jobs import events_page, get_job, summary_view
-    from controller.models import JobHostSummary
+    from controller.queue.jobs import events_page, get_job, summary_view
+    from controller.store.models import JobHostSummary
 
     after = 0
     while True:
@@ -477,7 +472,7 @@ def _follow_hosts(ctx: Context, job_id: str) -> str:
 @pass_ctx
 def jobs(ctx: Context, limit: int, status: str | None) -> None:
     """List the newest jobs."""
-    from controller.jobs import job_view, jobs_page
+    from controller.queue.jobs import job_view, jobs_page
 
     try:
         with ctx.db.session() as session:
@@ -498,7 +493,7 @@ def jobs(ctx: Context, limit: int, status: str | None) -> None:
 @pass_ctx
 def events(ctx: Context, job_id: str, event_type: str | None, host: str | None, follow: bool) -> None:
     """Print a job's Ansible output, event by event."""
-    from controller.jobs import events_page, get_job
+    from controller.queue.jobs import events_page, get_job
 
     after = 0
     while True:
@@ -528,7 +523,7 @@ def events(ctx: Context, job_id: str, event_type: str | None, host: str | None, 
 @click.option("--source", default="cloudx heartbeat", show_default=True, help="Recorded as 'source'.")
 def heartbeat(path: str | None, interval: int | None, source: str) -> None:
     """Write the sync heartbeat that /api/sync-status reads."""
-    from controller.heartbeat import write_heartbeat
+    from controller.services.heartbeat import write_heartbeat
 
     target = path or Config.from_env().SYNC_HEARTBEAT_FILE
     while True:
@@ -594,7 +589,7 @@ def token_create(
     max_running: int | None,
 ) -> None:
     """Create a token and print it once: it is stored only as a hash."""
-    from controller.auth import create_token
+    from controller.services.auth import create_token
 
     try:
         with ctx.db.session() as session:
@@ -620,7 +615,7 @@ def token_create(
 @pass_ctx
 def token_list(ctx: Context) -> None:
     """List tokens (never their text)."""
-    from controller.auth import list_tokens, token_view
+    from controller.services.auth import list_tokens, token_view
 
     with ctx.db.session() as session:
         rows = [token_view(t) for t in list_tokens(session)]
@@ -636,7 +631,7 @@ def token_list(ctx: Context) -> None:
 @pass_ctx
 def token_revoke(ctx: Context, name: str) -> None:
     """Revoke the token NAME at once: its queued jobs are canceled, its running jobs stopped."""
-    from controller.auth import revoke_token
+    from controller.services.auth import revoke_token
 
     _, stopped = _change(ctx, "token revoke", lambda session: revoke_token(session, name), 200, f"token {name}")
     click.echo(f"token {name} revoked{f'; {len(stopped)} of its jobs stopped' if stopped else ''}", err=True)
@@ -650,7 +645,7 @@ def policy() -> None:
 @policy.command("show")
 @pass_ctx
 def policy_show(ctx: Context) -> None:
-    from controller.policy import get_policy, policy_view
+    from controller.services.policy import get_policy, policy_view
 
     with ctx.db.session() as session:
         click.echo(json.dumps(policy_view(get_policy(session)), indent=2))
@@ -678,7 +673,7 @@ def policy_set(
     scan_timeouts: tuple[str, ...],
 ) -> None:
     """Change the policy; options not given keep their values."""
-    from controller.policy import get_policy, policy_view, update_policy
+    from controller.services.policy import get_policy, policy_view, update_policy
 
     changes: dict[str, Any] = {}
     if scope or clear_scope:
@@ -714,7 +709,7 @@ def credential() -> None:
 @credential.command("keygen")
 def credential_keygen() -> None:
     """Print a new key for CLOUDX_CREDENTIALS_KEY."""
-    from controller.credentials import keygen
+    from controller.store.sealing import keygen
 
     click.echo(keygen())
 
@@ -733,7 +728,7 @@ def credential_add(
     """Store a credential; without --secret-file the password is prompted for."""
     from pathlib import Path
 
-    from controller.credentials import store_credential
+    from controller.services.credentials import store_credential
 
     if secret_file:
         secret = Path(secret_file).read_text()
@@ -756,7 +751,7 @@ def credential_add(
 @credential.command("list")
 @pass_ctx
 def credential_list(ctx: Context) -> None:
-    from controller.credentials import credential_view, list_credentials
+    from controller.services.credentials import credential_view, list_credentials
 
     with ctx.db.session() as session:
         for row in (credential_view(c) for c in list_credentials(session)):
@@ -767,7 +762,7 @@ def credential_list(ctx: Context) -> None:
 @click.argument("name")
 @pass_ctx
 def credential_delete(ctx: Context, name: str) -> None:
-    from controller.credentials import delete_credential
+    from controller.services.credentials import delete_credential
 
     _change(ctx, "credential delete", lambda session: delete_credential(session, name), 200, f"credential {name}")
     click.echo(f"credential {name} deleted", err=True)
@@ -778,7 +773,7 @@ def credential_delete(ctx: Context, name: str) -> None:
 @pass_ctx
 def audit(ctx: Context, limit: int) -> None:
     """The newest entries of the audit log."""
-    from controller.jobs import iso
+    from controller.queue.jobs import iso
 
     with ctx.db.session() as session:
         rows = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
@@ -801,7 +796,7 @@ def host_key() -> None:
 @pass_ctx
 def host_key_add(ctx: Context, known_hosts_file: Any) -> None:
     """Trust the keys of KNOWN_HOSTS_FILE ('host keytype key' lines; - for standard input), as an admin."""
-    from controller.hostkeys import add_admin_keys
+    from controller.services.hostkeys import add_admin_keys
 
     text = known_hosts_file.read()
     who = cli_principal().name
@@ -812,7 +807,7 @@ def host_key_add(ctx: Context, known_hosts_file: Any) -> None:
 @host_key.command("list")
 @pass_ctx
 def host_key_list(ctx: Context) -> None:
-    from controller.hostkeys import list_keys
+    from controller.services.hostkeys import list_keys
 
     with ctx.db.session() as session:
         for key in list_keys(session):
@@ -826,7 +821,7 @@ def host_key_list(ctx: Context) -> None:
 def host_key_delete(ctx: Context, host: str) -> None:
     """Stop trusting HOST's keys (a rebuilt host)."""
     from controller.errors import NotFound
-    from controller.hostkeys import forget_host
+    from controller.services.hostkeys import forget_host
 
     def forget(session: Session) -> int:
         removed = forget_host(session, host)

@@ -1,0 +1,1 @@
+"""Job records, claims, and the executors (local and Celery) that launch and reap worker processes."""

@@ -1,0 +1,1 @@
+"""The worker process: one job, through ansible-runner, with one JobKind per job type."""

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, the database, migrations, the event writer, JSON encoding and redaction."""
