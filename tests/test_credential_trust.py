@@ -96,7 +96,8 @@ def test_a_key_an_admin_trusted_lets_the_credential_through(trust_app, sshd):
 
 def test_the_worker_refuses_a_key_no_longer_trusted_before_any_login(trust_app, sshd, tmp_path):
     from controller.errors import ApiError
-    from controller.runner import kinds
+    from controller.runner.jobkind import JobSpec
+    from controller.runner.kinds import kind_for
 
     client = trust_app.test_client()
     store_fleet_password(client, ports=[sshd.port])
@@ -108,10 +109,9 @@ def test_the_worker_refuses_a_key_no_longer_trusted_before_any_login(trust_app, 
     db, config = trust_app.extensions["cloudx.db"], trust_app.extensions["cloudx.config"]
     with db.session() as session:
         job = session.get(Job, job_id)
-        info = {"id": job_id, "inventory": job.inventory, "limit": job.limit, "settings": dict(job.settings)}
-        info.update(extra_vars=dict(job.extra_vars), created_by=job.created_by)
+        info = JobSpec.of(job)
     with pytest.raises(ApiError, match="established before"):
-        kinds.prepare("deploy", db, config, info, tmp_path)
+        kind_for("deploy").prepare(db, config, info, tmp_path)
     assert sshd.connections == 0
 
 

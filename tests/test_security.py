@@ -521,22 +521,23 @@ def test_inventory_groups_are_followed_to_their_parents(app, client, config):
 
 def test_jobs_are_checked_again_where_they_run(app, client, tmp_path):
     from controller.errors import Forbidden
-    from controller.runner import kinds
+    from controller.runner.jobkind import JobSpec, Plan
+    from controller.runner.kinds import kind_for
 
     token = make_token(app, "operator", "short-lived")
     job_id = client.post("/api/scans", json=SCAN, headers=bearer(token)).get_json()["job_id"]
     db, config = app.extensions["cloudx.db"], app.extensions["cloudx.config"]
     with db.session() as session:
         job = session.get(Job, job_id)
-        info = {"id": job_id, "extra_vars": dict(job.extra_vars), "created_by": job.created_by, "settings": {}, "limit": None}
-    assert kinds.prepare("scan", db, config, info, tmp_path) == {}
+        info = JobSpec.of(job)
+    assert kind_for("scan").prepare(db, config, info, tmp_path) == Plan()
     client.put("/api/policy", json={"scope": ["127.0.0.0/8"]})
     with pytest.raises(Forbidden, match="outside the policy scope"):
-        kinds.prepare("scan", db, config, info, Path(tmp_path))
+        kind_for("scan").prepare(db, config, info, Path(tmp_path))
     client.put("/api/policy", json={"scope": ["198.18.0.0/15"]})
     client.delete("/api/tokens/short-lived")
     with pytest.raises(Forbidden, match="was revoked"):
-        kinds.prepare("scan", db, config, info, Path(tmp_path))
+        kind_for("scan").prepare(db, config, info, Path(tmp_path))
 
 
 def test_credential_scope_and_binding(tmp_path):

@@ -219,7 +219,8 @@ def test_tokens_expire(app, client, runner):
 
 def test_jobs_of_an_expired_token_do_not_run(app, client, tmp_path):
     from controller.errors import Forbidden
-    from controller.runner import kinds
+    from controller.runner.jobkind import JobSpec
+    from controller.runner.kinds import kind_for
 
     token = make_token(app, "operator", "expiring", expires_in=3600)
     job_id = client.post("/api/scans", json=SCAN, headers=bearer(token)).get_json()["job_id"]
@@ -227,9 +228,9 @@ def test_jobs_of_an_expired_token_do_not_run(app, client, tmp_path):
     with db.session() as session:
         session.scalar(select(ApiToken).where(ApiToken.name == "expiring")).expires_at = utcnow() - timedelta(seconds=1)
         job = session.get(Job, job_id)
-        info = {"id": job_id, "extra_vars": dict(job.extra_vars), "created_by": job.created_by, "settings": {}, "limit": None}
+        info = JobSpec.of(job)
     with pytest.raises(Forbidden, match="has expired"):
-        kinds.prepare("scan", db, config, info, tmp_path)
+        kind_for("scan").prepare(db, config, info, tmp_path)
 
 
 def test_revoking_a_token_stops_its_jobs(app, client):

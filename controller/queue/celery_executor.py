@@ -33,8 +33,8 @@ from sqlalchemy import select, update
 
 from controller.config import Config
 from controller.errors import Unavailable
-from controller.queue.jobs import claim_next, fail_job, machine, reconcile, set_worker, undispatched, worker_id
-from controller.queue.launch import exit_reason, kill_job_processes, spawn
+from controller.queue.jobs import claim_next, fail_job, reconcile, undispatched, worker_id
+from controller.queue.launch import kill_job_processes, launch, reap
 from controller.store.database import Database, retrying
 from controller.store.models import Job, utcnow
 from controller.store.sealing import decode_key, seal, unseal
@@ -129,7 +129,8 @@ class CeleryExecutor:
             raise Unavailable("the job queue (Celery broker) cannot be reached; the job was not run") from None
 
     def _send(self, job_id: str, kind: str | None, sealed: str | None) -> None:
-        queue = self.config.CELERY_SCAN_QUEUE if kind == "scan" else self.config.CELERY_QUEUE
+        # Scans go to the scanner hosts' own queue; every other kind to the default one.
+        queue = {"scan": self.config.CELERY_SCAN_QUEUE}.get(kind or "", self.config.CELERY_QUEUE)
         self.app.send_task(
             TASK,
             args=[job_id, sealed],
@@ -233,31 +234,22 @@ class Worker:
                 reason = "its credentials do not open here: this worker's CLOUDX_JOB_SECRETS_KEY differs from the API's"
                 fail_job(session, job_id, "error", reason)
             return "error"
-        try:
-            proc = spawn(self.config, job_id, secrets)
-        except OSError as exc:
-            with self.db.session() as session:
-                fail_job(session, job_id, "error", f"could not start a worker process: {exc}")
+        return self._run(job_id, secrets)
+
+    def _run(self, job_id: str, secrets: dict[str, Any] | None) -> str:
+        proc = launch(self.db, self.config, job_id, secrets)
+        if proc is None:
             return "error"
         with self._lock:
             self.processes[job_id] = proc
         try:
-            try:
-                with self.db.session() as session:
-                    set_worker(session, job_id, f"{machine()}:{proc.pid}")
-            except Exception:  # the job process records its own pid as well
-                log.exception("recording the process of job %s failed", job_id)
             if self._stopping.is_set():
                 proc.send_signal(signal.SIGTERM)
             proc.wait()
         finally:
             with self._lock:
                 self.processes.pop(job_id, None)
-        reason = exit_reason(proc.returncode)
-        if reason:
-            with self.db.session() as session:
-                if fail_job(session, job_id, "error", reason):
-                    log.error("job %s: %s", job_id, reason)
+        reap(self.db, job_id, proc.returncode)
         return "ran"
 
     def _still_queued(self, job_id: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -14,11 +15,42 @@ from typing import Any
 import psutil
 
 from controller.config import Config
+from controller.queue.jobs import fail_job, machine, set_worker
+from controller.store.database import Database
+
+log = logging.getLogger("cloudx.executor")
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 # Keys and the broker address stay with the executor: never in a worker's environment.
 PRIVATE_ENV = {"CLOUDX_CREDENTIALS_KEY", "CLOUDX_JOB_SECRETS_KEY", "CELERY_BROKER_URL", "CLOUDX_CELERY_BROKER_URL"}
+
+
+def launch(db: Database, config: Config, job_id: str, secrets: dict[str, Any] | None) -> subprocess.Popen[bytes] | None:
+    """Start the worker process of a claimed job and name it on the job; None (the job ended as "error") when
+    no process could be started."""
+    try:
+        proc = spawn(config, job_id, secrets)
+    except OSError as exc:
+        with db.session() as session:
+            fail_job(session, job_id, "error", f"could not start a worker process: {exc}")
+        return None
+    # The worker records its own pid; until it does, the job names this launcher's child.
+    try:
+        with db.session() as session:
+            set_worker(session, job_id, f"{machine()}:{proc.pid}")
+    except Exception:
+        log.exception("recording the process of job %s failed", job_id)
+    return proc
+
+
+def reap(db: Database, job_id: str, returncode: int | None) -> None:
+    """After a worker process exited: a job it left running ends as "error", with why."""
+    reason = exit_reason(returncode)
+    if reason:
+        with db.session() as session:
+            if fail_job(session, job_id, "error", reason):
+                log.error("job %s: %s", job_id, reason)
 
 
 def spawn(config: Config, job_id: str, secrets: dict[str, Any] | None) -> subprocess.Popen[bytes]:

@@ -16,8 +16,8 @@ import threading
 from typing import Any, Protocol
 
 from controller.config import Config
-from controller.queue.jobs import claim_next, fail_job, reconcile, set_worker, worker_id
-from controller.queue.launch import exit_reason, kill_job_processes, spawn
+from controller.queue.jobs import claim_next, reconcile, worker_id
+from controller.queue.launch import kill_job_processes, launch, reap
 from controller.store.database import Database
 
 log = logging.getLogger("cloudx.executor")
@@ -131,23 +131,12 @@ class LocalExecutor:
             self._spawn(job_id)
 
     def _spawn(self, job_id: str) -> None:
-        try:
-            proc = spawn(self.config, job_id, self.secrets.pop(job_id, None))
-        except OSError as exc:
-            with self.db.session() as session:
-                fail_job(session, job_id, "error", f"could not start a worker process: {exc}")
-            return
-        self.processes[job_id] = proc
-        # The worker records its own pid; until it does, the job names this dispatcher's child.
-        with self.db.session() as session:
-            set_worker(session, job_id, f"{self.me.rpartition(':')[0]}:{proc.pid}")
+        proc = launch(self.db, self.config, job_id, self.secrets.pop(job_id, None))
+        if proc is not None:
+            self.processes[job_id] = proc
 
     def _reap(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
-        reason = exit_reason(proc.returncode)
-        if reason:
-            with self.db.session() as session:
-                if fail_job(session, job_id, "error", reason):
-                    log.error("job %s: %s", job_id, reason)
+        reap(self.db, job_id, proc.returncode)
 
 
 def make_executor(config: Config, db: Database, only_job: str | None = None) -> Executor:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ansible_runner
 import psutil
@@ -29,7 +29,8 @@ from controller.config import Config
 from controller.errors import ApiError
 from controller.queue.jobs import fail_job, worker_id
 from controller.queue.launch import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, kill_descendants, prctl
-from controller.runner import kinds
+from controller.runner.jobkind import JobKind, JobSpec, Plan
+from controller.runner.kinds import kind_for
 from controller.store.database import Database, retrying
 from controller.store.events import EventWriter
 from controller.store.models import FINAL_STATUSES, Job, utcnow
@@ -41,6 +42,32 @@ CANCEL_POLL_SECONDS = 0.5
 
 def job_dir(config: Config, job_id: str) -> Path:
     return Path(config.ARTIFACTS_DIR).resolve() / job_id
+
+
+class RunOutcome(NamedTuple):
+    """How ansible-runner ended a job's playbook (or why it could not run it)."""
+
+    writer: EventWriter
+    status: str  # ansible-runner's: successful, failed, canceled, timeout; or error
+    rc: int | None
+    error: str | None = None
+
+
+def final_status(outcome: RunOutcome, cancel_requested: bool, stop_reason: str | None) -> tuple[str, str | None]:
+    """The job's status and reason from how its playbook ended, a cancel request, and a worker's stop."""
+    status = outcome.status
+    if status == "error":
+        return status, outcome.error
+    if status == "failed" and cancel_requested:
+        status = "canceled"  # the tree was ended (see JobRun._watch) before ansible-runner asked for the cancel
+    if status == "canceled" and stop_reason:
+        return "error", stop_reason
+    reasons = {
+        "timeout": "the job ran longer than its timeout or produced no output for IDLE_TIMEOUT",
+        "canceled": "canceled on request",
+        "failed": f"ansible-playbook ended with rc {outcome.rc}: see the job's failed events",
+    }
+    return status, reasons.get(status)
 
 
 class JobRun:
@@ -94,99 +121,106 @@ class JobRun:
                 log.exception("cancel check failed for job %s", self.job_id)
 
     def run(self) -> str:
+        """Claim, prepare, execute, record: the path of every job, whatever its kind."""
+        spec, status = self._claim()
+        if spec is None:
+            return status
+        # Set-up (inventory, host key scans) already runs under the heartbeat and the cancel watch.
+        watcher = threading.Thread(target=self._watch, name="cancel-watch", daemon=True)
+        watcher.start()
+        try:
+            kind = kind_for(spec.kind)
+            plan = self._prepare(kind, spec)
+        except Exception as exc:
+            return self._end_before_start(self._preparation_failure(exc))
+        if self.cancel_requested.is_set():
+            kind.finish(self.db, self.config, spec, plan, "canceled", None)  # drops what prepare made
+            return self._end_before_start(None)
+        outcome = self._execute(kind, spec, plan)
+        status, reason = final_status(outcome, self.cancel_requested.is_set(), self.stop_reason)
+        status, reason, final_counter = self._close_events(outcome.writer, status, reason)
+        try:
+            status, reason = kind.finish(self.db, self.config, spec, plan, status, reason)
+        except Exception as exc:
+            log.exception("finishing job %s failed", self.job_id)
+            status, reason = "error", f"storing results failed: {exc}"
+        self._record(status, outcome.rc, reason, final_counter)
+        cleanup = kind.cleanup(spec, status)
+        if cleanup is not None:  # after the end is recorded: a cancel takes effect as fast as before
+            run_cleanup(self.config, self.job_id, plan.inventory or spec.inventory, *cleanup)
+        return status
+
+    def _claim(self) -> tuple[JobSpec | None, str]:
+        """Mark the job running on this worker; (None, its status) when it already ended."""
         with self.db.session() as session:
             job = session.get(Job, self.job_id)
             if job is None:
                 raise LookupError(f"no job {self.job_id}")
             if job.status in FINAL_STATUSES:
-                return job.status
+                return None, job.status
             job.status = "running"
             job.worker = worker_id()
             job.started_at = job.started_at or utcnow()
             job.heartbeat_at = utcnow()
-            kind, playbook, inventory, limit, timeout = job.kind, job.playbook, job.inventory, job.limit, job.timeout
-            extra_vars = dict(job.extra_vars)
-            job_info = {
-                "id": job.id,
-                "inventory": job.inventory,
-                "limit": job.limit,
-                "settings": dict(job.settings),
-                "extra_vars": dict(job.extra_vars),
-                "created_by": job.created_by,
-            }
-        extra_vars.update(kinds.private_vars(kind, self.config, self.job_id))
+            return JobSpec.of(job), job.status
+
+    def _prepare(self, kind: JobKind, spec: JobSpec) -> Plan:
         private_dir = job_dir(self.config, self.job_id)
-        # Set-up (inventory, host key scans) already runs under the heartbeat and the cancel watch.
-        watcher = threading.Thread(target=self._watch, name="cancel-watch", daemon=True)
-        watcher.start()
-        try:
-            private_dir.mkdir(parents=True, exist_ok=True)
-            plan = kinds.prepare(kind, self.db, self.config, job_info, private_dir, self.cancel_requested.is_set)
-        except Exception as exc:
-            failure: tuple[str, str] | None = None
-            if not self.cancel_requested.is_set():  # else its processes were ended by the cancel: not a failure
-                log.exception("preparing job %s failed", self.job_id)
-                failure = ("error", f"refused where it runs: {exc}" if isinstance(exc, ApiError) else f"preparing the job failed: {exc}")
-            return self._end_before_start(failure)
-        if self.cancel_requested.is_set():
-            kinds.finish(kind, self.db, self.config, job_info, plan, "canceled", None)  # drops what prepare made
-            return self._end_before_start(None)
-        inventory = plan.get("inventory", inventory)
-        files = list(plan.get("cmdline_files", []))
+        private_dir.mkdir(parents=True, exist_ok=True)
+        return kind.prepare(self.db, self.config, spec, private_dir, self.cancel_requested.is_set)
+
+    def _preparation_failure(self, exc: Exception) -> tuple[str, str] | None:
+        if self.cancel_requested.is_set():  # its processes were ended by the cancel: not a failure
+            return None
+        log.exception("preparing job %s failed", self.job_id)
+        return ("error", f"refused where it runs: {exc}" if isinstance(exc, ApiError) else f"preparing the job failed: {exc}")
+
+    def _execute(self, kind: JobKind, spec: JobSpec, plan: Plan) -> RunOutcome:
+        """The playbook through ansible-runner, its events to the event store as they come."""
+        files = list(plan.cmdline_files)
         if self.secrets.get("extra_vars"):
             self.secret_file = write_secret_vars(self.secrets["extra_vars"])
             files.append(str(self.secret_file))
-        writer = EventWriter(self.db, self.job_id, retry_seconds=self.config.DB_RETRY_SECONDS)
-        status, rc, reason = "error", None, None
+        writer = EventWriter(self.db, self.job_id, retry_seconds=self.config.DB_RETRY_SECONDS, progress=kind.progress)
         try:
-            base = runner_arguments(self.config, private_dir, playbook)
+            base = runner_arguments(self.config, job_dir(self.config, self.job_id), spec.playbook)
             envvars = base.pop("envvars")
             result = ansible_runner.run(
                 **base,
-                inventory=inventory,
-                limit=limit,
-                extravars=extra_vars,
+                inventory=plan.inventory or spec.inventory,
+                limit=spec.limit,
+                extravars={**spec.extra_vars, **kind.variables(self.config, spec)},
                 ident="run",
-                timeout=timeout,
+                timeout=spec.timeout,
                 settings={"idle_timeout": self.config.IDLE_TIMEOUT, "pexpect_timeout": 0.5, "suppress_ansible_output": True},
-                envvars={**envvars, "PYTHONUNBUFFERED": "1", **plan.get("envvars", {})},
+                envvars={**envvars, "PYTHONUNBUFFERED": "1", **plan.envvars},
                 cmdline=" ".join(f"-e @{shlex.quote(f)}" for f in files) or None,
                 ssh_key=self.secrets.get("ssh_key"),
                 event_handler=self._on_event(writer),
                 # Stop the playbook when its events can no longer be stored: nobody could follow it.
                 cancel_callback=lambda: self.cancel_requested.is_set() or writer.error is not None,
             )
-            status, rc = result.status, result.rc
-            if status == "failed" and self.cancel_requested.is_set():
-                status = "canceled"  # the tree was ended (see _watch) before ansible-runner asked for the cancel
-            if status == "canceled" and self.stop_reason:
-                status, reason = "error", self.stop_reason
-            elif status == "timeout":
-                reason = "the job ran longer than its timeout or produced no output for IDLE_TIMEOUT"
-            elif status == "canceled":
-                reason = "canceled on request"
-            elif status == "failed":
-                reason = f"ansible-playbook ended with rc {rc}: see the job's failed events"
+            return RunOutcome(writer, result.status, result.rc)
         except Exception as exc:
             log.exception("job %s could not run", self.job_id)
-            status, reason = "error", f"ansible-runner failed: {exc}"
+            return RunOutcome(writer, "error", None, f"ansible-runner failed: {exc}")
         finally:
             self._done.set()
             self._drop_secret_file()
             # ansible-core's forks call setsid() and async tasks daemonize, so killing ansible-playbook's
             # process group leaves them running; as subreaper this process inherits them and ends them here.
             kill_descendants()
+
+    def _close_events(self, writer: EventWriter, status: str, reason: str | None) -> tuple[str, str | None, int]:
+        """Wait for every event to be stored; a job whose events could not all be stored ends as "error"."""
         try:
-            final_counter = writer.close()
+            return status, reason, writer.close()
         except Exception as exc:
             log.exception("storing events of job %s failed", self.job_id)
             cause = exc.orig if isinstance(exc, OperationalError) else exc
-            status, reason, final_counter = "error", f"storing events failed: {cause}", writer.last_counter
-        try:
-            status, reason = kinds.finish(kind, self.db, self.config, job_info, plan, status, reason)
-        except Exception as exc:
-            log.exception("finishing job %s failed", self.job_id)
-            status, reason = "error", f"storing results failed: {exc}"
+            return "error", f"storing events failed: {cause}", writer.last_counter
+
+    def _record(self, status: str, rc: int | None, reason: str | None, final_counter: int) -> None:
         values: dict[str, Any] = {
             "status": status,
             "rc": rc,
@@ -204,10 +238,6 @@ class JobRun:
 
         # The end of a job is worth waiting for longer than one batch of events.
         retrying(record, 10 * self.config.DB_RETRY_SECONDS, f"recording the end of job {self.job_id}")
-        cleanup = kinds.cleanup_playbook(kind, job_info, status)
-        if cleanup is not None:  # after the end is recorded: a cancel takes effect as fast as before
-            run_cleanup(self.config, self.job_id, inventory, *cleanup)
-        return status
 
     def _end_before_start(self, failure: tuple[str, str] | None) -> str:
         """Record the end of a job that never reached its playbook: a failure, or a cancel or stop meanwhile."""

@@ -1,4 +1,4 @@
-"""From ansible-runner events to stored rows: trimming, batching, ordering, progress."""
+"""From ansible-runner events to stored rows: trimming, batching, ordering, and the progress a job kind reads."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import collections
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from sqlalchemy import Insert, update
@@ -68,16 +69,6 @@ def event_row(job_id: str, event: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def scan_progress(event: dict[str, Any]) -> float | None:
-    """The percentage a scanner progress poll (cloudx_scan_status) reported, if this event is one."""
-    res = (event.get("event_data") or {}).get("res")
-    if isinstance(res, dict):
-        progress = res.get("cloudx_scan_progress")
-        if isinstance(progress, dict) and isinstance(progress.get("percent"), (int, float)):
-            return float(progress["percent"])
-    return None
-
-
 EVENT_COLUMNS = ("job_id", "counter", "uuid", "parent_uuid", "event", "host", "task", "play", "stdout", "created", "event_data")
 
 
@@ -89,8 +80,17 @@ class EventWriter:
     BATCH_SIZE events. `close` returns the counter of the last event stored.
     """
 
-    def __init__(self, db: Database, job_id: str, heartbeat_every: float = 5.0, retry_seconds: float = 120) -> None:
+    def __init__(
+        self,
+        db: Database,
+        job_id: str,
+        heartbeat_every: float = 5.0,
+        retry_seconds: float = 120,
+        progress: Callable[[dict[str, Any]], float | None] | None = None,
+    ) -> None:
         self.db = db
+        # The job kind's reading of an event's percentage (JobKind.progress); None: the job reports none.
+        self._progress_of = progress
         self.retry_seconds = retry_seconds
         self.job_id = job_id
         # A deque: appending is atomic and cheap, which matters at tens of thousands of events a second.
@@ -162,7 +162,7 @@ class EventWriter:
         rows = [event_row(self.job_id, e) for e in events]
         summaries: list[dict[str, Any]] = []
         for event in events:
-            percent = scan_progress(event)
+            percent = self._progress_of(event) if self._progress_of is not None else None
             if percent is not None:
                 self.progress = max(self.progress or 0.0, percent)
             if event.get("event") == "playbook_on_stats":
