@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +35,25 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from controller.api import init_app as init_api
 
     init_api(app)
-    logging.getLogger("cloudx").setLevel(logging.INFO)
+    # FLASK_DEBUG (development): the controller's debug lines too.
+    logging.getLogger("cloudx").setLevel(logging.DEBUG if config.FLASK_DEBUG else logging.INFO)
     return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on is reachable from this machine only (names other than localhost are not
+    trusted to be: they may resolve elsewhere)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def debugger_allowed(config: Config, host: str) -> bool:
+    """Werkzeug's interactive debugger runs code for whoever reaches it: only with FLASK_DEBUG, only on loopback."""
+    return config.FLASK_DEBUG and is_loopback(host)
 
 
 def start_executor(app: Flask) -> Executor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ENROLLMENT_PASSWORD, agent_inventory
+from tests.support.agent import ENROLLMENT_PASSWORD, agent_inventory
+from tests.support.ansible import ansible
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,15 +21,9 @@ BIN = Path(sys.executable).parent
 def playbook(name: str | Path, inventory: Path, *extra: str, check: bool = False) -> subprocess.CompletedProcess[str]:
     """ansible-playbook on playbooks/<name> (or a playbook's own path), with injected fact variables off: the
     roles read facts through ansible_facts only (injected facts are deprecated in ansible-core 2.20)."""
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "ANSIBLE_INJECT_FACT_VARS": "False",
-    }
     path = str(name) if Path(name).is_absolute() else f"playbooks/{name}"
-    argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), path, *extra] + (["--check"] if check else [])
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    checking = ["--check"] if check else []
+    return ansible("ansible-playbook", "-i", str(inventory), path, *extra, *checking, timeout=600, ANSIBLE_INJECT_FACT_VARS="False")
 
 
 def tasks_run(output: str) -> list[str]:
@@ -255,7 +249,7 @@ def test_standalone_scripts_install_and_uninstall(booted_hosts, agent_package, m
 @pytest.fixture(scope="module")
 def repository(agent_package, lab, tmp_path_factory):
     """The fixture package in a signed APT repository served to the test network, and a second, foreign key."""
-    from tests.agent_fixture import serve_directory, signed_repository
+    from tests.support.agent_fixture import serve_directory, signed_repository
 
     directory = tmp_path_factory.mktemp("repo")
     root, key = signed_repository(directory, agent_package[0])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ENROLLMENT_PASSWORD, agent_inventory, write_agent_vars
+from tests.support.agent import ENROLLMENT_PASSWORD, agent_inventory, write_agent_vars
 from tests.test_agent_linux import changed_tasks, playbook, recap, unit_reload_state
 
 pytestmark = pytest.mark.integration

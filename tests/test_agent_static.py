@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import plistlib
 import random
 import re
@@ -24,6 +23,10 @@ import jinja2
 import pytest
 import yaml
 
+from tests.support.ansible import ansible
+
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ROLES = {"windows": ROOT / "roles" / "cloudx_agent_windows", "mac": ROOT / "roles" / "cloudx_agent_mac"}
@@ -32,19 +35,6 @@ SETUP_SH = MAC_SCRIPTS[1]
 PS_MODULES = [ROOT / "scripts" / "windows" / "cloudx-agent-installer.psm1", ROOT / "scripts" / "windows" / "cloudx-agent-uninstaller.psm1"]
 SECRET = "CxTopSecret-9f3a&<x>"
 PATTERNS = ["name", "hostname", "ipv4", "ipv6"]
-
-
-def ansible(*argv: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        **env,
-    }
-    return subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
 
 
 def load_yaml(path: Path) -> Any:

@@ -25,6 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.ansible import ansible_env
+
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
@@ -84,19 +88,10 @@ SANITY_IGNORES = {
 SANITY_ROOT = Path(importlib.util.find_spec("ansible_test").origin).parent / "_util"  # type: ignore[arg-type,union-attr]
 
 
-def ansible_env(base: Path, **extra: str) -> dict[str, str]:
-    """The environment for ansible commands: the venv's tools, only the test's collections and roles."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        PWD=str(base),
-        ANSIBLE_COLLECTIONS_PATH=str(base / "collections"),
-        ANSIBLE_ROLES_PATH=str(base / "roles"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_RETRY_FILES_ENABLED="false",
-    )
-    env.update(extra)
-    return env
+def collection_env(base: Path, **extra: str) -> dict[str, str]:
+    """A collection user's environment: the venv's tools, only the test's collections and roles."""
+    paths = {"ANSIBLE_COLLECTIONS_PATH": str(base / "collections"), "ANSIBLE_ROLES_PATH": str(base / "roles")}
+    return ansible_env(clean=True, **{"PWD": str(base), "ANSIBLE_RETRY_FILES_ENABLED": "false", **paths, **extra})
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -115,7 +110,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tarball(base: Path) -> Path:
     out = base / "dist"
-    result = run([str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT), "--output-path", str(out)], base, ansible_env(base))
+    result = run([str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT), "--output-path", str(out)], base, collection_env(base))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Created collection for {FQCN}" in result.stdout
     path = out / TARBALL
@@ -129,7 +124,7 @@ def installed(base: Path, tarball: Path) -> Path:
     result = run(
         [str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "-p", str(base / "collections"), "--offline"],
         base,
-        ansible_env(base),
+        collection_env(base),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{FQCN}:{GALAXY['version']} was installed successfully" in result.stdout
@@ -152,7 +147,7 @@ def outside(base: Path, installed: Path, tmp_path: Path) -> Path:
 
 
 def playbook(outside: Path, base: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run([str(BIN / "ansible-playbook"), "-i", "inventory.yml", *args], outside, ansible_env(base, PWD=str(outside)), timeout)
+    return run([str(BIN / "ansible-playbook"), "-i", "inventory.yml", *args], outside, collection_env(base, PWD=str(outside)), timeout)
 
 
 # --- metadata ---------------------------------------------------------------------------------------------
@@ -234,7 +229,7 @@ def test_tarball_holds_the_roles_and_nothing_of_the_controller(tarball: Path):
 
 
 def test_install_offline_gives_a_usable_collection(base: Path, installed: Path):
-    listing = run([str(BIN / "ansible-galaxy"), "collection", "list", FQCN, "--format", "json"], base, ansible_env(base))
+    listing = run([str(BIN / "ansible-galaxy"), "collection", "list", FQCN, "--format", "json"], base, collection_env(base))
     assert listing.returncode == 0, listing.stderr
     found = {path: cols for path, cols in json.loads(listing.stdout).items() if FQCN in cols}
     assert found == {str(installed.parent.parent): {FQCN: {"version": GALAXY["version"]}}}, found
@@ -243,11 +238,11 @@ def test_install_offline_gives_a_usable_collection(base: Path, installed: Path):
     assert script.is_file() and script.read_text().startswith("#!")
     # The roles' argument specs, as ansible-doc shows them from the installed collection.
     for role in ROLES:
-        doc = run([str(BIN / "ansible-doc"), "-t", "role", "--json", f"{FQCN}.{role}"], base, ansible_env(base))
+        doc = run([str(BIN / "ansible-doc"), "-t", "role", "--json", f"{FQCN}.{role}"], base, collection_env(base))
         assert doc.returncode == 0, doc.stderr
         entry = json.loads(doc.stdout)[f"{FQCN}.{role}"]
         assert entry["collection"] == FQCN and entry["entry_points"]["main"]["options"], role
-    scanner = json.loads(run([str(BIN / "ansible-doc"), "-t", "role", "--json", f"{FQCN}.scanner"], base, ansible_env(base)).stdout)[
+    scanner = json.loads(run([str(BIN / "ansible-doc"), "-t", "role", "--json", f"{FQCN}.scanner"], base, collection_env(base)).stdout)[
         f"{FQCN}.scanner"
     ]
     assert {"scanner_tool", "scanner_scan_type", "scanner_target"} <= set(scanner["entry_points"]["main"]["options"])
@@ -288,7 +283,7 @@ def test_example_playbook_lists_both_roles_by_fqcn(base: Path, outside: Path):
 def test_example_playbook_lints_clean_against_the_built_collection(base: Path, outside: Path):
     """The example outside the repository with the installed collection, without the repository's mocks."""
     (outside / ".ansible-lint").write_text("---\n{}\n")
-    env = ansible_env(base, PWD=str(outside), NO_COLOR="1")
+    env = collection_env(base, PWD=str(outside), NO_COLOR="1")
     result = run([str(BIN / "ansible-lint"), "--offline", "--profile", "production", EXAMPLE.name], outside, env, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Passed" in result.stdout + result.stderr
@@ -362,7 +357,7 @@ def test_ansible_test_sanity_offline_tests_pass(base: Path, installed: Path, tmp
     tests = [arg for name in OFFLINE_SANITY_TESTS for arg in ("--test", name)]
     python = f"{sys.version_info[0]}.{sys.version_info[1]}"
     # HOME: ansible-test keeps its virtual environments under ~/.ansible/test.
-    env = ansible_env(base, HOME=str(tmp_path / "home"))
+    env = collection_env(base, HOME=str(tmp_path / "home"))
     result = run([str(BIN / "ansible-test"), "sanity", *tests, "--python", python, "-v"], tree, env, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     ran = re.findall(r'Running sanity test "([^"]+)"', result.stdout)
@@ -442,7 +437,7 @@ print(json.dumps({"spec": spec, "check_mode": kwargs.get("supports_check_mode", 
 
 @pytest.mark.parametrize("module", module_params(SPEC_DEFECTS, plugins=True))
 def test_module_documentation_matches_its_argument_spec(base: Path, installed: Path, module: str):
-    doc = run([str(BIN / "ansible-doc"), "-t", "module", "--json", f"{FQCN}.{module}"], base, ansible_env(base))
+    doc = run([str(BIN / "ansible-doc"), "-t", "module", "--json", f"{FQCN}.{module}"], base, collection_env(base))
     assert doc.returncode == 0, doc.stderr
     shown = json.loads(doc.stdout)[f"{FQCN}.{module}"]
     assert shown["doc"]["short_description"] and shown["doc"]["description"]
@@ -459,7 +454,7 @@ def test_module_documentation_matches_its_argument_spec(base: Path, installed: P
             f"ansible_collections/{GALAXY['namespace']}/{GALAXY['name']}",
         ],
         installed,
-        ansible_env(base),
+        collection_env(base),
     )
     assert result.returncode == 0, result.stderr
     captured = json.loads(result.stdout)
@@ -505,7 +500,7 @@ def test_execution_environment_build_context(base: Path, tarball: Path, tmp_path
             "Containerfile",
         ],
         work,
-        ansible_env(base),
+        collection_env(base),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     containerfile = (context / "Containerfile").read_text()
@@ -534,7 +529,7 @@ def test_execution_environment_build_context(base: Path, tarball: Path, tmp_path
     result = run(
         [str(BIN / "ansible-galaxy"), "collection", "install", "-r", "requirements.yml", "-p", str(collections), "--offline"],
         build,
-        ansible_env(base, ANSIBLE_COLLECTIONS_PATH=str(collections)),
+        collection_env(base, ANSIBLE_COLLECTIONS_PATH=str(collections)),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (collections / "ansible_collections" / "cloudx" / "security" / "roles" / "scanner" / "tasks" / "main.yml").is_file()
@@ -549,7 +544,7 @@ def test_execution_environment_build_context(base: Path, tarball: Path, tmp_path
             str(collections),
         ],
         build,
-        ansible_env(base),
+        collection_env(base),
     )
     assert result.returncode == 0, result.stderr
     found = yaml.safe_load(result.stdout)
@@ -557,6 +552,6 @@ def test_execution_environment_build_context(base: Path, tarball: Path, tmp_path
     system = [line.split()[0] for line in found["system"]]
     assert {"nmap", "masscan", "zmap", "iproute", "openssh-clients", "sshpass"} <= set(system)
     # bindep reads the file (on this Debian machine: the dpkg names).
-    result = run([str(BIN / "bindep"), "-f", str(build / "bindep.txt"), "--list_all", "newline"], build, ansible_env(base))
+    result = run([str(BIN / "bindep"), "-f", str(build / "bindep.txt"), "--list_all", "newline"], build, collection_env(base))
     assert result.returncode == 0, result.stderr
     assert {"nmap", "masscan", "zmap", "iproute2", "openssh-client", "sshpass"} == set(result.stdout.split())

@@ -12,8 +12,10 @@ from sqlalchemy import func, select
 
 from controller.store.models import HostKey, Job
 from controller.store.sealing import keygen
-from tests.conftest import make_token, running_app, wait_job, write_agent_vars
-from tests.recording_sshd import RecordingSshd
+from tests.support.agent import write_agent_vars
+from tests.support.app import make_token, running_app
+from tests.support.recording_sshd import RecordingSshd
+from tests.support.waiting import wait_job
 
 pytestmark = pytest.mark.integration
 FLEET_PASSWORD = "Fleet-Pa55-9d1e77c3"

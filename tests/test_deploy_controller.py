@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from controller.store.models import Job
-from tests.cluster import stored_bytes
-from tests.conftest import ENROLLMENT_PASSWORD, running_app, wait_job, write_agent_vars
+from tests.support.agent import ENROLLMENT_PASSWORD, write_agent_vars
+from tests.support.app import running_app
+from tests.support.cluster import stored_bytes
+from tests.support.waiting import wait_job
 
 pytestmark = pytest.mark.integration
 SSH_PASSWORD = "Ssh-Pa55word-4e2d91"

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import running_app, wait_job, write_agent_vars
+from tests.support.agent import write_agent_vars
+from tests.support.app import running_app
+from tests.support.waiting import wait_job
 
 pytestmark = pytest.mark.integration
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 22)]

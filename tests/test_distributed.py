@@ -20,10 +20,10 @@ from sqlalchemy import func, select, text
 
 from controller.queue.celery_executor import celery_app
 from controller.store.models import Job, JobEvent
-from tests.cluster import stored_bytes
-from tests.conftest import running_app, wait_scan
+from tests.support.app import running_app
+from tests.support.cluster import stored_bytes
+from tests.support.waiting import wait_for, wait_scan
 from tests.test_scan_integration import scanner_processes
-from tests.testhosts import wait_for
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
@@ -225,7 +225,7 @@ def test_a_worker_with_another_secrets_key_refuses_the_job(request, tmp_path):
 
 
 def test_an_unreachable_broker_gives_503_and_the_job_says_why(request, tmp_path, cluster):
-    from tests.cluster import free_port
+    from tests.support.cluster import free_port
 
     closed = f"redis://127.0.0.1:{free_port()}/0"
     with running_app(request, tmp_path, "celery", workers_started=(), CELERY_BROKER_URL=closed) as app:

@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from controller.store.sealing import keygen
-from tests.service import Service
+from tests.support.service import Service
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,7 @@ from controller.store.models import Job, JobEvent, JobHostSummary
 from controller.store.redact import REDACTED, may_hold_secrets, redact
 
 
+@pytest.mark.slow  # ansible-inventory or a worker process
 def test_worker_stores_every_event_in_order(config, tmp_path):
     inventory = tmp_path / "many.yml"
     hosts = "".join(f"        h{i}:\n" for i in range(5))
@@ -73,6 +74,7 @@ def local_inventory(tmp_path) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # ansible-inventory or a worker process
 def test_job_timeout_ends_the_job_and_its_processes(config, tmp_path):
     db = Database(config.DATABASE_URL)
     db.upgrade()

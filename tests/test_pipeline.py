@@ -19,20 +19,19 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.ansible import ansible_env
+
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCAN = {"scanner_tool": "nmap", "scanner_scan_type": "default", "scanner_target": "127.0.0.1", "scanner_ports": "1-10"}
 
 
-def ansible_env(cwd: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "RUNNER_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PWD=str(cwd), ANSIBLE_NOCOLOR="1")
-    env.update(extra)
-    return env
-
-
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, env=env or ansible_env(cwd), capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        args, cwd=cwd, env=env or ansible_env(clean=True, PWD=str(cwd)), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def copy_project(dest: Path) -> Path:
@@ -190,7 +189,7 @@ def navigator(project: Path, inventory: Path, varsfile: Path, logs: Path, *optio
             *options,
         ],
         project,
-        ansible_env(project, HOME=str(logs / "home")),
+        ansible_env(clean=True, PWD=str(project), HOME=str(logs / "home")),
     )
 
 

@@ -19,8 +19,10 @@ from controller.app import create_app
 from controller.queue.jobs import create_job
 from controller.store.database import Database
 from controller.store.models import Job, JobEvent
-from tests.conftest import make_config, prepare_app
-from tests.testhosts import wait_for
+from tests.support.app import make_config, prepare_app
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow
 
 SCAN = {"target": "198.18.0.10", "tool": "nmap", "scan_type": "default", "ports": "22"}
 

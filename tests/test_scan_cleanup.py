@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_inventory
-from tests.testhosts import wait_for
+from tests.support.app import write_inventory
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_scan
-from tests.testhosts import wait_for
+from tests.support.waiting import wait_for, wait_scan
 
 pytestmark = pytest.mark.integration
 

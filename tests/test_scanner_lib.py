@@ -7,7 +7,7 @@ import io
 import pytest
 
 from controller.scanlib import ScanInputError, scanner
-from tests.conftest import FIXTURES
+from tests.support.app import FIXTURES
 
 SCANS = FIXTURES / "scans"
 

@@ -15,7 +15,7 @@ from controller.cli import cli
 from controller.errors import ValidationError
 from controller.store.models import ApiToken, AuditEntry, Credential, Job
 from controller.store.sealing import keygen
-from tests.conftest import make_config, make_token, prepare_app
+from tests.support.app import make_config, make_token, prepare_app
 
 SCAN = {"target": "198.18.0.10", "tool": "nmap", "scan_type": "default", "ports": "22"}
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheTestHostA"
@@ -288,6 +288,7 @@ def test_token_scope_narrows_the_policy(app, client):
     assert client.post("/api/scans", json={**SCAN, "target": "203.0.113.9"}, headers=bearer(narrow)).status_code == 403
 
 
+@pytest.mark.slow  # ansible-inventory or a worker process
 def test_deployment_scope_windows_switch_and_inventory_patterns(app, client, config):
     deploy = {"target": "198.18.0.20", "os_type": "windows", "username": "Administrator", "password": "pw"}
     assert client.post("/api/deploy/agent", json=deploy).status_code == 202
@@ -504,6 +505,7 @@ def test_provided_keys_apply_to_their_job_only_and_never_replace_trusted_ones(ap
     assert client.delete("/api/host-keys/198.18.0.20").status_code == 404
 
 
+@pytest.mark.slow  # ansible-inventory or a worker process
 def test_inventory_groups_are_followed_to_their_parents(app, client, config):
     client.put("/api/policy", json={"windows_deployments": False})
     inventory = Path(config.INVENTORY) / "hosts.yml"

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from controller.store.models import ApiToken, AuditEntry, Job, utcnow
-from tests.conftest import make_token
+from tests.support.app import make_token
 
 SCAN = {"target": "192.0.2.10", "tool": "nmap", "scan_type": "default", "ports": "22"}
 
@@ -141,6 +141,7 @@ def test_stored_request_ids_are_unique_whatever_the_client_sends(app, client):
 # --- finding 8: errors say what is wrong, without paths or resolved addresses ---------------
 
 
+@pytest.mark.slow  # ansible-inventory or a worker process
 @pytest.mark.parametrize("limit", ["&", "!", "all:&", "linux[99999999999999999999]"])
 def test_a_bad_inventory_pattern_reveals_no_paths(app, client, limit):
     response = client.post("/api/deployments", json={"limit": limit, "os_type": "linux"})
@@ -174,6 +175,7 @@ def test_scope_refusals_do_not_say_what_a_name_resolves_to(app, client, monkeypa
 # --- finding 9 (inventory part): hosts named by a hostname connect to the checked address -----------
 
 
+@pytest.mark.slow  # ansible-inventory or a worker process
 def test_inventory_hosts_named_by_a_hostname_connect_to_the_checked_address(app, config, tmp_path):
     from controller.services import deployments
 
@@ -265,10 +267,11 @@ def test_only_a_jobs_creator_or_an_admin_may_stop_or_delete_it(app, client):
 # --- stored credentials over WinRM, and trusted keys from the CLI -------------------------------
 
 
+@pytest.mark.slow  # ansible-inventory or a worker process
 def test_a_stored_credential_is_never_sent_where_certificates_are_not_checked(tmp_path):
     from controller.app import create_app
     from controller.store.sealing import keygen
-    from tests.conftest import make_config, prepare_app
+    from tests.support.app import make_config, prepare_app
 
     app = prepare_app(create_app(make_config(tmp_path, CREDENTIALS_KEY=keygen())))
     client = app.test_client()
@@ -314,7 +317,7 @@ def test_admins_trust_host_keys_with_the_cli(runner, tmp_path):
 def credential_app(tmp_path):
     from controller.app import create_app
     from controller.store.sealing import keygen
-    from tests.conftest import make_config, prepare_app
+    from tests.support.app import make_config, prepare_app
 
     app = prepare_app(create_app(make_config(tmp_path, CREDENTIALS_KEY=keygen())))
     body = {"name": "fleet-pw", "kind": "password", "username": "deploy", "secret": "Fleet-Pa55-x"}
@@ -352,6 +355,7 @@ def test_no_key_can_be_planted_beside_a_trusted_one(app, client, tmp_path):
     assert "198.18.0.21 ssh-ed25519 AAAAadmin" in keys.known_hosts.read_text()
 
 
+@pytest.mark.slow  # ansible-inventory or a worker process
 @pytest.mark.parametrize(
     ("host_vars", "expected"),
     [
@@ -377,6 +381,7 @@ def test_inventory_settings_that_defeat_the_checks_refuse_a_stored_credential(tm
     app.extensions["cloudx.db"].dispose()
 
 
+@pytest.mark.slow  # ansible-inventory or a worker process
 def test_inventory_names_are_matched_as_checked(tmp_path):
     """ansible_host: LocalHost is checked as localhost: no 500, and the stored credential's scope applies."""
     from controller.store.models import Credential, HostKey

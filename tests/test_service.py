@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.cluster import stored_bytes
-from tests.conftest import ENROLLMENT_PASSWORD, write_agent_vars
-from tests.service import Service
+from tests.support.agent import ENROLLMENT_PASSWORD, write_agent_vars
+from tests.support.cluster import stored_bytes
+from tests.support.service import Service
+from tests.support.waiting import wait_for
 from tests.test_scan_integration import scanner_processes
-from tests.testhosts import wait_for
 
 pytestmark = pytest.mark.integration
 

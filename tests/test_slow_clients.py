@@ -7,9 +7,12 @@ import resource
 import socket
 import time
 
+import pytest
 import requests
 
-from tests.service import Service
+from tests.support.service import Service
+
+pytestmark = pytest.mark.slow
 
 SLOW_CLIENTS = 1000
 # A request line and one header, without the blank line that ends the headers: the request never completes.

@@ -1,7 +1,7 @@
 """Windows deployments reach a WinRM listener over HTTPS (issue 14): pywinrm is installed, the server's
 certificate is verified against the CA the controller is told to trust, and NTLM starts only after that.
 
-No Windows here: tests/winrm_server.py plays the listener on <127.0.0.N>:5986 with a certificate from a
+No Windows here: tests/support/winrm_server.py plays the listener on <127.0.0.N>:5986 with a certificate from a
 throwaway CA and records what it receives. It refuses every login, so a deployment that got through ends
 unreachable with an authentication error; one that does not trust the CA ends unreachable with a
 certificate verification error, and the listener records no request at all. Both through the API (the
@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from controller.config import ROOT, Config
-from tests.conftest import running_app, wait_job
-from tests.winrm_server import RecordingWinrm
+from tests.support.app import running_app
+from tests.support.waiting import wait_job
+from tests.support.winrm_server import RecordingWinrm
 
 pytestmark = pytest.mark.integration
 PASSWORD = "Win-Pa55-3c9e41d7"

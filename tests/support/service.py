@@ -11,9 +11,9 @@ from pathlib import Path
 
 import requests
 
-from tests.cluster import Cluster, Workers
-from tests.conftest import make_config
-from tests.testhosts import wait_for
+from tests.support.app import make_config
+from tests.support.cluster import Cluster, Workers
+from tests.support.waiting import wait_for
 
 
 def free_port() -> int:
@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 class Service:
-    """The API (`cloudx serve`); with executor "celery" (cluster: tests.cluster.Cluster) also two workers,
+    """The API (`cloudx serve`); with executor "celery" (cluster: tests.support.cluster.Cluster) also two workers,
     w1 and w2, that outlive the API's restarts as they would on machines of their own."""
 
     def __init__(

@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.waiting import wait_for
+
 STATE_DIR = Path("/run/cloudx-testhosts")
 ROOTFS = Path("/var/cache/cloudx-testhosts/rootfs-bookworm")
 HOSTS_DIR = Path("/var/lib/cloudx-testhosts")
@@ -352,12 +354,3 @@ def cleanup_stale() -> None:
         except (ValueError, KeyError, OSError):
             pass
         state.unlink(missing_ok=True)
-
-
-def wait_for(predicate: object, timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(interval)
-    return False

@@ -1,9 +1,9 @@
 """Test hosts for molecule's delegated driver: `create` boots them, `destroy` removes them.
 
-    python tests/molecule_hosts.py up STATE_DIR [--booted N] [--target]
-    python tests/molecule_hosts.py down STATE_DIR
+    python tests/support/molecule_hosts.py up STATE_DIR [--booted N] [--target]
+    python tests/support/molecule_hosts.py down STATE_DIR
 
-`up` starts a keeper process that owns a tests.testhosts.Lab (so the hosts outlive the command, as molecule's
+`up` starts a keeper process that owns a tests.support.testhosts.Lab (so the hosts outlive the command, as molecule's
 create and destroy are separate playbook runs), boots N Debian hosts reachable over SSH as root with a key of
 its own, optionally a light scan target (listeners on known ports), and a fake enrollment manager with a
 TEST FIXTURE agent package; it writes what it made to STATE_DIR/lab.json and returns. `down` stops the keeper,
@@ -22,10 +22,10 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests import testhosts
-from tests.agent_fixture import FakeManager, build_package
+from tests.support import testhosts
+from tests.support.agent_fixture import FakeManager, build_package
 
 ENROLLMENT_PASSWORD = "molecule-Enroll-5b2e"
 TARGET_PORTS = {"open": 8080, "closed": 80, "filtered": 9999}

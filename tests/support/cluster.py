@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.config import Config
-from tests.testhosts import wait_for
+from tests.support.waiting import wait_for
 
 PG_USER = "cloudx"
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-SOURCE = Path(__file__).with_name("fixtures") / "agent-package" / "root"
+SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "agent-package" / "root"
 VERSION = "4.9.2"
 
 CONTROL = f"""Package: wazuh-agent

@@ -1,0 +1,1 @@
+"""What the tests share: the app and its settings, waiting for a status, ansible commands, test hosts, servers."""

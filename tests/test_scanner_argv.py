@@ -1,0 +1,142 @@
+"""The scanner role's argument lists, exactly: every tool and scan type, with and without ports, link and exclude options.
+
+build_argv dispatches per tool (and nmap per scan type); these pin what each one runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.scanlib import ScanInputError, scanner
+
+NMAP = ["nmap", "-T4", "-oX", "/tmp/raw", "--stats-every", "2s"]
+ZMAP = ["zmap", "-o", "/tmp/raw", "-r", "1000", "-c", "5"]
+MASSCAN = ["masscan", "-oJ", "/tmp/raw", "--interactive", "--rate", "1000", "--wait", "5"]
+ZMAP_SYN = ["-M", "tcp_synscan", "-p", "22", "-f", "saddr,sport,classification,success,repeat,ttl"]
+ZMAP_ICMP = ["-M", "icmp_echoscan", "-f", "saddr,type,code,classification,success,repeat,ttl"]
+ZMAP_FILTER = ["--output-filter", "success = 1 && repeat = 0"]
+TARGET = "192.0.2.0/30"
+
+
+def request(tool: str, scan_type: str, ports: str | None = None, target: str = TARGET) -> dict:
+    return {"tool": tool, "scan_type": scan_type, "target": target, "ports": ports}
+
+
+@pytest.mark.parametrize(
+    ("scan_type", "ports", "options"),
+    [
+        ("default", None, ["-F"]),
+        ("default", "22,80", ["-p", "22,80"]),
+        ("quick", None, ["--top-ports", "20", "--max-retries", "1"]),
+        ("quick", "22,80", ["-p", "22,80", "--max-retries", "1"]),
+        ("intense", None, ["-A"]),
+        ("intense", "22,80", ["-A", "-p", "22,80"]),
+        ("tcp", None, ["-p", "1-65535"]),
+        ("tcp", "22,80", ["-p", "22,80"]),
+        ("udp", None, ["-sU"]),
+        ("udp", "22,80", ["-sU", "-p", "22,80"]),
+    ],
+)
+def test_nmap_scan_types(scan_type, ports, options):
+    assert scanner.build_argv(request("nmap", scan_type, ports), "/tmp/raw") == [*NMAP, *options, "--", TARGET]
+    ipv6 = scanner.build_argv(request("nmap", scan_type, ports, "2001:db8::1"), "/tmp/raw", exclude_file="/tmp/x", stats_every=5)
+    assert ipv6 == [*NMAP[:-1], "5s", "-6", *options, "--excludefile", "/tmp/x", "--", "2001:db8::1"]
+
+
+def test_nmap_ignores_the_link_options():
+    argv = scanner.build_argv(request("nmap", "default"), "/tmp/raw", interface="veth0", gateway_mac="02:00:00:00:00:01", rate=5)
+    assert argv == [*NMAP, "-F", "--", TARGET]
+
+
+@pytest.mark.parametrize(
+    ("tool", "scan_type", "ports", "plain", "linked"),
+    [
+        (
+            "zmap",
+            "tcp_syn",
+            "22",
+            [*ZMAP, *ZMAP_SYN, *ZMAP_FILTER, "--", TARGET],
+            ["-i", "veth0", "-G", "02:00:00:00:00:01", "-S", "192.0.2.9", "-b", "/tmp/x", "--", TARGET],
+        ),
+        (
+            "zmap",
+            "icmp_echo",
+            None,
+            [*ZMAP, *ZMAP_ICMP, *ZMAP_FILTER, "--", TARGET],
+            ["-i", "veth0", "-G", "02:00:00:00:00:01", "-S", "192.0.2.9", "-b", "/tmp/x", "--", TARGET],
+        ),
+        (
+            "masscan",
+            "tcp_scan",
+            "22,80",
+            [*MASSCAN, "-p", "22,80", TARGET],
+            ["-e", "veth0", "--router-mac", "02:00:00:00:00:01", "--adapter-ip", "192.0.2.9", "--excludefile", "/tmp/x", TARGET],
+        ),
+        (
+            "masscan",
+            "udp_scan",
+            "22,80",
+            [*MASSCAN, "-p", "U:22,U:80", TARGET],
+            ["-e", "veth0", "--router-mac", "02:00:00:00:00:01", "--adapter-ip", "192.0.2.9", "--excludefile", "/tmp/x", TARGET],
+        ),
+        (
+            "masscan",
+            "ping_scan",
+            None,
+            [*MASSCAN, "--ping", TARGET],
+            ["-e", "veth0", "--router-mac", "02:00:00:00:00:01", "--adapter-ip", "192.0.2.9", "--excludefile", "/tmp/x", TARGET],
+        ),
+    ],
+)
+def test_zmap_and_masscan(tool, scan_type, ports, plain, linked):
+    assert scanner.build_argv(request(tool, scan_type, ports), "/tmp/raw") == plain
+    link = {"interface": "veth0", "gateway_mac": "02:00:00:00:00:01", "source_ip": "192.0.2.9", "exclude_file": "/tmp/x"}
+    argv = scanner.build_argv(request(tool, scan_type, ports), "/tmp/raw", rate=50, wait=3, **link)
+    # The rate and wait given, the scan type's options, then the link and exclude options in this order, then the target.
+    head = plain[: -2 if tool == "zmap" else -1]
+    head[head.index("1000")], head[head.index("5")] = "50", "3"
+    assert argv == head + linked
+
+
+def test_link_options_are_checked():
+    for field, value in (("interface", "-e x"), ("gateway_mac", "02:00:00:00:00")):
+        with pytest.raises(ScanInputError) as error:
+            scanner.build_argv(request("masscan", "ping_scan"), "/tmp/raw", **{field: value})
+        assert error.value.field == field
+    with pytest.raises(ValueError):
+        scanner.build_argv(request("zmap", "icmp_echo"), "/tmp/raw", source_ip="not-an-address")
+
+
+def test_refused_requests():
+    with pytest.raises(ScanInputError) as error:
+        scanner.build_argv(request("curl", "default"), "/tmp/raw")
+    assert error.value.field == "tool"
+    with pytest.raises(ScanInputError) as error:
+        scanner.build_argv(request("zmap", "icmp_echo", target=""), "/tmp/raw")
+    assert error.value.field == "target"
+
+
+@pytest.mark.parametrize(
+    ("ports", "canonical"),
+    [(None, None), ("", None), (443, "443"), ((22, "80-90"), "22,80-90"), (["1-65535"], "1-65535"), (" 1 , 2-3 ", "1,2-3")],
+)
+def test_port_forms(ports, canonical):
+    assert scanner.parse_ports(ports) == canonical
+
+
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [
+        (False, "ports must be a port number"),
+        ((), "ports list must hold"),
+        ([22, None], "ports list must hold"),
+        ({"22": 1}, "ports must be a port number"),
+        ("22-", "ports must look like"),
+        ("0-22", "between 1 and 65535"),
+        ("90-80", "port range 90-80 is reversed"),
+    ],
+)
+def test_port_errors(ports, message):
+    with pytest.raises(ScanInputError) as error:
+        scanner.parse_ports(ports)
+    assert error.value.field == "ports" and message in error.value.message
