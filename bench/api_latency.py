@@ -5,10 +5,17 @@ loaded with sqlite3 executemany) and reused; each run serves a copy of it. wrk (
 of the CPU the server needs) keeps concurrent keep-alive connections busy, round by round and alternating
 between server settings: `GET /api/ping` (no database: the reference), `GET /api/scans`, and
 `GET /api/jobs/<id>/events` at the first page and at a deep page of the largest job.
+
+With `--baseline GIT_REF` (`python -m bench --only api_latency --baseline 50c5d30`) that commit is extracted once
+(`git archive | tar -x`) into bench/.cache/baseline-<sha> and served next to the current tree, from the same venv with
+PYTHONPATH set to it, on the same database copy per server setting, the two alternating in every round; the section then
+ends with the ratios current / baseline per endpoint. `--rounds N` changes the number of rounds (a short check of the
+mechanism: `--quick --rounds 1`).
 """
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import random
@@ -22,7 +29,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,7 @@ from typing import Any
 import psutil
 import requests
 
-from bench.common import BIN, ROOT, Section, env_with
+from bench.common import PYTHON, ROOT, Section, env_with
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 # Bump when the generated rows change, so an old cached database is not reused.
@@ -47,6 +54,8 @@ TARGET_P95_MS = 20.0
 # The deep page counts as "as fast as the first" when its server CPU per request and its median latency with one
 # client are within this factor of the first page's (p95 ratios are reported too).
 DEEP_TOLERANCE = 1.2
+# With --baseline: the current tree may cost at most this factor of the baseline's (the redesign's "no worse than 10 %").
+COMPARE_TOLERANCE = 1.1
 SCAN_EVENTS = 3
 DEPLOY_EVENTS = 5000
 BIG_HOSTS = 200
@@ -239,10 +248,121 @@ def insert(conn: sqlite3.Connection, table: str, columns: list[str], values: lis
     conn.executemany(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", values)
 
 
-def schema_head() -> str:
+def migrations_dir(tree: Path = ROOT) -> Path:
+    """The controller's Alembic scripts in a source tree: controller/store/migrations, or controller/migrations before
+    the layered packages."""
+    for candidate in (tree / "controller" / "store" / "migrations", tree / "controller" / "migrations"):
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(f"no controller migrations in {tree}")
+
+
+def schema_head(tree: Path = ROOT) -> str:
     from alembic.script import ScriptDirectory
 
-    return str(ScriptDirectory(str(ROOT / "controller" / "migrations")).get_current_head())
+    return str(ScriptDirectory(str(migrations_dir(tree))).get_current_head())
+
+
+# Columns written per table, in the order the tables are checked.
+EVENT_COLUMNS = ["job_id", "counter", "uuid", "parent_uuid", "event", "host", "task", "play", "stdout", "created", "event_data"]
+SCAN_COLUMNS = ["id", "job_id", "tool", "target", "scan_type", "ports", "summary", "created_at", "updated_at"]
+HOST_COLUMNS = ["id", "scan_id", "address", "status", "reason", "hostnames", "mac"]
+PORT_COLUMNS = ["host_id", "protocol", "port", "state", "reason", "service", "product", "version"]
+# The order of the inserts in each batch: rows before the rows that point at them.
+INSERT_ORDER = ("jobs", "scans", "scan_hosts", "scan_ports", "job_events")
+
+
+class Loader:
+    """Rows in batches, each batch inserted with executemany in one transaction; the counts of rows written."""
+
+    def __init__(self, conn: sqlite3.Connection, columns: dict[str, list[str]]) -> None:
+        self.conn = conn
+        self.columns = columns
+        self.batches: dict[str, list[tuple[Any, ...]]] = {table: [] for table in INSERT_ORDER}
+        self.counts = dict.fromkeys(columns, 0)
+
+    def add_event(self, row: tuple[Any, ...]) -> None:
+        self.batches["job_events"].append(row)
+        if len(self.batches["job_events"]) >= 50_000:
+            self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        if not final and len(self.batches["job_events"]) < 50_000 and len(self.batches["jobs"]) < 20_000:
+            return
+        self.conn.execute("BEGIN")
+        for table in INSERT_ORDER:
+            insert(self.conn, table, self.columns[table], self.batches[table])
+        self.conn.execute("COMMIT")
+        for table in INSERT_ORDER:
+            self.counts[table] += len(self.batches[table])
+            self.batches[table].clear()
+
+
+class Generator:
+    """The jobs in order of creation: scans spread over a year, deployments and the big job among them."""
+
+    def __init__(self, rows: Rows, loader: Loader, size: Size) -> None:
+        self.rows, self.loader, self.size = rows, loader, size
+        self.scan_id = self.host_id = 0
+        self.events_left = size.events - size.scans * SCAN_EVENTS
+        self.big_job = ""
+
+    def run(self, log: Callable[[str], None], started: float) -> None:
+        size = self.size
+        deploy_jobs = max(1, (size.events - size.scans * SCAN_EVENTS - size.big) // DEPLOY_EVENTS)
+        total_jobs = size.scans + deploy_jobs + 1
+        step = timedelta(seconds=365 * 86400 / total_jobs)
+        deploy_at = {int((i + 0.5) * total_jobs / (deploy_jobs + 1)) for i in range(deploy_jobs + 1)}
+        big_at = max(deploy_at)
+        for position in range(total_jobs):
+            created = EPOCH + step * position
+            job_id = self.rows.uuid()
+            if position not in deploy_at:
+                self.add_scan(job_id, created)
+            elif not self.add_deploy(job_id, created, position == big_at):
+                continue
+            self.loader.flush()
+            if position % 20_000 == 0 and position:
+                written = self.loader.counts["job_events"] + len(self.loader.batches["job_events"])
+                log(f"  built {position}/{total_jobs} jobs, {written} events ({time.perf_counter() - started:.0f} s)")
+
+    def add_deploy(self, job_id: str, created: datetime, is_big: bool) -> bool:
+        """A deployment and its events; False when no events are left for it (nothing added)."""
+        size = self.size
+        count = size.big if is_big else min(DEPLOY_EVENTS, self.events_left - size.big)
+        if count <= 0:
+            return False
+        host_names = [f"web-{i:03d}.example.internal" for i in range(1, (BIG_HOSTS if is_big else 25) + 1)]
+        extra = {"cloudx_agent_manager_address": "10.0.0.5", "cloudx_agent_group": "web", "cloudx_deploy_hosts": "web"}
+        self.loader.batches["jobs"].append(tuple(job_row(self.rows, job_id, "deploy", created, count, extra).values()))
+        for event_row in playbook_events(self.rows, job_id, count, host_names, created, "cloudx_agent_linux"):
+            self.loader.add_event(event_row)
+        self.events_left -= count
+        if is_big:
+            self.big_job = job_id
+        return True
+
+    def add_scan(self, job_id: str, created: datetime) -> None:
+        """A scan job with its events, and for one scan in ten a few hosts with open ports."""
+        rows, batches = self.rows, self.loader.batches
+        self.scan_id += 1
+        scan, extra_vars = scan_rows(rows, self.scan_id, job_id, created)
+        job = job_row(rows, job_id, "scan", created, SCAN_EVENTS, extra_vars)
+        batches["jobs"].append(tuple(job.values()))
+        batches["scans"].append(tuple(scan.values()))
+        target = scan["target"].split("/")[0]
+        batches["job_events"].extend(playbook_events(rows, job_id, SCAN_EVENTS, ["scanner-1"], created, "scanner"))
+        if rows.rng.random() < 0.1:
+            for _ in range(rows.rng.randint(1, 3)):
+                self.host_id += 1
+                address = target.rsplit(".", 1)[0] + f".{rows.rng.randint(1, 254)}"
+                batches["scan_hosts"].append(
+                    (self.host_id, self.scan_id, address, "up", "syn-ack", json.dumps([f"h{self.host_id}.example.internal"]), None)
+                )
+                for port in rows.rng.sample((22, 53, 80, 443, 3306, 8080), rows.rng.randint(1, 4)):
+                    batches["scan_ports"].append(
+                        (self.host_id, "tcp", port, "open", "syn-ack", "http" if port in (80, 8080) else None, None, None)
+                    )
 
 
 def build(path: Path, size: Size, log: Callable[[str], None]) -> dict[str, Any]:
@@ -258,94 +378,24 @@ def build(path: Path, size: Size, log: Callable[[str], None]) -> dict[str, Any]:
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA cache_size=-262144")
     rows = Rows(seed=20260105)
-    job_columns = list(job_row(rows, "x", "scan", EPOCH, 0, {}))
-    event_columns = ["job_id", "counter", "uuid", "parent_uuid", "event", "host", "task", "play", "stdout", "created", "event_data"]
-    scan_columns = ["id", "job_id", "tool", "target", "scan_type", "ports", "summary", "created_at", "updated_at"]
-    host_columns = ["id", "scan_id", "address", "status", "reason", "hostnames", "mac"]
-    port_columns = ["host_id", "protocol", "port", "state", "reason", "service", "product", "version"]
-    for table, columns in (
-        ("jobs", job_columns),
-        ("job_events", event_columns),
-        ("scans", scan_columns),
-        ("scan_hosts", host_columns),
-        ("scan_ports", port_columns),
-    ):
-        check_columns(conn, table, columns)
-
-    deploy_jobs = max(1, (size.events - size.scans * SCAN_EVENTS - size.big) // DEPLOY_EVENTS)
-    # Jobs in order of creation: scans spread over a year, deployments and the big job among them.
-    total_jobs = size.scans + deploy_jobs + 1
-    step = timedelta(seconds=365 * 86400 / total_jobs)
-    deploy_at = {int((i + 0.5) * total_jobs / (deploy_jobs + 1)) for i in range(deploy_jobs + 1)}
-    big_at = max(deploy_at)
-    big_job = ""
-    events_left = size.events - size.scans * SCAN_EVENTS
-    scan_id = host_id = 0
-    jobs: list[tuple[Any, ...]] = []
-    scans: list[tuple[Any, ...]] = []
-    hosts: list[tuple[Any, ...]] = []
-    ports: list[tuple[Any, ...]] = []
-    events: list[tuple[Any, ...]] = []
-    counts = {"jobs": 0, "job_events": 0, "scans": 0, "scan_hosts": 0, "scan_ports": 0}
-
-    def flush(final: bool = False) -> None:
-        if not final and len(events) < 50_000 and len(jobs) < 20_000:
-            return
-        conn.execute("BEGIN")
-        insert(conn, "jobs", job_columns, jobs)
-        insert(conn, "scans", scan_columns, scans)
-        insert(conn, "scan_hosts", host_columns, hosts)
-        insert(conn, "scan_ports", port_columns, ports)
-        insert(conn, "job_events", event_columns, events)
-        conn.execute("COMMIT")
-        for name, batch in (("jobs", jobs), ("scans", scans), ("scan_hosts", hosts), ("scan_ports", ports), ("job_events", events)):
-            counts[name] += len(batch)
-            batch.clear()
-
-    for position in range(total_jobs):
-        created = EPOCH + step * position
-        job_id = rows.uuid()
-        if position in deploy_at:
-            is_big = position == big_at
-            count = size.big if is_big else min(DEPLOY_EVENTS, events_left - size.big)
-            if count <= 0:
-                continue
-            host_names = [f"web-{i:03d}.example.internal" for i in range(1, (BIG_HOSTS if is_big else 25) + 1)]
-            extra = {"cloudx_agent_manager_address": "10.0.0.5", "cloudx_agent_group": "web", "cloudx_deploy_hosts": "web"}
-            jobs.append(tuple(job_row(rows, job_id, "deploy", created, count, extra).values()))
-            for event_row in playbook_events(rows, job_id, count, host_names, created, "cloudx_agent_linux"):
-                events.append(event_row)
-                if len(events) >= 50_000:
-                    flush()
-            events_left -= count
-            if is_big:
-                big_job = job_id
-        else:
-            scan_id += 1
-            scan, extra_vars = scan_rows(rows, scan_id, job_id, created)
-            job = job_row(rows, job_id, "scan", created, SCAN_EVENTS, extra_vars)
-            jobs.append(tuple(job.values()))
-            scans.append(tuple(scan.values()))
-            target = scan["target"].split("/")[0]
-            events.extend(playbook_events(rows, job_id, SCAN_EVENTS, ["scanner-1"], created, "scanner"))
-            if rows.rng.random() < 0.1:
-                for _ in range(rows.rng.randint(1, 3)):
-                    host_id += 1
-                    address = target.rsplit(".", 1)[0] + f".{rows.rng.randint(1, 254)}"
-                    hosts.append((host_id, scan_id, address, "up", "syn-ack", json.dumps([f"h{host_id}.example.internal"]), None))
-                    for port in rows.rng.sample((22, 53, 80, 443, 3306, 8080), rows.rng.randint(1, 4)):
-                        ports.append((host_id, "tcp", port, "open", "syn-ack", "http" if port in (80, 8080) else None, None, None))
-        flush()
-        if position % 20_000 == 0 and position:
-            log(
-                f"  built {position}/{total_jobs} jobs, {counts['job_events'] + len(events)} events ({time.perf_counter() - started:.0f} s)"
-            )
-    flush(final=True)
+    columns = {
+        "jobs": list(job_row(rows, "x", "scan", EPOCH, 0, {})),
+        "job_events": EVENT_COLUMNS,
+        "scans": SCAN_COLUMNS,
+        "scan_hosts": HOST_COLUMNS,
+        "scan_ports": PORT_COLUMNS,
+    }
+    for table, given in columns.items():
+        check_columns(conn, table, given)
+    loader = Loader(conn, columns)
+    generator = Generator(rows, loader, size)
+    generator.run(log, started)
+    loader.flush(final=True)
     conn.execute("PRAGMA journal_mode=DELETE")
     conn.close()
     return {
-        "rows": counts,
-        "big_job": big_job,
+        "rows": loader.counts,
+        "big_job": generator.big_job,
         "big_events": size.big,
         "build_seconds": round(time.perf_counter() - started, 1),
         "schema": schema_head(),
@@ -382,50 +432,92 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Served:
-    """`cloudx serve` on a copy of the database, with a viewer token made by the CLI."""
+@dataclass(frozen=True)
+class Tree:
+    """A source tree whose controller is served: this checkout, or a baseline commit extracted into bench/.cache."""
 
-    def __init__(self, database: Path, workdir: Path, processes: int = 1, threads: int = 8) -> None:
-        self.processes, self.threads = processes, threads
-        self.database = workdir / f"api-{processes}x{threads}.sqlite"
-        shutil.copyfile(database, self.database)
+    name: str  # "current" or "baseline"
+    path: Path  # put first on PYTHONPATH
+    label: str  # for the report: "current" or "baseline <sha>"
+    commit: str = ""  # a baseline's full sha
+
+
+CURRENT = Tree("current", ROOT, "current")
+
+
+def baseline_tree(ref: str, log: Callable[[str], None]) -> Tree:
+    """The commit `ref` of this repository as a tree of its own: `git archive | tar -x` into bench/.cache/baseline-<sha>,
+    once; compiled like the checkout (`python -m bench` compiles controller/ before it runs)."""
+    found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise RuntimeError(f"--baseline {ref}: not a commit of {ROOT}: {found.stderr.strip()}")
+    sha = found.stdout.strip()
+    path = CACHE / f"baseline-{sha[:12]}"
+    if not path.is_dir():
+        log(f"  extracting {ref} ({sha[:12]}) into {path.relative_to(ROOT)}")
+        CACHE.mkdir(exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f"baseline-{sha[:12]}-", dir=CACHE))
+        archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", sha], stdout=subprocess.PIPE)
+        extracted = subprocess.run(["tar", "-x", "-C", str(partial)], stdin=archive.stdout, check=False)
+        if archive.stdout is not None:
+            archive.stdout.close()
+        if archive.wait() != 0 or extracted.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise RuntimeError(f"git archive {sha} | tar -x failed")
+        compileall.compile_dir(partial / "controller", quiet=1)
+        partial.rename(path)
+    else:
+        log(f"  reusing {path.relative_to(ROOT)} ({ref})")
+    return Tree("baseline", path, f"baseline {sha[:7]}", sha)
+
+
+class Served:
+    """`python -m controller.cli serve` of a source tree on a database file, with a viewer token made by its own CLI.
+
+    The caller makes the database copy: the current and the baseline servers of one setting share theirs.
+    """
+
+    def __init__(self, database: Path, workdir: Path, processes: int = 1, threads: int = 8, tree: Tree = CURRENT) -> None:
+        self.processes, self.threads, self.tree = processes, threads, tree
+        self.database = database
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
+        self.label = server_label((processes, threads)) + ("" if tree is CURRENT else f", {tree.label}")
+        name = f"{tree.name}-{processes}x{threads}"
         self.env = env_with(
             DATABASE_URL=f"sqlite:///{self.database}",
             CLOUDX_PORT=str(self.port),
             CLOUDX_EXECUTOR_ENABLED="0",
             CLOUDX_ARTIFACTS_DIR=str(workdir / "artifacts"),
             CLOUDX_SYNC_HEARTBEAT_FILE=str(workdir / "sync_heartbeat.json"),
+            # The tree's own controller package: PYTHONPATH comes before the checkout's editable install.
+            PYTHONPATH=os.pathsep.join(p for p in (str(tree.path), os.environ.get("PYTHONPATH", "")) if p),
         )
+        # Run from the work directory: `python -m` puts the current directory first on sys.path, and the controller
+        # reads a .env file there.
+        self.cwd = workdir
+        self._check_tree()
         made = subprocess.run(
-            [str(BIN / "cloudx"), "token", "create", "--name", "bench", "--role", "viewer"],
+            [PYTHON, "-m", "controller.cli", "token", "create", "--name", f"bench-{name}", "--role", "viewer"],
             env=self.env,
+            cwd=self.cwd,
             capture_output=True,
             text=True,
-            check=True,
         )
+        if made.returncode != 0:
+            raise RuntimeError(f"token create ({tree.label}) failed: {made.stderr.strip()[-2000:]}")
         self.token = made.stdout.strip()
-        self.log_path = workdir / f"serve-{processes}x{threads}.log"
+        self.log_path = workdir / f"serve-{name}.log"
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(BIN / "cloudx"), "serve", "--processes", str(processes), "--threads", str(threads)],
+            [PYTHON, "-m", "controller.cli", "serve", "--processes", str(processes), "--threads", str(threads)],
             env=self.env,
+            cwd=self.cwd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{self.url}/ping", timeout=1).json() == {"status": "pong"}:
-                    break
-            except requests.RequestException:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"cloudx serve did not start: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
+        self._wait_until_up()
         self.process = psutil.Process(self.proc.pid)
 
     def cpu_seconds(self) -> float:
@@ -448,6 +540,26 @@ class Served:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
+
+    def _wait_until_up(self) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{self.url}/ping", timeout=1).json() == {"status": "pong"}:
+                    return
+            except requests.RequestException:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"cloudx serve ({self.tree.label}) did not start: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def _check_tree(self) -> None:
+        """The server runs the tree's controller package, not the checkout's."""
+        argv = [PYTHON, "-c", "import controller, sys; sys.stdout.write(controller.__file__)"]
+        found = subprocess.run(argv, env=self.env, cwd=self.cwd, capture_output=True, text=True, check=True).stdout
+        if Path(found).resolve().parent != (self.tree.path / "controller").resolve():
+            raise RuntimeError(f"{self.tree.label}: python imports controller from {found}, not from {self.tree.path}")
 
 
 @dataclass
@@ -533,20 +645,23 @@ def endpoints(big_job: str, deep_after: int) -> list[Endpoint]:
 
 def query_plans(database: Path, token: str, big_job: str, deep_after: int) -> tuple[list[str], dict[str, float]]:
     """The SQL the views run (captured from the controller's own functions), its query plans, and its in-process time."""
-    from sqlalchemy import event
-
-    from controller.queue.jobs import events_page_json
-    from controller.services.auth import authenticate
-    from controller.services.scans import scans_page
     from controller.store.database import Database
 
     db = Database(f"sqlite:///{database}")
-    captured: list[tuple[str, str, Any]] = []
-    label = ["auth"]
+    try:
+        actions = view_actions(db, token, big_job, deep_after)
+        captured = capture_sql(db, actions)
+        timings = {name: median_ms(action, 30) for name, action in actions.items()}
+        return explain(db, captured), timings
+    finally:
+        db.dispose()
 
-    @event.listens_for(db.engine, "before_cursor_execute")
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        captured.append((label[0], statement, parameters))
+
+def view_actions(db: Any, token: str, big_job: str, deep_after: int) -> dict[str, Callable[[], None]]:
+    """What the views ask the database, through the controller functions they call: name -> one call."""
+    from controller.queue.jobs import events_page_json
+    from controller.services.auth import authenticate
+    from controller.services.scans import scans_page
 
     def auth() -> None:
         with db.session() as s:
@@ -565,19 +680,40 @@ def query_plans(database: Path, token: str, big_job: str, deep_after: int) -> tu
 
         return run
 
-    actions = {"auth": auth, "scans": scans, "events first": events(0), "events deep": events(deep_after)}
-    for name, action in actions.items():
-        label[0] = name
-        action()
-    event.remove(db.engine, "before_cursor_execute", capture)
-    timings = {}
-    for name, action in actions.items():
-        samples = []
-        for _ in range(30):
-            start = time.perf_counter()
+    return {"auth": auth, "scans": scans, "events first": events(0), "events deep": events(deep_after)}
+
+
+def capture_sql(db: Any, actions: dict[str, Callable[[], None]]) -> list[tuple[str, str, Any]]:
+    """(action, statement, parameters) of every statement each action runs once."""
+    from sqlalchemy import event
+
+    captured: list[tuple[str, str, Any]] = []
+    label = [""]
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        captured.append((label[0], statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        for name, action in actions.items():
+            label[0] = name
             action()
-            samples.append(time.perf_counter() - start)
-        timings[name] = statistics.median(samples) * 1000
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    return captured
+
+
+def median_ms(action: Callable[[], None], times: int) -> float:
+    samples = []
+    for _ in range(times):
+        start = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def explain(db: Any, captured: list[tuple[str, str, Any]]) -> list[str]:
+    """EXPLAIN QUERY PLAN of each captured SELECT, one line each, with what the plan means for the order."""
     lines = []
     raw = db.engine.raw_connection()
     try:
@@ -597,8 +733,7 @@ def query_plans(database: Path, token: str, big_job: str, deep_after: int) -> tu
             lines.append(f"{name}: `{shown}` \u2192 {detail}")
     finally:
         raw.close()
-        db.dispose()
-    return lines, timings
+    return lines
 
 
 # --- the benchmark ---------------------------------------------------------------------------------------
@@ -608,19 +743,32 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
-def run(quick: bool, log: Callable[[str], None]) -> Section:
+def run(quick: bool, log: Callable[[str], None], baseline: str | None = None, rounds: int | None = None) -> Section:
+    """The benchmark; with `baseline` (a git ref) that commit's controller is served too, next to the current one on
+    the same database copy, the two alternating in every round, and the comparison is appended to the section."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (tools/setup.sh --test installs it)")
     size = QUICK if quick else FULL
+    if rounds is not None:
+        size = replace(size, rounds=rounds)
+    trees = [CURRENT] if baseline is None else [CURRENT, baseline_tree(baseline, log)]
     database, meta = cached_database(size, log)
+    for tree in trees[1:]:
+        if schema_head(tree.path) != meta["schema"]:
+            raise RuntimeError(
+                f"{tree.label} migrates to {schema_head(tree.path)}, the database is at {meta['schema']}: they cannot share it"
+            )
     workdir = Path(tempfile.mkdtemp(prefix="api_latency-", dir=CACHE))
     script = workdir / "report.lua"
     script.write_text(WRK_REPORT)
-    servers: dict[tuple[int, int], Served] = {}
+    servers: dict[ServerKey, Served] = {}
     try:
         for processes, threads in SERVERS:
-            servers[processes, threads] = Served(database, workdir, processes, threads)
-        first = servers[SERVERS[0]]
+            copy = workdir / f"api-{processes}x{threads}.sqlite"
+            shutil.copyfile(database, copy)
+            for tree in trees:
+                servers[tree.name, (processes, threads)] = Served(copy, workdir, processes, threads, tree)
+        first = servers[CURRENT.name, SERVERS[0]]
         plans, in_process = query_plans(first.database, first.token, meta["big_job"], size.deep_after)
         points = endpoints(meta["big_job"], size.deep_after)
         for served in servers.values():
@@ -630,7 +778,11 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
         for served in servers.values():
             served.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return report(results, points, plans, in_process, meta, size, database.stat().st_size / 2**20)
+    current = {(server, clients, name): result for ((tree, server), clients, name), result in results.items() if tree == CURRENT.name}
+    section = report(current, points, plans, in_process, meta, size, database.stat().st_size / 2**20)
+    for tree in trees[1:]:
+        section.appendix.append(compare(results, tree, points, size))
+    return section
 
 
 @dataclass
@@ -644,28 +796,41 @@ class Result:
         return [getattr(run, what) for run in self.runs]
 
 
-Key = tuple[tuple[int, int], int, str]  # (processes, threads), clients, endpoint
+Setting = tuple[int, int]  # (processes, threads) of `cloudx serve`
+ServerKey = tuple[str, Setting]  # (tree name, setting)
+Key = tuple[Setting, int, str]  # (processes, threads), clients, endpoint
 
 
 def measure(
-    servers: dict[tuple[int, int], Served], points: list[Endpoint], size: Size, script: Path, log: Callable[[str], None]
-) -> dict[Key, Result]:
+    servers: dict[ServerKey, Served], points: list[Endpoint], size: Size, script: Path, log: Callable[[str], None]
+) -> dict[tuple[ServerKey, int, str], Result]:
     """Rounds of every (concurrency, endpoint, server) in turn, the servers alternating; the same order in every round."""
-    results: dict[Key, Result] = {(server, clients, p.name): Result() for server in servers for clients in CONCURRENCY for p in points}
+    results = {(server, clients, p.name): Result() for server in servers for clients in CONCURRENCY for p in points}
     for served in servers.values():
         for point in points:
             wrk(served, point, CLIENTS, size.warmup, script)
     for number in range(1, size.rounds + 1):
+        order = round_order(servers, number)
         for clients in CONCURRENCY:
             for point in points:
-                for server, served in servers.items():
+                for server, served in order:
                     run = wrk(served, point, clients, size.seconds, script)
                     results[server, clients, point.name].runs.append(run)
                     log(
-                        f"  round {number}/{size.rounds} {server_label(server)} {clients} client(s) {point.name}: "
+                        f"  round {number}/{size.rounds} {served.label} {clients} client(s) {point.name}: "
                         f"{run.requests} requests, p50 {ms(run.p50)} ms, p95 {ms(run.p95)} ms, server CPU {run.cpu_ms:.1f} ms/request"
                     )
     return results
+
+
+def round_order(servers: dict[ServerKey, Served], number: int) -> list[tuple[ServerKey, Served]]:
+    """The servers in the order of round `number`: the settings always in the same order; the trees of one setting
+    (current and baseline) swapped every other round, so that neither always runs first."""
+    order = list(servers.items())
+    if number % 2:
+        return order
+    settings = list(dict.fromkeys(setting for (_tree, setting) in servers))
+    return [item for setting in settings for item in reversed([i for i in order if i[0][1] == setting])]
 
 
 def server_label(server: tuple[int, int]) -> str:
@@ -756,7 +921,8 @@ def report(
         "p50 and p95 are wrk's percentiles of each round, and the table gives their medians over the rounds (judged against the "
         "target); ratios are medians of per-round ratios, against ping at the same concurrency and server (p95) or the first page "
         "(deep \u00f7 first).",
-        "Servers: `cloudx serve --processes N --threads T` (waitress in each of N Python processes, on one port), executor off, "
+        "Servers: `cloudx serve --processes N --threads T` (run as `python -m controller.cli serve` with PYTHONPATH set to the "
+        "tree it serves; waitress in each of N Python processes, on one port), executor off, "
         "request log at INFO to a file; they run side by side on copies of the database. 'server CPU' is the serving processes' "
         "user+system CPU time per request. Client and servers share the machine's CPUs.",
         "Threads: in one Python process, request threads take turns on one GIL, and a thread waiting for it may wait a whole "
@@ -786,6 +952,79 @@ def report(
             "p95 \u00f7 ping",
             "server CPU ms/req",
             "deep \u00f7 first",
+        ),
+        rows=rows,
+        verdict=verdict,
+        notes=notes,
+    )
+
+
+def compare(results: dict[tuple[ServerKey, int, str], Result], baseline: Tree, points: list[Endpoint], size: Size) -> Section:
+    """Current against baseline, endpoint by endpoint: medians of both and the medians of the per-round ratios."""
+    rows = []
+    judged: list[tuple[float, str]] = []  # (ratio, what it is of)
+    p95_ratios = []
+    for server in SERVERS:
+        for clients in CONCURRENCY:
+            for point in points:
+                now, then = results[(CURRENT.name, server), clients, point.name], results[(baseline.name, server), clients, point.name]
+                ratios = {what: per_round_ratio(now.each(what), then.each(what)) for what in ("p50", "p95", "cpu_ms")}
+                rows.append(
+                    (
+                        f"`GET {point.label}`",
+                        server_label(server),
+                        str(clients),
+                        *(ms(r.median("p50")) for r in (then, now)),
+                        ratio_text(ratios["p50"]),
+                        *(ms(r.median("p95")) for r in (then, now)),
+                        ratio_text(ratios["p95"]),
+                        *(f"{r.median('cpu_ms'):.1f}" for r in (then, now)),
+                        ratio_text(ratios["cpu_ms"]),
+                    )
+                )
+                where = f"{point.name}, {server_label(server)}"
+                if clients == CLIENTS:
+                    judged.append((ratios["cpu_ms"], f"server CPU per request with {CLIENTS} clients, {where}"))
+                    p95_ratios.append(ratios["p95"])
+                else:
+                    judged.append((ratios["p50"], f"p50 with one client, {where}"))
+    worst, what = max(judged)
+    met = worst <= COMPARE_TOLERANCE
+    verdict = (
+        f"Current no more than {COMPARE_TOLERANCE - 1:.0%} slower than {baseline.label} "
+        f"(judged: server CPU per request with {CLIENTS} clients and p50 with one client, every endpoint and server): "
+        f"{'met' if met else 'MISSED'}; worst {ratio_text(worst)} ({what}). "
+        f"p95 with {CLIENTS} clients, current \u00f7 baseline: {ratio_text(min(p95_ratios))} to {ratio_text(max(p95_ratios))}"
+    )
+    notes = [
+        f"Baseline: `git archive {baseline.commit[:12]} | tar -x -C bench/.cache/{baseline.path.name}` (once, then compiled), "
+        "served by `python -m controller.cli serve` with PYTHONPATH set to that tree, from this venv; the current "
+        "tree the same way with PYTHONPATH set to the checkout. Each server imports its own tree's controller (checked before it starts).",
+        "For each server setting the current and the baseline server serve the same copy of the database (both migrate to the same "
+        "schema head, checked), each with a viewer token made by its own CLI; the database, load and wrk settings are the ones above.",
+        f"{size.rounds} rounds; in each round, for every concurrency and endpoint, the current and the baseline server of the "
+        f"same setting one after the other, {size.seconds} s each (which goes first swaps every round): the two alternate "
+        "throughout. Ratios are the medians of the per-round ratios "
+        "current \u00f7 baseline (below 1: the current tree is faster).",
+        "Judged on what a request costs free of queueing (the server's CPU per request under load, the latency of one client "
+        "alone); p95 with 4 clients on two cores depends on how the kernel spreads the connections and is reported only.",
+    ]
+    return Section(
+        title=f"API latency: current against {baseline.label}",
+        setup=f"The same endpoints and load as above, served by the current tree and by {baseline.label} side by side.",
+        header=(
+            "endpoint",
+            "server",
+            "clients",
+            "baseline p50 ms",
+            "current p50 ms",
+            "p50 current \u00f7 baseline",
+            "baseline p95 ms",
+            "current p95 ms",
+            "p95 current \u00f7 baseline",
+            "baseline CPU ms/req",
+            "current CPU ms/req",
+            "CPU current \u00f7 baseline",
         ),
         rows=rows,
         verdict=verdict,

@@ -1,6 +1,6 @@
 """Cancel latency with each executor: from the cancel request to the job recorded as canceled and to the
 last process of its playbook gone, with the local executor and with a Celery worker (PostgreSQL, Redis and
-`cloudx worker` started as throwaway servers by tests/cluster.py), alternating, several rounds.
+`cloudx worker` started as throwaway servers by tests/support/cluster.py), alternating, several rounds.
 
 The job runs `tests/playbooks/sleep.yml` on this machine (ansible_connection local), so what is measured is
 the controller's path only: the API's cancel, the worker's poll of the job's cancel flag, ansible-runner's
@@ -29,8 +29,8 @@ TARGET_SECONDS = 2.0
 def executor_app(kind: str, work: Path) -> Iterator[Any]:
     """The app with its executor running (the tests' own set-up); for Celery, a throwaway PostgreSQL and Redis."""
     sys.path.insert(0, str(ROOT))
-    from tests.cluster import Cluster
-    from tests.conftest import running_app
+    from tests.support.app import running_app
+    from tests.support.cluster import Cluster
 
     cluster = Cluster() if kind == "celery" else None
     try:
@@ -146,7 +146,7 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
             "The job's worker process reads its cancel flag from the database twice a second with either executor (with Celery "
             "on whichever machine runs the job), then ends the job's whole process tree at once (it is a child subreaper) and "
             "ansible-runner records the cancel.",
-            "Celery: PostgreSQL and Redis on loopback, started for the benchmark (tests/cluster.py), one `cloudx worker` "
+            "Celery: PostgreSQL and Redis on loopback, started for the benchmark (tests/support/cluster.py), one `cloudx worker` "
             "with two job slots.",
         ],
     )

@@ -123,6 +123,8 @@ class Section:
     header: tuple[str, ...]
     verdict: str
     notes: list[str] = field(default_factory=list)
+    # Sections measured in the same run that follow this one (e.g. a comparison with a baseline tree).
+    appendix: list[Section] = field(default_factory=list)
 
     def markdown(self) -> str:
         lines = [f"## {self.title}", "", self.setup, ""]
@@ -131,7 +133,13 @@ class Section:
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
         lines += ["", f"**{self.verdict}**", ""]
         lines += [f"- {note}" for note in self.notes]
-        return "\n".join(lines).rstrip() + "\n"
+        text = "\n".join(lines).rstrip() + "\n"
+        return "\n".join([text, *(part.markdown() for part in self.appendix)])
+
+    @property
+    def verdicts(self) -> str:
+        """This section's verdict and its appendix's, for the log."""
+        return " ".join([self.verdict, *(part.verdicts for part in self.appendix)])
 
 
 def self_peak_mib() -> float:

@@ -41,9 +41,9 @@ def _ansible_settings() -> dict[str, str]:
 
 
 def run(quick: bool, log: Callable[[str], None]) -> Section:
-    from tests import testhosts
-    from tests.agent_fixture import FakeManager, build_package
-    from tests.conftest import ENROLLMENT_PASSWORD, agent_inventory
+    from tests.support import testhosts
+    from tests.support.agent import ENROLLMENT_PASSWORD, agent_inventory
+    from tests.support.agent_fixture import FakeManager, build_package
 
     reason = testhosts.available()
     if reason:

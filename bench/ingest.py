@@ -1,7 +1,7 @@
 """Event ingest: a recorded stream of real ansible-runner events replayed through the controller's
 ingest path (EventWriter) into SQLite (WAL) and PostgreSQL, each against the raw executemany ceiling of the
 same database. PostgreSQL is CLOUDX_BENCH_POSTGRES_URL if set, else a throwaway cluster of the test harness's
-(tests/cluster.py) when the server binaries are installed.
+(tests/support/cluster.py) when the server binaries are installed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Section, Variant, alternate
+import sqlalchemy
+
+from bench.common import ROOT, Measurement, Section, Variant, alternate
 from bench.overhead import ansible_env, build
+from controller.queue.jobs import create_job
+from controller.store.database import Database
+from controller.store.events import BATCH_SIZE, FLUSH_INTERVAL, EventWriter, event_row
+from controller.store.events import EVENT_COLUMNS as COLUMNS
 
 CACHE = ROOT / "bench" / ".cache"
 
@@ -67,65 +73,59 @@ def replay(events: list[dict[str, Any]], total: int) -> list[dict[str, Any]]:
     return stream
 
 
-def run(quick: bool, log: Callable[[str], None]) -> Section:
-    from controller.queue.jobs import create_job
-    from controller.store.database import Database
-    from controller.store.events import BATCH_SIZE, FLUSH_INTERVAL, EventWriter, event_row
-    from controller.store.events import EVENT_COLUMNS as COLUMNS
+class _Ingest:
+    """The variants' shared state: the replayed stream, the targets, the current database and job."""
 
-    total, rounds = (20_000, 2) if quick else (100_000, 5)
-    recording = recorded_events()
-    stream = replay(recording, total)
-    log(f"  {len(recording)} recorded events, replayed as {total}")
-    work = Path(tempfile.mkdtemp(prefix="cloudx-bench-ingest-"))
-    targets: dict[str, str] = {"SQLite": ""}
-    throwaway = None
-    if os.environ.get("CLOUDX_BENCH_POSTGRES_URL"):
-        targets["PostgreSQL"] = os.environ["CLOUDX_BENCH_POSTGRES_URL"]
-    else:
-        from tests.cluster import Postgres, available
+    def __init__(self, stream: list[dict[str, Any]], work: Path, targets: dict[str, str]) -> None:
+        self.stream = stream
+        self.total = len(stream)
+        self.work = work
+        self.targets = targets
+        self.db: Any = None
+        self.job_id = ""
+        self.rows_cache: list[tuple[Any, ...]] = []
 
-        if available() is None:
-            throwaway = Postgres(durable=True)
-            targets["PostgreSQL"] = throwaway.create_database("ingest")
-    state: dict[str, Any] = {}
-    rows_cache: list[tuple[Any, ...]] = []
+    def fresh(self, backend: str) -> Callable[[], None]:
+        """A setup: an empty database of that backend (SQLite: a new file) with one job."""
 
-    def fresh(backend: str) -> Callable[[], None]:
         def setup() -> None:
             if backend == "SQLite":
-                for path in work.glob("ingest.db*"):
+                for path in self.work.glob("ingest.db*"):
                     path.unlink()
-                url = f"sqlite:///{work / 'ingest.db'}"
+                url = f"sqlite:///{self.work / 'ingest.db'}"
             else:
-                url = targets[backend]
+                url = self.targets[backend]
             db = Database(url)
             db.upgrade()
             with db.session() as session:
-                session.execute(__import__("sqlalchemy").text("DELETE FROM job_events"))
-                session.execute(__import__("sqlalchemy").text("DELETE FROM jobs"))
-                state["job_id"] = create_job(session, kind="playbook", playbook="p.yml", inventory="i", extra_vars={}, timeout=1).id
-            state["db"] = db
+                session.execute(sqlalchemy.text("DELETE FROM job_events"))
+                session.execute(sqlalchemy.text("DELETE FROM jobs"))
+                self.job_id = create_job(session, kind="playbook", playbook="p.yml", inventory="i", extra_vars={}, timeout=1).id
+            self.db = db
 
         return setup
 
-    def controller() -> dict[str, float]:
-        writer = EventWriter(state["db"], state["job_id"])
-        for event in stream:
+    def controller(self) -> dict[str, float]:
+        writer = EventWriter(self.db, self.job_id)
+        for event in self.stream:
             writer.put(event)
         last = writer.close()
-        assert last == total, last
-        state["db"].dispose()
+        assert last == self.total, last
+        self.db.dispose()
         return {}
 
-    def raw_sqlite() -> dict[str, float]:
+    def prepared_rows(self) -> list[tuple[Any, ...]]:
+        """The stream's rows as the controller writes them (built once), for the current job."""
+        if not self.rows_cache:
+            for event in self.stream:
+                self.rows_cache.append(event_row(self.job_id, event))
+        return [(self.job_id, *r[1:]) for r in self.rows_cache]
+
+    def raw_sqlite(self) -> dict[str, float]:
         """The ceiling: stdlib sqlite3, rows prepared beforehand, one executemany, same pragmas."""
-        if not rows_cache:
-            for event in stream:
-                rows_cache.append(event_row(state["job_id"], event))
-        rows = [(state["job_id"], *r[1:]) for r in rows_cache]
-        state["db"].dispose()
-        connection = sqlite3.connect(work / "ingest.db")
+        rows = self.prepared_rows()
+        self.db.dispose()
+        connection = sqlite3.connect(self.work / "ingest.db")
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         start = time.perf_counter()
@@ -134,42 +134,68 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
         elapsed = time.perf_counter() - start
         count = connection.execute("SELECT count(*) FROM job_events").fetchone()[0]
         connection.close()
-        assert count == total, count
+        assert count == self.total, count
         return {"insert_seconds": elapsed}
 
-    def raw_postgres() -> dict[str, float]:
+    def raw_postgres(self) -> dict[str, float]:
         """The ceiling: psycopg's executemany (pipelined) of rows prepared beforehand, one transaction."""
         import psycopg
 
-        if not rows_cache:
-            for event in stream:
-                rows_cache.append(event_row(state["job_id"], event))
-        rows = [(state["job_id"], *r[1:]) for r in rows_cache]
-        state["db"].dispose()
+        rows = self.prepared_rows()
+        self.db.dispose()
         values = ", ".join("%s::json" if c == "event_data" else "%s" for c in COLUMNS)
-        with psycopg.connect(targets["PostgreSQL"].replace("+psycopg", "")) as connection:
+        with psycopg.connect(self.targets["PostgreSQL"].replace("+psycopg", "")) as connection:
             start = time.perf_counter()
             with connection.cursor() as cursor:
                 cursor.executemany(f"INSERT INTO job_events ({', '.join(COLUMNS)}) VALUES ({values})", rows)
             connection.commit()
             elapsed = time.perf_counter() - start
             count = connection.execute("SELECT count(*) FROM job_events").fetchone()
-        assert count is not None and count[0] == total, count
+        assert count is not None and count[0] == self.total, count
         return {"insert_seconds": elapsed}
 
-    variants = []
-    for backend in targets:
-        variants.append(Variant(f"{backend}: controller ingest (EventWriter)", controller, setup=fresh(backend)))
-    variants.append(Variant("SQLite: raw executemany ceiling", raw_sqlite, setup=fresh("SQLite")))
-    if "PostgreSQL" in targets:
-        variants.append(Variant("PostgreSQL: raw executemany ceiling", raw_postgres, setup=fresh("PostgreSQL")))
+    def variants(self) -> list[Variant]:
+        variants = [
+            Variant(f"{backend}: controller ingest (EventWriter)", self.controller, setup=self.fresh(backend)) for backend in self.targets
+        ]
+        variants.append(Variant("SQLite: raw executemany ceiling", self.raw_sqlite, setup=self.fresh("SQLite")))
+        if "PostgreSQL" in self.targets:
+            variants.append(Variant("PostgreSQL: raw executemany ceiling", self.raw_postgres, setup=self.fresh("PostgreSQL")))
+        return variants
+
+
+def _targets() -> tuple[dict[str, str], Any]:
+    """SQLite, and PostgreSQL when there is one: CLOUDX_BENCH_POSTGRES_URL, else a throwaway cluster (also returned)."""
+    targets: dict[str, str] = {"SQLite": ""}
+    throwaway = None
+    if os.environ.get("CLOUDX_BENCH_POSTGRES_URL"):
+        targets["PostgreSQL"] = os.environ["CLOUDX_BENCH_POSTGRES_URL"]
+    else:
+        from tests.support.cluster import Postgres, available
+
+        if available() is None:
+            throwaway = Postgres(durable=True)
+            targets["PostgreSQL"] = throwaway.create_database("ingest")
+    return targets, throwaway
+
+
+def run(quick: bool, log: Callable[[str], None]) -> Section:
+    total, rounds = (20_000, 2) if quick else (100_000, 5)
+    recording = recorded_events()
+    stream = replay(recording, total)
+    log(f"  {len(recording)} recorded events, replayed as {total}")
+    work = Path(tempfile.mkdtemp(prefix="cloudx-bench-ingest-"))
+    targets, throwaway = _targets()
     try:
-        results = alternate(variants, rounds, log)
+        results = alternate(_Ingest(stream, work, targets).variants(), rounds, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if throwaway is not None:
             throwaway.close()
+    return _section(results, total, rounds, len(recording), "PostgreSQL" in targets, throwaway is None)
 
+
+def _section(results: dict[str, Measurement], total: int, rounds: int, recorded: int, postgres: bool, postgres_from_env: bool) -> Section:
     rows = []
     for name, m in results.items():
         seconds = m.extra_median("insert_seconds") if "insert_seconds" in m.extra else m.median
@@ -183,16 +209,16 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
         f"columns, progress and host summaries, batching ({BATCH_SIZE} rows or {FLUSH_INTERVAL} s) and retries.",
         "The raw ceiling times only the executemany of rows prepared beforehand (JSON already encoded), in one transaction.",
     ]
-    if "PostgreSQL" not in targets:
+    if not postgres:
         notes.append("PostgreSQL: not measured (install postgresql, or set CLOUDX_BENCH_POSTGRES_URL=postgresql+psycopg://...).")
     else:
-        source = "CLOUDX_BENCH_POSTGRES_URL" if throwaway is None else "a throwaway local cluster (initdb, loopback TCP, fsync on)"
+        source = "CLOUDX_BENCH_POSTGRES_URL" if postgres_from_env else "a throwaway local cluster (initdb, loopback TCP, fsync on)"
         pg = total / results["PostgreSQL: controller ingest (EventWriter)"].median
         pg_ceiling = total / results["PostgreSQL: raw executemany ceiling"].extra_median("insert_seconds")
         notes.append(f"PostgreSQL ({source}): {pg:,.0f} events/s through the controller, {pg / pg_ceiling:.0%} of its raw ceiling.")
     return Section(
         title="2. Event ingest",
-        setup=f"{total:,} events replayed from a real run ({len(recording)} events of the 50 x 20 playbook) into one job; {rounds} rounds.",
+        setup=f"{total:,} events replayed from a real run ({recorded} events of the 50 x 20 playbook) into one job; {rounds} rounds.",
         header=("variant", "median s", "events/s"),
         rows=rows,
         verdict=f"Target: at least 50,000 events/s on SQLite. Measured {ours:,.0f} events/s: {met}.",

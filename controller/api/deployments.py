@@ -4,80 +4,101 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint
 
-from controller.api import config, executor, json_object, principal, requires, session
-from controller.errors import NotFound, ValidationError
-from controller.queue.jobs import iso
+from controller.api.auth import requires
+from controller.api.body import body, doc, reply
+from controller.api.context import config, executor, principal, session
+from controller.errors import NotFound
+from controller.schemas.deployments import AgentRequest, DeploymentRequest, DeployRequest, HostKeyDeleted, HostKeys, TrustHostKeys
+from controller.schemas.scans import Submitted
 from controller.services import hostkeys
-from controller.services.deployments import create_deployment, validate_agent_request, validate_deployment_request
-from controller.store.models import HostKey
+from controller.services.deployments import create_deployment
 
 bp = Blueprint("deployments", __name__)
+QUEUED = {429: None, 503: "See Unavailable; also when the job could not be stored."}
 
 
-def _submit(request: dict[str, Any], secrets: dict[str, Any]) -> Any:
+def _submit(request: DeployRequest) -> Any:
     run = executor()
     with session() as s:
-        job = create_deployment(s, config(), principal(), request, secrets, run.holder_id)
+        job, secrets = create_deployment(s, config(), principal(), request, run.holder_id)
         job_id, status = job.id, job.status
     run.submit(job_id, secrets)
-    return jsonify({"job_id": job_id, "status": status}), 202
+    return reply(Submitted, {"job_id": job_id, "status": status}, 202)
 
 
 @bp.post("/deploy/agent")
 @requires("operator")
-def deploy_agent() -> Any:
-    """The original single-target deployment: target, os_type, username, password or ssh_key, agent_name, group, manager_ip."""
-    return _submit(*validate_agent_request(json_object()))
+@body(AgentRequest)
+@doc(
+    "deploy_agent",
+    "deployments",
+    "Deploy the agent to one host",
+    {202: Submitted},
+    errors={**QUEUED, 400: "The input is not valid, or the stored credential does not exist or cannot be opened."},
+    description="The original single-target deployment. The target must lie inside the scope policy.",
+)
+def deploy_agent(body: AgentRequest) -> Any:
+    return _submit(body)
 
 
 @bp.post("/deployments")
 @requires("operator")
-def deploy_many() -> Any:
-    """Deploy to (or remove from) a list of hosts, or an inventory group or pattern."""
-    return _submit(*validate_deployment_request(json_object()))
+@body(DeploymentRequest)
+@doc(
+    "create_deployment",
+    "deployments",
+    "Deploy the agent to (or remove it from) hosts or an inventory pattern",
+    {202: Submitted},
+    errors={
+        **QUEUED,
+        400: "The input is not valid, no inventory host matches limit, or the stored credential does not exist or cannot be opened.",
+    },
+    description="Either hosts (addresses or hostnames) or limit (inventory hosts). Every host reached must lie inside the scope policy.",
+)
+def deploy_many(body: DeployRequest) -> Any:
+    return _submit(body)
 
 
 @bp.put("/host-keys")
 @requires("admin")
-def trust_host_keys() -> Any:
-    """Trust SSH host keys, as an admin: `{"known_hosts": "host keytype key\\n..."}` (the only keys that, with
-    CLOUDX_KNOWN_HOSTS_FILE and pins of earlier logins, let a stored credential be used on a host)."""
-    body = json_object()
-    unknown = set(body) - {"known_hosts"}
-    if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+@body(TrustHostKeys)
+@doc(
+    "trust_host_keys",
+    "deployments",
+    "Trust SSH host keys (an admin's word)",
+    {200: HostKeys},
+    description="A key given here replaces a key of the same type for that host. Stored credentials are used only "
+    "on hosts whose key an admin added, CLOUDX_KNOWN_HOSTS_FILE lists, or an earlier successful deployment "
+    "without that credential pinned.",
+)
+def trust_host_keys(body: TrustHostKeys) -> Any:
     with session() as s:
-        return jsonify({"host_keys": [host_key_view(k) for k in hostkeys.add_admin_keys(s, body.get("known_hosts"), principal().name)]})
+        return reply(HostKeys, {"host_keys": hostkeys.add_admin_keys(s, body, principal().name)})
 
 
 @bp.delete("/host-keys/<host>")
 @requires("admin")
+@doc(
+    "forget_host_key",
+    "deployments",
+    "Stop trusting a host's SSH keys",
+    {200: HostKeyDeleted},
+    errors={404: "No trusted key for this host."},
+    description="After a host was rebuilt: the next deployment pins its new keys (or is given them).",
+)
 def forget_host_key(host: str) -> Any:
-    """Stop trusting a host's keys (after the host was rebuilt); the next deployment pins or is given new ones."""
     with session() as s:
         removed = hostkeys.forget_host(s, host)
     if not removed:
         raise NotFound(f"no trusted key for {host}")
-    return jsonify({"host": host, "deleted": removed})
+    return reply(HostKeyDeleted, {"host": host, "deleted": removed})
 
 
 @bp.get("/host-keys")
 @requires("viewer")
+@doc("list_host_keys", "deployments", "The SSH host keys the controller trusts", {200: HostKeys})
 def host_keys() -> Any:
     with session() as s:
-        return jsonify({"host_keys": [host_key_view(k) for k in hostkeys.list_keys(s)]})
-
-
-def host_key_view(key: HostKey) -> dict[str, Any]:
-    return {
-        "host": key.host,
-        "key_type": key.key_type,
-        "public_key": key.public_key,
-        "source": key.source,
-        "job_id": key.job_id,
-        "credential": key.credential,
-        "added_by": key.added_by,
-        "created_at": iso(key.created_at),
-    }
+        return reply(HostKeys, {"host_keys": hostkeys.list_keys(s)})

@@ -4,60 +4,76 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from sqlalchemy import select
 
-from controller.api import executor, principal, requires, session
+from controller.api.auth import requires
+from controller.api.body import doc, query, reply
+from controller.api.context import executor, principal, session
 from controller.errors import Conflict
-from controller.queue.jobs import cancel_job, check_owner, events_page_json, get_job, int_arg, job_view, jobs_page, page_limit, summary_view
+from controller.queue.jobs import cancel_job, check_owner, events_page_json, get_job, jobs_page
+from controller.schemas.jobs import EventPage, EventQuery, HostSummaries, Job, JobListQuery, JobPage
 from controller.store.models import JobHostSummary
 
 bp = Blueprint("jobs", __name__)
+NO_JOB = {404: "No such job."}
 
 
 @bp.get("/jobs")
 @requires("viewer")
-def list_jobs() -> Any:
-    limit = page_limit(request.args.get("limit"))
+@query(JobListQuery)
+@doc("list_jobs", "jobs", "Jobs, newest first", {200: JobPage}, errors={400: "limit, status or cursor is not valid."})
+def list_jobs(query: JobListQuery) -> Any:
     with session() as s:
-        jobs, cursor = jobs_page(s, limit, request.args.get("cursor"), request.args.get("status"), request.args.get("kind"))
-        return jsonify({"jobs": [job_view(job) for job in jobs], "next_cursor": cursor})
+        jobs, cursor = jobs_page(s, query.limit, query.cursor, query.status, query.kind)
+        return reply(JobPage, {"jobs": jobs, "next_cursor": cursor})
 
 
 @bp.get("/jobs/<job_id>")
 @requires("viewer")
+@doc("get_job", "jobs", "A job", {200: Job}, errors=NO_JOB)
 def show_job(job_id: str) -> Any:
     with session() as s:
-        return jsonify(job_view(get_job(s, job_id)))
+        return reply(Job, get_job(s, job_id))
 
 
 @bp.get("/jobs/<job_id>/events")
 @requires("viewer")
-def list_events(job_id: str) -> Any:
-    limit = page_limit(request.args.get("limit"), default=100)
-    after = int_arg(request.args.get("after", "0"), "after", "after must be an event counter (an integer)") or 0
+@query(EventQuery)
+@doc(
+    "list_job_events",
+    "jobs",
+    "A job's Ansible events, in order",
+    {200: EventPage},
+    errors={400: "limit or after is not valid.", **NO_JOB},
+    description="Poll with after = the last counter seen until job_status is final and the last counter is final_counter.",
+)
+def list_events(job_id: str, query: EventQuery) -> Any:
     with session() as s:
-        body = events_page_json(s, job_id, limit, after, request.args.get("event"), request.args.get("host"))
+        # The hot path: the page is spliced as bytes (queue.jobs.event_page_json), not built through the model.
+        body = events_page_json(s, job_id, query.limit, query.after, query.event, query.host)
     return Response(body, mimetype="application/json")
 
 
 @bp.get("/jobs/<job_id>/hosts")
 @requires("viewer")
+@doc("list_job_hosts", "jobs", "A job's per-host counts", {200: HostSummaries}, errors=NO_JOB)
 def list_hosts(job_id: str) -> Any:
     with session() as s:
         get_job(s, job_id)
         rows = s.scalars(select(JobHostSummary).where(JobHostSummary.job_id == job_id).order_by(JobHostSummary.host))
-        return jsonify({"job_id": job_id, "hosts": [summary_view(r) for r in rows]})
+        return reply(HostSummaries, {"job_id": job_id, "hosts": list(rows)})
 
 
 @bp.post("/jobs/<job_id>/cancel")
 @requires("operator")
+@doc("cancel_job", "jobs", "Cancel a job", {202: Job}, errors={**NO_JOB, 409: "The job has already ended (other than canceled)."})
 def cancel(job_id: str) -> Any:
     with session() as s:
         check_owner(get_job(s, job_id), principal())
         job = cancel_job(s, job_id)
         if not job.active and job.status != "canceled":
             raise Conflict(f"job {job_id} already ended as {job.status}")
-        view = job_view(job)
+        view = Job.dump(job)
     executor().cancel(job_id)
     return jsonify(view), 202

@@ -7,41 +7,58 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, jsonify, request, send_file
+from flask import Blueprint, jsonify, send_file
 from sqlalchemy import delete
 
-from controller.api import config, executor, json_object, principal, requires, session
+from controller.api.auth import requires
+from controller.api.body import body, doc, query, reply
+from controller.api.context import config, executor, principal, session
 from controller.errors import Conflict
-from controller.queue.jobs import cancel_job, check_owner, int_arg, page_limit
+from controller.queue.jobs import cancel_job, check_owner
+from controller.schemas.scans import Deleted, ScanDetail, ScanListQuery, ScanPage, ScanRequest, StopRequested, Submitted
 from controller.services.scans import create_scan, get_scan, raw_output, scan_view, scans_page
 from controller.store.models import Job
 
 bp = Blueprint("scans", __name__)
 
 
+QUEUED = {429: None, 503: "See Unavailable; also when the job could not be stored."}
+NO_SCAN = {404: "No scan with this job_id."}
+
+
 @bp.post("/scans")
 @requires("operator")
-def submit_scan() -> Any:
-    body = json_object()
+@body(ScanRequest)
+@doc(
+    "submit_scan",
+    "scans",
+    "Submit a scan",
+    {202: Submitted},
+    errors=QUEUED,
+    description="Queues a scan job. The target must lie inside the scope policy (and the token's scope).",
+)
+def submit_scan(body: ScanRequest) -> Any:
     with session() as s:
         scan = create_scan(s, config(), principal(), body)
         job_id, status = scan.job_id, scan.job.status
     executor().submit(job_id)
-    return jsonify({"job_id": job_id, "status": status}), 202
+    return reply(Submitted, {"job_id": job_id, "status": status}, 202)
 
 
 @bp.get("/scans")
 @requires("viewer")
-def list_scans() -> Any:
-    limit = page_limit(request.args.get("limit"))
-    before = int_arg(request.args.get("before"), "before", "before must be a scan id")
+@query(ScanListQuery)
+@doc("list_scans", "scans", "Scans, newest first", {200: ScanPage}, errors={400: "limit or before is not valid."})
+def list_scans(query: ScanListQuery) -> Any:
     with session() as s:
-        scans, next_before = scans_page(s, limit, before)
+        # The hot path: views built by hand (services.scans.listed), encoded without a model.
+        scans, next_before = scans_page(s, query.limit, query.before)
         return jsonify({"scans": scans, "next_before": next_before})
 
 
 @bp.get("/scans/<job_id>")
 @requires("viewer")
+@doc("get_scan", "scans", "A scan with its results", {200: ScanDetail}, errors=NO_SCAN)
 def show_scan(job_id: str) -> Any:
     with session() as s:
         return jsonify(scan_view(get_scan(s, job_id, with_results=True), with_results=True))
@@ -49,6 +66,7 @@ def show_scan(job_id: str) -> Any:
 
 @bp.post("/scans/<job_id>/stop")
 @requires("operator")
+@doc("stop_scan", "scans", "Stop a scan", {202: StopRequested}, errors={**NO_SCAN, 409: "The scan has already ended."})
 def stop_scan(job_id: str) -> Any:
     with session() as s:
         check_owner(get_scan(s, job_id).job, principal())
@@ -57,11 +75,21 @@ def stop_scan(job_id: str) -> Any:
             raise Conflict(f"scan {job_id} already ended as {job.status}")
         status = job.status
     executor().cancel(job_id)
-    return jsonify({"job_id": job_id, "status": status, "cancel_requested": True}), 202
+    return reply(StopRequested, {"job_id": job_id, "status": status, "cancel_requested": True}, 202)
+
+
+RAW = {"application/xml": {}, "application/json": {}, "text/csv": {}, "application/octet-stream": {}}
 
 
 @bp.get("/scans/<job_id>/raw")
 @requires("viewer")
+@doc(
+    "download_scan_raw",
+    "scans",
+    "The scanner's raw output file",
+    {200: ("nmap XML, masscan JSON or zmap CSV, as an attachment.", RAW)},
+    errors={404: "No scan with this job_id, or it has no raw output (yet)."},
+)
 def download_raw(job_id: str) -> Any:
     with session() as s:
         scan = get_scan(s, job_id)
@@ -71,6 +99,14 @@ def download_raw(job_id: str) -> Any:
 
 @bp.delete("/scans/<job_id>")
 @requires("operator")
+@doc(
+    "delete_scan",
+    "scans",
+    "Delete a scan",
+    {200: Deleted},
+    errors={**NO_SCAN, 409: "The scan is still stopping after 30 s; try again shortly."},
+    description="Stops the scan if it is active (waiting up to 30 s), then deletes it with its job, events and files.",
+)
 def delete_scan(job_id: str) -> Any:
     """Stop the scan if it is active, then delete it with its job, events and files."""
     with session() as s:
@@ -89,4 +125,4 @@ def delete_scan(job_id: str) -> Any:
     with session() as s:
         s.execute(delete(Job).where(Job.id == job_id))
     shutil.rmtree(Path(config().ARTIFACTS_DIR).resolve() / job_id, ignore_errors=True)
-    return jsonify({"job_id": job_id, "deleted": True})
+    return reply(Deleted, {"job_id": job_id, "deleted": True})

@@ -8,11 +8,14 @@ from typing import Any
 
 from flask import Blueprint, jsonify, send_file
 
-from controller.api import config, requires
+from controller.api.auth import requires
+from controller.api.body import doc
+from controller.api.context import config
 from controller.errors import NotFound, ValidationError
+from controller.schemas.system import SCRIPT_DIRS as OS_DIRS
+from controller.schemas.system import ScriptList
 
 bp = Blueprint("scripts", __name__)
-OS_DIRS = ("linux", "mac", "windows")
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -22,6 +25,7 @@ def _root() -> Path:
 
 @bp.get("/scripts")
 @requires("viewer")
+@doc("list_scripts", "scripts", "The standalone agent scripts", {200: ScriptList})
 def list_scripts() -> Any:
     root = _root()
     return jsonify(
@@ -31,6 +35,13 @@ def list_scripts() -> Any:
 
 @bp.get("/scripts/<os_dir>/<name>")
 @requires("viewer")
+@doc(
+    "get_script",
+    "scripts",
+    "Download an agent script",
+    {200: ("The script, as an attachment.", {"text/plain": {"schema": {"type": "string"}}})},
+    errors={400: "os_dir or name is not valid.", 404: "No such script."},
+)
 def get_script(os_dir: str, name: str) -> Any:
     if os_dir not in OS_DIRS:
         raise ValidationError(f"os must be one of: {', '.join(OS_DIRS)}", field="os")

@@ -105,10 +105,13 @@ def serve(host: str | None, port: int | None, threads: int, processes: int) -> N
     """Run the API and the job executor."""
     import socket
 
-    # One line per request (request id first) and per job event worth noting, on stderr.
+    # One line per request (request id first) and per job event worth noting, on stderr (FLASK_DEBUG: and debug lines).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config.from_env()
     host, port = host or config.HOST, port or config.PORT
+    if config.FLASK_DEBUG:
+        _serve_debug(config, host, port, processes)
+        return
     try:
         listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=SERVE_BACKLOG)
     except OSError as exc:
@@ -145,6 +148,43 @@ def serve(host: str | None, port: int | None, threads: int, processes: int) -> N
         children.append(pid)
     listener.close()
     _supervise(children)
+
+
+def _not_served(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """The application of the reloader's watching process, which never serves (its child does)."""
+    raise RuntimeError("the reloader's parent process does not serve requests")
+
+
+def _serve_debug(config: Config, host: str, port: int, processes: int) -> None:
+    """FLASK_DEBUG, for development: Werkzeug's server in one process, restarted when a source file changes.
+    Its interactive debugger runs code for whoever reaches it, so it runs on a loopback address only."""
+    from werkzeug.serving import is_running_from_reloader, run_simple
+
+    from controller.app import create_app, debugger_allowed, start_executor
+
+    debugger = debugger_allowed(config, host)
+    options: dict[str, Any] = {"use_reloader": True, "use_debugger": debugger, "threaded": True}
+    if not is_running_from_reloader():  # the watching process: it says how it serves, then starts the child
+        if processes > 1:
+            click.echo("cloudx: FLASK_DEBUG serves in one process: --processes is ignored", err=True)
+        if not debugger:
+            click.echo(
+                f"cloudx: FLASK_DEBUG: {host} is not a loopback address, so the interactive debugger is off "
+                "(debug logging and the reloader are on)",
+                err=True,
+            )
+        click.echo(f"cloudx: FLASK_DEBUG: development server on http://{host}:{port} (database {config.database_shown})", err=True)
+        try:
+            run_simple(host, port, _not_served, **options)
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        return
+    app = create_app(config)
+    executor = start_executor(app)
+    try:
+        run_simple(host, port, app, **options)
+    finally:  # the reloader ends this process (SystemExit) when a file changes; Ctrl-C too
+        executor.shutdown()
 
 
 def _serve_process(config: Config, listener: Any, threads: int) -> None:
@@ -268,6 +308,7 @@ def scan(
     """Scan TARGET through the controller, showing progress and then the results."""
     from controller.queue.jobs import cancel_job
     from controller.queue.local import make_executor
+    from controller.schemas.scans import ScanRequest
     from controller.services.scans import create_scan, get_scan, scan_view
 
     payload: dict[str, Any] = {"target": target, "tool": tool, "scan_type": scan_type}
@@ -277,7 +318,9 @@ def scan(
         payload["timeout"] = timeout
     try:
         with ctx.db.session() as session:
-            job_id = create_scan(session, ctx.config, cli_principal(allow_large_targets), payload).job_id
+            job_id = create_scan(
+                session, ctx.config, cli_principal(allow_large_targets), ScanRequest.parse(payload, config=ctx.config)
+            ).job_id
     except ApiError as exc:
         _audit(ctx, "scan", exc.status, exc.message)
         raise click.ClickException(exc.message) from None
@@ -382,7 +425,8 @@ def deploy(
     from pathlib import Path
 
     from controller.queue.local import LocalExecutor, make_executor
-    from controller.services.deployments import create_deployment, validate_agent_request, validate_deployment_request
+    from controller.schemas.deployments import AgentRequest, DeploymentRequest
+    from controller.services.deployments import create_deployment
 
     body: dict[str, Any] = {"os_type": os_type}
     optional = {"username": username, "manager_ip": manager_ip, "group": group, "credential": credential}
@@ -399,13 +443,14 @@ def deploy(
         if agent_name is not None:
             if len(hosts) != 1 or pattern or state != "present":
                 raise ApiError("--name needs exactly one host", field="name")
-            request, secrets = validate_agent_request({**body, "target": hosts[0], "agent_name": agent_name})
+            request = AgentRequest.parse({**body, "target": hosts[0], "agent_name": agent_name})
         else:
             body.update({"hosts": list(hosts)} if hosts else {"limit": pattern} if pattern else {})
-            request, secrets = validate_deployment_request({**body, "state": state})
+            request = DeploymentRequest.parse({**body, "state": state})
         executor = make_executor(ctx.config, ctx.db)
         with ctx.db.session() as session:
-            job_id = create_deployment(session, ctx.config, cli_principal(), request, secrets, executor.holder_id).id
+            job, secrets = create_deployment(session, ctx.config, cli_principal(), request, executor.holder_id)
+            job_id = job.id
     except ApiError as exc:
         _audit(ctx, "deploy", exc.status, exc.message)
         raise click.ClickException(exc.message) from None
@@ -438,7 +483,8 @@ _RESULTS = {"runner_on_ok": "ok", "runner_on_failed": "FAILED", "runner_on_unrea
 
 def _follow_hosts(ctx: Context, job_id: str) -> str:
     """Print one line per host and task result as events arrive, then the per-host recap."""
-    from controller.queue.jobs import events_page, get_job, summary_view
+    from controller.queue.jobs import events_page, get_job
+    from controller.schemas.jobs import HostSummary
     from controller.store.models import JobHostSummary
 
     after = 0
@@ -458,7 +504,7 @@ def _follow_hosts(ctx: Context, job_id: str) -> str:
         time.sleep(0.5)
     with ctx.db.session() as session:
         job = get_job(session, job_id)
-        summaries = [summary_view(s) for s in session.scalars(select(JobHostSummary).where(JobHostSummary.job_id == job_id))]
+        summaries = [HostSummary.dump(s) for s in session.scalars(select(JobHostSummary).where(JobHostSummary.job_id == job_id))]
         status = job.status
     click.echo(f"{'HOST':<32} {'OK':>4} {'CHANGED':>8} {'FAILED':>7} {'UNREACHABLE':>12}")
     for s in sorted(summaries, key=lambda s: s["host"]):
@@ -472,12 +518,13 @@ def _follow_hosts(ctx: Context, job_id: str) -> str:
 @pass_ctx
 def jobs(ctx: Context, limit: int, status: str | None) -> None:
     """List the newest jobs."""
-    from controller.queue.jobs import job_view, jobs_page
+    from controller.queue.jobs import jobs_page
+    from controller.schemas.jobs import Job as JobView
 
     try:
         with ctx.db.session() as session:
             rows, _ = jobs_page(session, limit, None, status, None)
-            views = [job_view(job) for job in rows]
+            views = [JobView.dump(job) for job in rows]
     except ApiError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"{'ID':<36}  {'KIND':<6} {'STATUS':<10} {'PROG':>4}  {'CREATED':<20}  PLAYBOOK")
@@ -598,8 +645,8 @@ def token_create(
                 name,
                 role,
                 cli_principal().name,
-                list(scope) or None,
-                allow_large_targets,
+                scope=list(scope) or None,
+                allow_large_targets=allow_large_targets,
                 expires_in=expires_in,
                 max_queued=max_queued,
                 max_running=max_running,

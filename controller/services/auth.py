@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import hmac
-import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,43 +12,15 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from controller.errors import Conflict, NotFound, ValidationError
-from controller.principal import ROLES, Principal
+from controller.errors import Conflict, NotFound
+from controller.principal import Principal
+from controller.schemas.admin import Token, TokenRequest
+from controller.schemas.types import TOKEN_FORMAT
 from controller.store.models import ACTIVE_STATUSES, ApiToken, Job, utcnow
 
-TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-# "cx_<id>_<secret>": the id finds the row, the secret is checked against its hash.
-TOKEN_FORMAT = re.compile(r"^cx_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 # A token seen in use is recorded at most this often, so reads do not all become writes.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _DUMMY_HASH = hashlib.sha256(b"no such token").hexdigest()
-
-
-MAX_TOKEN_LIFETIME = timedelta(days=3650)
-EXPIRES_IN = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_expires_in(value: Any, field: str = "expires_in") -> timedelta:
-    """'30d', '12h', '90m', '3600s' (or a number of seconds) as a lifetime."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        seconds = value
-    elif isinstance(value, str) and (match := EXPIRES_IN.fullmatch(value)):
-        seconds = int(match.group(1)) * UNITS[match.group(2)]
-    else:
-        raise ValidationError(f"{field} must be a lifetime such as 30d, 12h, 90m or a number of seconds", field=field)
-    if seconds > MAX_TOKEN_LIFETIME.total_seconds():
-        raise ValidationError(f"{field} must be at most {MAX_TOKEN_LIFETIME.days} days", field=field)
-    return timedelta(seconds=seconds)
-
-
-def _quota_value(value: Any, field: str) -> int | None:
-    if value is None:
-        return None
-    # At least 1: a quota of 0 would keep the token's jobs waiting for ever (revoke the token instead).
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10000:
-        raise ValidationError(f"{field} must be an integer from 1 to 10000", field=field)
-    return value
 
 
 def cli_principal(allow_large_targets: bool = False) -> Principal:
@@ -65,30 +36,15 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(
-    session: Session,
-    name: str,
-    role: str,
-    created_by: str,
-    scope: list[str] | None = None,
-    allow_large_targets: bool = False,
-    expires_in: Any = None,
-    max_queued: Any = None,
-    max_running: Any = None,
-) -> tuple[ApiToken, str]:
-    """A new token and its secret text, which is returned here once and never stored."""
-    from controller.services.policy import validate_scope
+def create_token(session: Session, name: str, role: str, created_by: str, **options: Any) -> tuple[ApiToken, str]:
+    """issue_token with the request's fields as arguments (scope, allow_large_targets, expires_in, max_queued, max_running)."""
+    return issue_token(session, TokenRequest.parse({"name": name, "role": role, **options}), created_by)
 
-    if not isinstance(name, str) or not TOKEN_NAME.fullmatch(name):
-        raise ValidationError(f"name must match {TOKEN_NAME.pattern}", field="name")
-    if role not in ROLES:
-        raise ValidationError(f"role must be one of: {', '.join(ROLES)}", field="role")
-    if not isinstance(allow_large_targets, bool):
-        raise ValidationError("allow_large_targets must be true or false", field="allow_large_targets")
-    if scope is not None:
-        scope = validate_scope(scope)
-    expires_at = utcnow() + parse_expires_in(expires_in) if expires_in is not None else None
-    quotas = _quota_value(max_queued, "max_queued"), _quota_value(max_running, "max_running")
+
+def issue_token(session: Session, request: TokenRequest, created_by: str) -> tuple[ApiToken, str]:
+    """A new token and its secret text, which is returned here once and never stored."""
+    name, lifetime = request.name, request.lifetime
+    expires_at = utcnow() + lifetime if lifetime is not None else None
     if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
         raise Conflict(f"a token named {name!r} exists (names are never reused, even revoked); choose another name")
     token_id = secrets.token_hex(6)
@@ -96,14 +52,14 @@ def create_token(
     token = ApiToken(
         id=token_id,
         name=name,
-        role=role,
+        role=request.role,
         token_hash=_hash(secret),
-        scope=scope,
-        allow_large_targets=allow_large_targets,
+        scope=request.scope,
+        allow_large_targets=request.allow_large_targets,
         created_by=created_by,
         expires_at=expires_at,
-        max_queued=quotas[0],
-        max_running=quotas[1],
+        max_queued=request.max_queued,
+        max_running=request.max_running,
     )
     session.add(token)
     session.flush()
@@ -127,7 +83,9 @@ _TOKEN_BY_ID = select(
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:
-    """The principal of a valid, unrevoked, unexpired token, or None. The hash comparison takes constant time."""
+    """A token is "cx_<id>_<secret>": the id finds the row, the secret is checked against its hash.
+
+    The principal of a valid, unrevoked, unexpired token, or None. The hash comparison takes constant time."""
     match = TOKEN_FORMAT.fullmatch(presented)
     token = session.connection().execute(_TOKEN_BY_ID, {"token_id": match.group(1)}).first() if match else None
     expected = token.token_hash if token is not None else _DUMMY_HASH
@@ -180,22 +138,7 @@ def revoke_token(session: Session, name: str) -> tuple[ApiToken, list[str]]:
 
 
 def token_view(token: ApiToken) -> dict[str, Any]:
-    from controller.queue.jobs import iso
-
-    return {
-        "id": token.id,
-        "name": token.name,
-        "role": token.role,
-        "scope": token.scope,
-        "allow_large_targets": token.allow_large_targets,
-        "created_by": token.created_by,
-        "created_at": iso(token.created_at),
-        "last_used_at": iso(token.last_used_at),
-        "revoked_at": iso(token.revoked_at),
-        "expires_at": iso(token.expires_at),
-        "max_queued": token.max_queued,
-        "max_running": token.max_running,
-    }
+    return Token.dump(token)
 
 
 def list_tokens(session: Session) -> list[ApiToken]:

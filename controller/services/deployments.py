@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +20,11 @@ from controller.config import Config
 from controller.errors import Forbidden, ValidationError
 from controller.principal import Principal
 from controller.queue.jobs import create_job
-from controller.scanlib import ScanInputError, scanner
+from controller.schemas.deployments import AgentRequest, DeployRequest, PatternDeployment
+from controller.schemas.types import FieldError
+from controller.schemas.types import host as one_host
 from controller.services import hostkeys
-from controller.services.credentials import credential_ports, open_credential, validate_secret, validate_ssh_key
+from controller.services.credentials import credential_ports, open_credential
 from controller.services.hostkeys import Target
 from controller.services.policy import check_targets, inside_scope, principal_for, quota_for
 from controller.store.database import Database
@@ -31,140 +32,71 @@ from controller.store.models import Credential, Job
 
 log = logging.getLogger("cloudx.deployments")
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\\-]{0,63}$")
-OS_TYPES = ("linux", "windows", "mac")
-MAX_HOSTS = 1000
 DEPLOY_TIMEOUT = 3600
+PLAYBOOKS = {"present": "playbooks/deploy_agent.yml", "absent": "playbooks/remove_agent.yml"}
 
 
-def _host(value: Any, field: str) -> str:
+def _host(value: str, field: str) -> str:
     try:
-        host = scanner.validate_target(value)
-    except ScanInputError as exc:
-        raise ValidationError(exc.message.replace("target", field, 1), field=field) from None
-    if "/" in host:
-        raise ValidationError(f"{field} must be one host, not a network", field=field)
-    return host
+        return one_host(value, field)
+    except FieldError as exc:
+        raise ValidationError(exc.message, field=exc.field) from None
 
 
-def _name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise ValidationError(f"{field} must match {NAME.pattern}", field=field)
-    return value
-
-
-def _credentials(body: dict[str, Any], os_type: str, required: bool) -> tuple[dict[str, Any], str]:
-    """The in-memory secrets of a request, and which authentication it uses."""
+def _secrets(request: DeployRequest) -> dict[str, Any]:
     secrets: dict[str, Any] = {"extra_vars": {}}
-    password, key, stored = body.get("password"), body.get("ssh_key"), body.get("credential")
-    if sum(value is not None for value in (password, key, stored)) > 1:
-        raise ValidationError("give one of password, ssh_key or credential", field="credential" if stored is not None else "ssh_key")
-    if key is not None:
-        if os_type == "windows":
-            raise ValidationError("Windows hosts are reached over WinRM: give a password", field="ssh_key")
-        secrets["ssh_key"] = validate_ssh_key(key)
-        auth = "key"
-    elif password is not None:
-        secrets["extra_vars"]["ansible_password"] = validate_secret(password, "password")
-        auth = "password"
-    elif stored is not None:
-        # Opened where the job is created (it needs the database and the key).
-        secrets["credential"] = stored
-        auth = "credential"
-    elif required:
-        raise ValidationError("give a password or an ssh_key", field="password")
-    else:
-        auth = "inventory"
-    if body.get("become_password") is not None:
-        secrets["extra_vars"]["ansible_become_password"] = validate_secret(body["become_password"], "become_password")
-    if body.get("enrollment_password") is not None:
-        secrets["extra_vars"]["cloudx_agent_enrollment_password"] = validate_secret(body["enrollment_password"], "enrollment_password")
-    return secrets, auth
+    if request.ssh_key is not None:
+        secrets["ssh_key"] = request.ssh_key
+    elif request.password is not None:
+        secrets["extra_vars"]["ansible_password"] = request.password
+    elif request.credential is not None:
+        secrets["credential"] = request.credential  # opened where the job is created (it needs the database and the key)
+    if request.become_password is not None:
+        secrets["extra_vars"]["ansible_become_password"] = request.become_password
+    if request.enrollment_password is not None:
+        secrets["extra_vars"]["cloudx_agent_enrollment_password"] = request.enrollment_password
+    return secrets
 
 
-def _check_fields(body: Any, allowed: set[str]) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ValidationError("the request body must be a JSON object", field="body")
-    unknown = set(body) - allowed
-    if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
-    return body
-
-
-COMMON = {
-    *("os_type", "username", "password", "ssh_key", "credential", "become_password", "enrollment_password"),
-    *("group", "manager_ip", "known_hosts"),
-}
-
-
-def validate_agent_request(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """POST /api/deploy/agent: one target. Returns (job parameters, secrets)."""
-    body = _check_fields(body, COMMON | {"target", "agent_name", "port"})
-    target = _host(body.get("target"), "target")
-    request = _common(body, hosts=[target], credentials_required=True)
-    if body.get("agent_name") is not None:
-        request["extra_vars"]["cloudx_agent_name"] = _name(body["agent_name"], "agent_name")
-    if body.get("port") is not None:
-        port = body["port"]
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ValidationError("port must be an integer from 1 to 65535", field="port")
-        request["settings"]["port"] = port
-    return request, request.pop("secrets")
-
-
-def validate_deployment_request(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """POST /api/deployments: a host list or an inventory group/pattern, present or absent."""
-    body = _check_fields(body, COMMON | {"hosts", "limit", "state"})
-    hosts, limit = body.get("hosts"), body.get("limit")
-    if (hosts is None) == (limit is None):
-        raise ValidationError("give either hosts (a list of addresses) or limit (an inventory group or pattern)", field="hosts")
-    if hosts is not None:
-        if not isinstance(hosts, list) or not 1 <= len(hosts) <= MAX_HOSTS:
-            raise ValidationError(f"hosts must be a list of 1 to {MAX_HOSTS} addresses or hostnames", field="hosts")
-        hosts = sorted({_host(h, "hosts") for h in hosts})
-    else:
-        if not isinstance(limit, str) or not re.fullmatch(r"[A-Za-z0-9_.:*!&,\[\]-]{1,255}", limit) or limit.startswith("-"):
-            raise ValidationError("limit must be an Ansible host pattern such as 'linux' or 'web*:&prod'", field="limit")
-    request = _common(body, hosts=hosts, credentials_required=False)
-    request["limit"] = limit
-    state = body.get("state", "present")
-    if state not in ("present", "absent"):
-        raise ValidationError("state must be present or absent", field="state")
-    request["playbook"] = "playbooks/deploy_agent.yml" if state == "present" else "playbooks/remove_agent.yml"
-    return request, request.pop("secrets")
-
-
-def _common(body: dict[str, Any], hosts: list[str] | None, credentials_required: bool) -> dict[str, Any]:
-    os_type = body.get("os_type", "linux" if hosts is None else None)
-    if os_type not in OS_TYPES:
-        raise ValidationError(f"os_type must be one of: {', '.join(OS_TYPES)}", field="os_type")
-    username = body.get("username")
-    if username is not None and (not isinstance(username, str) or not USERNAME.fullmatch(username)):
-        raise ValidationError("username may hold letters, digits, _ . - and \\ (1-64 characters)", field="username")
-    if hosts is not None and credentials_required and username is None and body.get("credential") is None:
-        raise ValidationError("username is required", field="username")
-    secrets, auth = _credentials(body, os_type, required=credentials_required)
-    extra_vars: dict[str, Any] = {}
-    if body.get("manager_ip") is not None:
-        extra_vars["cloudx_agent_manager_address"] = _host(body["manager_ip"], "manager_ip")
-    if body.get("group") is not None:
-        extra_vars["cloudx_agent_group"] = _name(body["group"], "group")
-    if username not in (None, "root", "Administrator") and os_type != "windows":
+def _extra_vars(request: DeployRequest) -> dict[str, Any]:
+    given = {
+        "cloudx_agent_manager_address": request.manager_ip,
+        "cloudx_agent_group": request.group,
+        "cloudx_agent_name": request.agent_name if isinstance(request, AgentRequest) else None,
+    }
+    extra_vars: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    if request.username not in (None, "root", "Administrator") and request.os_type != "windows":
         extra_vars["cloudx_become"] = True
-    settings: dict[str, Any] = {"os_type": os_type, "auth": auth, "known_hosts": hostkeys.parse_lines(body.get("known_hosts"))}
-    if hosts is not None:
-        settings["hosts"] = hosts
-    if username is not None:
-        settings["username"] = username
-    return {"extra_vars": extra_vars, "settings": settings, "secrets": secrets, "playbook": "playbooks/deploy_agent.yml", "limit": None}
+    return extra_vars
+
+
+def plan(request: DeployRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A validated request as the job's parameters (its stored settings keep their shape for the runner) and its
+    in-memory secrets."""
+    secrets, extra_vars = _secrets(request), _extra_vars(request)
+    settings: dict[str, Any] = {"os_type": request.os_type, "auth": request.auth, "known_hosts": request.known_hosts_lines}
+    if request.hosts is not None:
+        settings["hosts"] = list(request.hosts)
+    if request.username is not None:
+        settings["username"] = request.username
+    if isinstance(request, AgentRequest) and request.port is not None:
+        settings["port"] = request.port
+    state = "present" if isinstance(request, AgentRequest) else request.state
+    job = {
+        "extra_vars": extra_vars,
+        "settings": settings,
+        "playbook": PLAYBOOKS[state],
+        "limit": request.limit if isinstance(request, PatternDeployment) else None,
+    }
+    return job, secrets
 
 
 def create_deployment(
-    session: Session, config: Config, principal: Principal, request: dict[str, Any], secrets: dict[str, Any], holder: str
-) -> Job:
-    """A queued deploy job, once every host it would reach (and the manager) is in the caller's scope, and a
-    stored credential may be used on every one of them."""
+    session: Session, config: Config, principal: Principal, deploy: DeployRequest, holder: str
+) -> tuple[Job, dict[str, Any]]:
+    """A queued deploy job and its in-memory secrets, once every host it would reach (and the manager) is in the
+    caller's scope, and a stored credential may be used on every one of them."""
+    request, secrets = plan(deploy)
     settings = request["settings"]
     if "credential" in secrets:
         _open_stored(session, config, secrets, request)
@@ -192,7 +124,7 @@ def create_deployment(
             raise ValidationError(f"known_hosts line for {host!r}, which this deployment does not reach", field="known_hosts")
     if "credential" in settings:
         check_credential_use(session, config, settings["credential"], hosts)
-    return create_job(
+    job = create_job(
         session,
         kind="deploy",
         playbook=request["playbook"],
@@ -206,6 +138,7 @@ def create_deployment(
         quota=quota_for(session, principal),
         max_queued=config.MAX_QUEUED_JOBS,
     )
+    return job, secrets
 
 
 def _listed_host(settings: dict[str, Any], host: str) -> InventoryHost:

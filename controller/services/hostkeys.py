@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -28,13 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.errors import ApiError, ValidationError
+from controller.schemas.deployments import TrustHostKeys
+from controller.schemas.types import KEY_TYPES
 from controller.store.database import Database
 from controller.store.models import ApiToken, HostKey, JobEvent
 
-KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
-KEY_LINE = re.compile(
-    r"^(?:\[[A-Za-z0-9.:-]{1,245}\]:\d{1,5}|[A-Za-z0-9.:-]{1,253}) (ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/=]+$"
-)
 ADMIN, PINNED = "admin", "pinned"
 # ssh-keyscan reads every host of a port group in parallel; the whole set-up waits at most this long.
 KEYSCAN_TIMEOUT = 5
@@ -73,20 +70,6 @@ def known_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-def parse_lines(value: Any, field: str = "known_hosts") -> list[str]:
-    """known_hosts text or lines as 'host keytype base64key' lines (comments and blank lines dropped)."""
-    if value is None:
-        return []
-    lines = value.splitlines() if isinstance(value, str) else value
-    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
-        raise ValidationError(f"{field} must be a string or a list of 'host keytype key' lines", field=field)
-    kept = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    for line in kept:
-        if not KEY_LINE.fullmatch(line):
-            raise ValidationError(f"{field} line is not 'host keytype base64key': {line[:80]!r}", field=field)
-    return kept
-
-
 def _split(line: str) -> tuple[str, str, str]:
     host, key_type, key = line.split(" ", 2)
     return host, key_type, key
@@ -95,11 +78,9 @@ def _split(line: str) -> tuple[str, str, str]:
 # --- what an admin says ---------------------------------------------------------
 
 
-def add_admin_keys(session: Session, value: Any, added_by: str) -> list[HostKey]:
+def add_admin_keys(session: Session, request: TrustHostKeys | str, added_by: str) -> list[HostKey]:
     """Trust these keys for their hosts; an admin's key replaces a key of the same type (a rebuilt host)."""
-    lines = parse_lines(value)
-    if not lines:
-        raise ValidationError("give known_hosts: one or more 'host keytype base64key' lines", field="known_hosts")
+    lines = (request if isinstance(request, TrustHostKeys) else TrustHostKeys.parse({"known_hosts": request})).known_hosts
     keys = []
     for line in lines:
         host, key_type, key = _split(line)

@@ -10,19 +10,40 @@ from typing import Any
 
 import psutil
 
-LOCAL_TARGETS = {"", "local", "localhost", "127.0.0.1", "::1"}
+from controller.schemas.system import METRICS
+
 HISTORY = 60
 # A point is a spike when it exceeds the mean of the previous points by this factor (and a floor).
 SPIKE_FACTOR = 1.5
-SPIKE_FLOOR = {
-    "cpu_percent": 20.0,
-    "memory_percent": 20.0,
-    "disk_percent": 20.0,
-    "net_sent_bytes_per_s": 64 * 1024,
-    "net_recv_bytes_per_s": 64 * 1024,
-}
+SPIKE_FLOOR = dict(zip(METRICS, (20.0, 20.0, 20.0, 64 * 1024, 64 * 1024), strict=True))
 PING_COUNT = 3
 PING_BUDGET = 0.9  # seconds one ping_latency call may wait in all: a silent host holds a request thread under a second
+
+
+class _Unavailable(Exception):
+    """This process may not send ICMP."""
+
+
+def _ping_once(ping3: Any, address: str, version: int, timeout: float, stamp: str) -> dict[str, Any]:
+    """One echo round trip as a point (its error when it was lost)."""
+    lost = {"value": None, "timestamp": stamp, "spike": False}
+    try:
+        delay = ping3.ping(address, timeout=timeout, unit="ms", version=version)
+    except PermissionError:
+        raise _Unavailable("ICMP needs raw sockets (root or CAP_NET_RAW) or net.ipv4.ping_group_range; latency not measured") from None
+    except ping3.errors.PingError as exc:
+        return {**lost, "error": type(exc).__name__}
+    except OSError as exc:
+        if exc.errno in (1, 13):
+            raise _Unavailable(f"ICMP not permitted: {exc.strerror}") from None
+        return {**lost, "error": exc.strerror}
+    except ValueError as exc:
+        # ping3 waits with select(), which cannot watch a descriptor above FD_SETSIZE (1024): with that many
+        # connections open, this ping goes unmeasured rather than the request failing.
+        return {**lost, "error": str(exc)}
+    if delay is None or delay is False:  # ping3 without exceptions: None is a timeout, False an error
+        return {**lost, "error": "Timeout" if delay is None else "PingError"}
+    return {"value": round(float(delay), 3), "timestamp": stamp, "spike": False, "error": None}
 
 
 class LocalMonitor:
@@ -85,30 +106,9 @@ def ping_latency(address: str, target: str | None = None, count: int = PING_COUN
             points.append({"value": None, "timestamp": stamp, "spike": False, "error": "Timeout"})
             continue
         try:
-            delay = ping3.ping(address, timeout=timeout, unit="ms", version=version)
-        except PermissionError:
-            return {
-                **shown,
-                "status": "unavailable",
-                "error": "ICMP needs raw sockets (root or CAP_NET_RAW) or net.ipv4.ping_group_range; latency not measured",
-            }
-        except ping3.errors.PingError as exc:
-            points.append({"value": None, "timestamp": stamp, "spike": False, "error": type(exc).__name__})
-            continue
-        except OSError as exc:
-            if exc.errno in (1, 13):
-                return {**shown, "status": "unavailable", "error": f"ICMP not permitted: {exc.strerror}"}
-            points.append({"value": None, "timestamp": stamp, "spike": False, "error": exc.strerror})
-            continue
-        except ValueError as exc:
-            # ping3 waits with select(), which cannot watch a descriptor above FD_SETSIZE (1024): with that many
-            # connections open, this ping goes unmeasured rather than the request failing.
-            points.append({"value": None, "timestamp": stamp, "spike": False, "error": str(exc)})
-            continue
-        if delay is None or delay is False:  # ping3 without exceptions: None is a timeout, False an error
-            points.append({"value": None, "timestamp": stamp, "spike": False, "error": "Timeout" if delay is None else "PingError"})
-            continue
-        points.append({"value": round(float(delay), 3), "timestamp": stamp, "spike": False, "error": None})
+            points.append(_ping_once(ping3, address, version, timeout, stamp))
+        except _Unavailable as exc:
+            return {**shown, "status": "unavailable", "error": str(exc)}
     answered = [p["value"] for p in points if p["value"] is not None]
     if answered:
         mean = sum(answered) / len(answered)

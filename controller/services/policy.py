@@ -9,49 +9,22 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.errors import Forbidden, ValidationError
+from controller.errors import Forbidden
 from controller.principal import Principal, Quota
-from controller.scanlib import ScanInputError, scanner
+from controller.schemas.admin import Policy as PolicyView
+from controller.schemas.admin import PolicyChange
+from controller.schemas.types import DEFAULT_MAX_SCAN_TIMEOUT, is_name
 from controller.services.auth import expired
 from controller.store.models import Policy
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-MAX_SCOPE_ENTRIES = 1000
 HOW_TO = "an admin sets it with `cloudx policy set --scope CIDR_OR_HOST ...` or PUT /api/policy"
-FIELDS = ("scope", "max_prefix_v4", "max_prefix_v6", "windows_deployments", "token_max_queued", "token_max_running", "max_scan_timeout")
-SCANNING_ROLES = ("operator", "admin")
-DEFAULT_MAX_SCAN_TIMEOUT = {"operator": 7200}
-
-
-def validate_scope(value: Any) -> list[str]:
-    """Scope entries as canonical CIDRs and lowercase hostnames."""
-    if not isinstance(value, list) or len(value) > MAX_SCOPE_ENTRIES:
-        raise ValidationError(f"scope must be a list of at most {MAX_SCOPE_ENTRIES} CIDR networks, addresses or hostnames", field="scope")
-    entries = []
-    for item in value:
-        try:
-            entry = scanner.validate_target(item)
-        except ScanInputError as exc:
-            raise ValidationError(exc.message.replace("target", "scope entry", 1), field="scope") from None
-        if not _is_name(entry):
-            entry = ipaddress.ip_network(entry, strict=False).with_prefixlen
-        if entry not in entries:
-            entries.append(entry)
-    return entries
-
-
-def _is_name(entry: str) -> bool:
-    try:
-        ipaddress.ip_network(entry, strict=False)
-    except ValueError:
-        return True
-    return False
 
 
 def get_policy(session: Session) -> Policy:
@@ -72,57 +45,18 @@ def get_policy(session: Session) -> Policy:
     return policy
 
 
-def update_policy(session: Session, changes: Any, updated_by: str) -> Policy:
+def update_policy(session: Session, changes: PolicyChange | Mapping[str, Any], updated_by: str) -> Policy:
     """Apply the given fields (the others keep their values)."""
-    if not isinstance(changes, dict) or not changes:
-        raise ValidationError(f"give at least one of: {', '.join(FIELDS)}", field="body")
-    unknown = set(changes) - set(FIELDS)
-    if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
-    values: dict[str, Any] = {}
-    if "scope" in changes:
-        values["scope"] = validate_scope(changes["scope"])
-    bounds = (("max_prefix_v4", 0, 32), ("max_prefix_v6", 0, 128), ("token_max_queued", 1, 10000), ("token_max_running", 1, 10000))
-    for field, low, top in bounds:
-        if field in changes:
-            values[field] = _bounded(changes[field], field, low, top)
-    if "windows_deployments" in changes:
-        if not isinstance(changes["windows_deployments"], bool):
-            raise ValidationError("windows_deployments must be true or false", field="windows_deployments")
-        values["windows_deployments"] = changes["windows_deployments"]
-    if "max_scan_timeout" in changes:
-        limits = changes["max_scan_timeout"]
-        if not isinstance(limits, dict) or not set(limits) <= set(SCANNING_ROLES):
-            raise ValidationError(f"max_scan_timeout must map roles ({', '.join(SCANNING_ROLES)}) to seconds", field="max_scan_timeout")
-        values["max_scan_timeout"] = {role: _bounded(limits[role], "max_scan_timeout", 1, 10**7) for role in sorted(limits)}
     policy = get_policy(session)
-    for key, value in values.items():
+    for key, value in PolicyChange.coerce(changes).changes().items():
         setattr(policy, key, value)
     policy.updated_by = updated_by
     session.flush()
     return policy
 
 
-def _bounded(value: Any, field: str, low: int, top: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
-        raise ValidationError(f"{field} must be an integer from {low} to {top}", field=field)
-    return value
-
-
 def policy_view(policy: Policy) -> dict[str, Any]:
-    from controller.queue.jobs import iso
-
-    return {
-        "scope": policy.scope,
-        "max_prefix_v4": policy.max_prefix_v4,
-        "max_prefix_v6": policy.max_prefix_v6,
-        "windows_deployments": policy.windows_deployments,
-        "token_max_queued": policy.token_max_queued,
-        "token_max_running": policy.token_max_running,
-        "max_scan_timeout": _scan_timeouts(policy),
-        "updated_by": policy.updated_by,
-        "updated_at": iso(policy.updated_at),
-    }
+    return PolicyView.dump(policy)
 
 
 def quota_for(session: Session, principal: Principal) -> Quota | None:
@@ -142,8 +76,7 @@ def max_scan_timeout(session: Session, principal: Principal, ceiling: int) -> in
 
 
 def _scan_timeouts(policy: Policy) -> dict[str, int]:
-    # None: never set (a policy from before per-role limits existed): the default applies, not "no limit".
-    return dict(DEFAULT_MAX_SCAN_TIMEOUT) if policy.max_scan_timeout is None else dict(policy.max_scan_timeout)
+    return PolicyView.model_validate(policy).max_scan_timeout
 
 
 def resolve(name: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -158,7 +91,7 @@ def resolve(name: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
 def _networks(entries: Iterable[str]) -> list[Network]:
     networks: list[Network] = []
     for entry in entries:
-        if _is_name(entry):
+        if is_name(entry):
             networks.extend(ipaddress.ip_network(address) for address in resolve(entry))
         else:
             networks.append(ipaddress.ip_network(entry, strict=False))
@@ -185,29 +118,36 @@ def check_targets(session: Session, principal: Principal, targets: Iterable[str]
         scopes.append(_networks(principal.scope))
     checked: dict[str, list[str]] = {}
     for target in targets:
-        if not _is_name(target):
-            networks = [ipaddress.ip_network(target, strict=False)]
-        else:
-            addresses = resolve(target)
-            if not addresses:
-                # The same words as a name outside the scope: a refusal must not tell which names exist.
-                raise Forbidden(f"target {target!r} does not resolve to addresses inside the policy scope")
-            networks = [ipaddress.ip_network(address) for address in sorted(addresses, key=str)]
+        networks = _target_networks(target)
         for network in networks:
-            limit = policy.max_prefix_v4 if network.version == 4 else policy.max_prefix_v6
-            if network.prefixlen < limit and not principal.allow_large_targets:
-                raise Forbidden(
-                    f"target {network.with_prefixlen} covers {network.num_addresses} addresses; networks larger than "
-                    f"/{limit} need a token allowed large targets (cloudx token create --allow-large-targets)"
-                )
-            for scope in scopes:
-                if not _inside(network, scope):
-                    which = "the policy scope" if scope is scopes[0] else f"the scope of token {principal.name!r}"
-                    if _is_name(target):  # never the addresses a name resolved to: no DNS oracle for internal names
-                        raise Forbidden(f"target {target!r} does not resolve to addresses inside {which}")
-                    raise Forbidden(f"target {target} is outside {which}")
+            _check_network(network, target, policy, principal, scopes)
         checked[target] = [str(n.network_address) if n.num_addresses == 1 else n.with_prefixlen for n in networks]
     return checked
+
+
+def _target_networks(target: str) -> list[Network]:
+    if not is_name(target):
+        return [ipaddress.ip_network(target, strict=False)]
+    addresses = resolve(target)
+    if not addresses:
+        # The same words as a name outside the scope: a refusal must not tell which names exist.
+        raise Forbidden(f"target {target!r} does not resolve to addresses inside the policy scope")
+    return [ipaddress.ip_network(address) for address in sorted(addresses, key=str)]
+
+
+def _check_network(network: Network, target: str, policy: Policy, principal: Principal, scopes: list[list[Network]]) -> None:
+    limit = policy.max_prefix_v4 if network.version == 4 else policy.max_prefix_v6
+    if network.prefixlen < limit and not principal.allow_large_targets:
+        raise Forbidden(
+            f"target {network.with_prefixlen} covers {network.num_addresses} addresses; networks larger than "
+            f"/{limit} need a token allowed large targets (cloudx token create --allow-large-targets)"
+        )
+    for scope in scopes:
+        if not _inside(network, scope):
+            which = "the policy scope" if scope is scopes[0] else f"the scope of token {principal.name!r}"
+            if is_name(target):  # never the addresses a name resolved to: no DNS oracle for internal names
+                raise Forbidden(f"target {target!r} does not resolve to addresses inside {which}")
+            raise Forbidden(f"target {target} is outside {which}")
 
 
 def principal_for(session: Session, created_by: str | None) -> Principal:

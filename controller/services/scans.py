@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session, selectinload
 from controller.config import Config
 from controller.errors import NotFound, ValidationError
 from controller.principal import Principal
-from controller.queue.jobs import create_job, iso
-from controller.scanlib import ScanInputError, scanner
+from controller.queue.jobs import create_job
+from controller.schemas.scans import ScanRequest, ScanResults
+from controller.schemas.types import iso
 from controller.services.policy import check_targets, max_scan_timeout, principal_for, quota_for
 from controller.store import jsontext
 from controller.store.database import Database, insert_rows
@@ -29,33 +30,14 @@ _port_fields = operator.itemgetter(*PORT_COLUMNS[1:])  # one C call per port, wh
 RAW_TYPES = {"xml": "application/xml", "json": "application/json", "csv": "text/csv"}
 
 
-def validate_scan_request(payload: Any, config: Config, max_timeout: int | None = None) -> dict[str, Any]:
-    """The validated scan request, or ValidationError naming the field."""
-    if not isinstance(payload, dict):
-        raise ValidationError("the request body must be a JSON object", field="body")
-    unknown = set(payload) - {"target", "tool", "scan_type", "ports", "port", "timeout"}
-    if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
-    if "port" in payload and "ports" in payload:
-        raise ValidationError("give either port or ports, not both", field="ports")
-    ports = payload.get("ports", payload.get("port"))
-    try:
-        request = scanner.validate_request(payload.get("tool"), payload.get("scan_type"), payload.get("target"), ports)
-    except ScanInputError as exc:
-        raise ValidationError(exc.message, field=exc.field) from None
-    top = config.SCAN_MAX_TIMEOUT if max_timeout is None else max_timeout
-    timeout = payload.get("timeout", min(config.SCAN_TIMEOUT, top))
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= top:
+def create_scan(session: Session, config: Config, principal: Principal, request: ScanRequest) -> Scan:
+    """A queued scan job, once its timeout is within the caller's role's limit and its target in the caller's scope."""
+    top = max_scan_timeout(session, principal, config.SCAN_MAX_TIMEOUT)
+    timeout = min(config.SCAN_TIMEOUT, top) if request.timeout is None else request.timeout
+    if not 1 <= timeout <= top:
         raise ValidationError(f"timeout must be an integer number of seconds from 1 to {top}", field="timeout")
-    request["timeout"] = timeout
-    return request
-
-
-def create_scan(session: Session, config: Config, principal: Principal, payload: Any) -> Scan:
-    """A queued scan job, once the request is valid and its target in the caller's scope."""
-    request = validate_scan_request(payload, config, max_scan_timeout(session, principal, config.SCAN_MAX_TIMEOUT))
     # A hostname is scanned at the address checked here (the first, if it has several).
-    address = check_targets(session, principal, [request["target"]])[request["target"]][0]
+    address = check_targets(session, principal, [request.target])[request.target][0]
     if "/" in address:
         # The scanner refuses larger networks (scanner_max_addresses): say so now, not after a job started.
         size = ipaddress.ip_network(address, strict=False).num_addresses
@@ -66,11 +48,11 @@ def create_scan(session: Session, config: Config, principal: Principal, payload:
             )
     extra_vars = {
         "scanner_hosts": config.SCANNER_PATTERN,
-        "scanner_tool": request["tool"],
-        "scanner_scan_type": request["scan_type"],
+        "scanner_tool": request.tool,
+        "scanner_scan_type": request.scan_type,
         "scanner_target": address,
-        "scanner_ports": request["ports"] or "",
-        "scanner_timeout": request["timeout"],
+        "scanner_ports": request.ports or "",
+        "scanner_timeout": timeout,
         "scanner_max_addresses": config.SCAN_MAX_ADDRESSES,
     }
     job = create_job(
@@ -79,12 +61,12 @@ def create_scan(session: Session, config: Config, principal: Principal, payload:
         playbook=PLAYBOOK,
         inventory=config.INVENTORY,
         extra_vars=extra_vars,
-        timeout=request["timeout"] + 300,
+        timeout=timeout + 300,
         created_by=principal.name,
         quota=quota_for(session, principal),
         max_queued=config.MAX_QUEUED_JOBS,
     )
-    scan = Scan(job=job, tool=request["tool"], target=request["target"], scan_type=request["scan_type"], ports=request["ports"])
+    scan = Scan(job=job, tool=request.tool, target=request.target, scan_type=request.scan_type, ports=request.ports)
     session.add(scan)
     session.flush()
     return scan
@@ -215,40 +197,16 @@ def get_scan(session: Session, job_id: str, with_results: bool = False) -> Scan:
 
 
 def scan_view(scan: Scan, with_results: bool = False) -> dict[str, Any]:
-    """The seed's scan record: id, job_id, tool, target, scan_type, status, progress, results, timestamps."""
-    job: Job = scan.job
-    view = _listed(scan, job.status, job.status_reason, job.progress, job.updated_at)
+    """The scan (schemas.scans.Scan), with its results (ScanDetail)."""
+    view = listed(scan, scan.job.status, scan.job.status_reason, scan.job.progress, scan.job.updated_at)
     if with_results:
-        view["results"] = {
-            "summary": scan.summary,
-            "hosts": [
-                {
-                    "address": h.address,
-                    "status": h.status,
-                    "reason": h.reason,
-                    "hostnames": h.hostnames,
-                    "mac": h.mac,
-                    "ports": [
-                        {
-                            "protocol": p.protocol,
-                            "port": p.port,
-                            "state": p.state,
-                            "reason": p.reason,
-                            "service": p.service,
-                            "product": p.product,
-                            "version": p.version,
-                        }
-                        for p in h.ports
-                    ],
-                }
-                for h in scan.hosts
-            ],
-        }
+        view["results"] = ScanResults.dump({"summary": scan.summary, "hosts": scan.hosts})
     return view
 
 
-def _listed(scan: Any, status: str, reason: str | None, progress: int, job_updated_at: Any) -> dict[str, Any]:
-    """What a scan list shows of a scan (a Scan or a row with its columns) and its job."""
+def listed(scan: Any, status: str, reason: str | None, progress: int, job_updated_at: Any) -> dict[str, Any]:
+    """What a scan list shows of a scan (a Scan or a row with its columns) and its job: schemas.scans.Scan, built by
+    hand because this is the scans list's hot path (tests/test_schemas.py checks it against the model)."""
     return {
         "id": scan.id,
         "job_id": scan.job_id,
@@ -279,5 +237,5 @@ def scans_page(session: Session, limit: int, before: int | None) -> tuple[list[d
     """A page of scan views, newest first: only the columns the list shows, in one joined query."""
     params = {"limit": limit + 1} if before is None else {"limit": limit + 1, "before": before}
     rows = session.connection().execute(_scans_query(before is not None), params).all()
-    views = [_listed(r, r.status, r.status_reason, r.progress, r.job_updated_at) for r in rows[:limit]]
+    views = [listed(r, r.status, r.status_reason, r.progress, r.job_updated_at) for r in rows[:limit]]
     return views, (rows[limit - 1].id if len(rows) > limit else None)

@@ -10,7 +10,7 @@ import csv
 import ipaddress
 import json
 import re
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Tuple
 from xml.parsers import expat
 
 # --- catalogue -----------------------------------------------------------------
@@ -102,26 +102,36 @@ def parse_ports(ports: Any) -> str | None:
     """Validate a port list such as "22,80,8000-8100"; None or "" means none given."""
     if ports is None or ports == "":
         return None
-    if isinstance(ports, bool):
-        raise ScanInputError("ports", "ports must be a port number, a list or a string like 22,80,1000-2000")
-    if isinstance(ports, int):
-        ports = str(ports)
-    elif isinstance(ports, (list, tuple)):
-        if not ports or not all(isinstance(p, (int, str)) and not isinstance(p, bool) for p in ports):
-            raise ScanInputError("ports", "ports list must hold port numbers or ranges")
-        ports = ",".join(str(p) for p in ports)
-    if not isinstance(ports, str):
-        raise ScanInputError("ports", "ports must be a port number, a list or a string like 22,80,1000-2000")
-    ports = ports.replace(" ", "")
+    ports = _port_text(ports).replace(" ", "")
     if len(ports) > MAX_PORT_SPEC_LENGTH or not _PORT_SPEC.fullmatch(ports):
         raise ScanInputError("ports", "ports must look like 22,80,1000-2000")
     for part in ports.split(","):
-        bounds = [int(b) for b in part.split("-")]
-        if not all(1 <= b <= 65535 for b in bounds):
-            raise ScanInputError("ports", "ports must be between 1 and 65535")
-        if len(bounds) == 2 and bounds[0] > bounds[1]:
-            raise ScanInputError("ports", f"port range {part} is reversed")
+        _check_port_range(part)
     return ports
+
+
+def _port_text(ports: Any) -> str:
+    """A port number, a list of numbers and ranges or a string, as one string (not yet checked)."""
+    if isinstance(ports, bool):
+        raise ScanInputError("ports", "ports must be a port number, a list or a string like 22,80,1000-2000")
+    if isinstance(ports, int):
+        return str(ports)
+    if isinstance(ports, (list, tuple)):
+        if not ports or not all(isinstance(p, (int, str)) and not isinstance(p, bool) for p in ports):
+            raise ScanInputError("ports", "ports list must hold port numbers or ranges")
+        return ",".join(str(p) for p in ports)
+    if not isinstance(ports, str):
+        raise ScanInputError("ports", "ports must be a port number, a list or a string like 22,80,1000-2000")
+    return ports
+
+
+def _check_port_range(part: str) -> None:
+    """One element of a port list: a port or a range low-high, within 1-65535."""
+    bounds = [int(b) for b in part.split("-")]
+    if not all(1 <= b <= 65535 for b in bounds):
+        raise ScanInputError("ports", "ports must be between 1 and 65535")
+    if len(bounds) == 2 and bounds[0] > bounds[1]:
+        raise ScanInputError("ports", f"port range {part} is reversed")
 
 
 def validate_request(tool: Any, scan_type: Any, target: Any, ports: Any) -> Dict[str, Any]:
@@ -176,61 +186,97 @@ def build_argv(
     never be read as an option.
     """
     tool, scan_type, target, ports = request["tool"], request["scan_type"], request["target"], request["ports"]
-    if tool == "nmap":
-        argv = ["nmap", "-T4", "-oX", raw_output, "--stats-every", f"{stats_every}s"]  # --noninteractive would silence --stats-every
-        if ":" in target:
-            argv.append("-6")
-        if scan_type == "default":
-            argv += ["-p", ports] if ports else ["-F"]
-        elif scan_type == "quick":
-            argv += ["-p", ports] if ports else ["--top-ports", "20"]
-            argv += ["--max-retries", "1"]
-        elif scan_type == "intense":
-            argv += ["-A"] + (["-p", ports] if ports else [])
-        elif scan_type == "tcp":
-            argv += ["-p", ports or "1-65535"]
-        elif scan_type == "udp":
-            argv += ["-sU"] + (["-p", ports] if ports else [])
-        if exclude_file:
-            argv += ["--excludefile", exclude_file]
-        return [*argv, "--", target]
-    if tool == "zmap":
-        if not target:  # without a target zmap scans the whole IPv4 space
-            raise ScanInputError("target", "zmap needs a target")
-        argv = ["zmap", "-o", raw_output, "-r", str(rate), "-c", str(wait)]
-        if scan_type == "tcp_syn":
-            argv += ["-M", "tcp_synscan", "-p", ports, "-f", "saddr,sport,classification,success,repeat,ttl"]
-            # zmap 2.1 reports successful (SYN-ACK) replies only, whatever the filter says.
-            argv += ["--output-filter", "success = 1 && repeat = 0"]
-        else:
-            argv += ["-M", "icmp_echoscan", "-f", "saddr,type,code,classification,success,repeat,ttl"]
-            argv += ["--output-filter", "success = 1 && repeat = 0"]
-        argv += _link_args(interface, gateway_mac, source_ip, "-i", "-G", "-S")
-        argv += ["-b", exclude_file] if exclude_file else []
-        return [*argv, "--", target]
-    if tool == "masscan":
-        argv = ["masscan", "-oJ", raw_output, "--interactive", "--rate", str(rate), "--wait", str(wait)]
-        if scan_type == "tcp_scan":
-            argv += ["-p", ports]
-        elif scan_type == "udp_scan":
-            argv += ["-p", ",".join("U:" + p for p in ports.split(","))]
-        else:
-            argv += ["--ping"]
-        argv += _link_args(interface, gateway_mac, source_ip, "-e", "--router-mac", "--adapter-ip")
-        argv += ["--excludefile", exclude_file] if exclude_file else []
-        # masscan reads "--" as an unknown option; a validated target cannot start with "-".
-        return [*argv, target]
-    raise ScanInputError("tool", f"unknown tool {tool!r}")
+    builder = _ARGV_BUILDERS.get(tool)
+    if builder is None:
+        raise ScanInputError("tool", f"unknown tool {tool!r}")
+    options = _ArgvOptions(raw_output, interface, gateway_mac, source_ip, exclude_file, rate, wait, stats_every)
+    return builder(scan_type, target, ports, options)
 
 
-def _link_args(interface: str, mac: str, source: str, i_opt: str, mac_opt: str, src_opt: str) -> List[str]:
+class _ArgvOptions(NamedTuple):
+    """What build_argv was given besides the request."""
+
+    raw_output: str
+    interface: str
+    gateway_mac: str
+    source_ip: str
+    exclude_file: str
+    rate: int
+    wait: int
+    stats_every: int
+
+
+def _nmap_argv(scan_type: str, target: str, ports: str | None, options: _ArgvOptions) -> List[str]:
+    # --noninteractive would silence --stats-every
+    argv = ["nmap", "-T4", "-oX", options.raw_output, "--stats-every", f"{options.stats_every}s"]
+    if ":" in target:
+        argv.append("-6")
+    argv += _nmap_scan_type_args(scan_type, ports)
+    if options.exclude_file:
+        argv += ["--excludefile", options.exclude_file]
+    return [*argv, "--", target]
+
+
+def _nmap_scan_type_args(scan_type: str, ports: str | None) -> List[str]:
+    given = ["-p", ports] if ports else []
+    if scan_type == "default":
+        return given or ["-F"]
+    if scan_type == "quick":
+        return (given or ["--top-ports", "20"]) + ["--max-retries", "1"]
+    if scan_type == "intense":
+        return ["-A", *given]
+    if scan_type == "tcp":
+        return ["-p", ports or "1-65535"]
+    if scan_type == "udp":
+        return ["-sU", *given]
+    return []
+
+
+def _zmap_argv(scan_type: str, target: str, ports: str | None, options: _ArgvOptions) -> List[str]:
+    if not target:  # without a target zmap scans the whole IPv4 space
+        raise ScanInputError("target", "zmap needs a target")
+    argv = ["zmap", "-o", options.raw_output, "-r", str(options.rate), "-c", str(options.wait)]
+    if scan_type == "tcp_syn":
+        argv += ["-M", "tcp_synscan", "-p", ports, "-f", "saddr,sport,classification,success,repeat,ttl"]
+        # zmap 2.1 reports successful (SYN-ACK) replies only, whatever the filter says.
+        argv += ["--output-filter", "success = 1 && repeat = 0"]
+    else:
+        argv += ["-M", "icmp_echoscan", "-f", "saddr,type,code,classification,success,repeat,ttl"]
+        argv += ["--output-filter", "success = 1 && repeat = 0"]
+    argv += _link_args(options, "-i", "-G", "-S")
+    argv += ["-b", options.exclude_file] if options.exclude_file else []
+    return [*argv, "--", target]
+
+
+def _masscan_argv(scan_type: str, target: str, ports: str | None, options: _ArgvOptions) -> List[str]:
+    argv = ["masscan", "-oJ", options.raw_output, "--interactive", "--rate", str(options.rate), "--wait", str(options.wait)]
+    if scan_type == "tcp_scan":
+        argv += ["-p", ports]
+    elif scan_type == "udp_scan":
+        argv += ["-p", ",".join("U:" + p for p in ports.split(","))]
+    else:
+        argv += ["--ping"]
+    argv += _link_args(options, "-e", "--router-mac", "--adapter-ip")
+    argv += ["--excludefile", options.exclude_file] if options.exclude_file else []
+    # masscan reads "--" as an unknown option; a validated target cannot start with "-".
+    return [*argv, target]
+
+
+_ARGV_BUILDERS: Dict[str, Callable[[str, str, Any, _ArgvOptions], List[str]]] = {
+    "nmap": _nmap_argv,
+    "zmap": _zmap_argv,
+    "masscan": _masscan_argv,
+}
+
+
+def _link_args(options: _ArgvOptions, i_opt: str, mac_opt: str, src_opt: str) -> List[str]:
     argv: List[str] = []
-    if interface:
-        argv += [i_opt, validate_interface(interface, "interface")]
-    if mac:
-        argv += [mac_opt, validate_mac(mac, "gateway_mac")]
-    if source:
-        argv += [src_opt, str(ipaddress.ip_address(source))]
+    if options.interface:
+        argv += [i_opt, validate_interface(options.interface, "interface")]
+    if options.gateway_mac:
+        argv += [mac_opt, validate_mac(options.gateway_mac, "gateway_mac")]
+    if options.source_ip:
+        argv += [src_opt, str(ipaddress.ip_address(options.source_ip))]
     return argv
 
 
@@ -326,125 +372,9 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
     """
     info = {} if info is None else info
     info.setdefault("truncated", False)
-    parser = expat.ParserCreate()
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.EntityDeclHandler = _refuse
-    parser.UnparsedEntityDeclHandler = _refuse
-    parser.ExternalEntityRefHandler = _refuse
-
-    def doctype(_name: str, sysid: Any, pubid: Any, has_internal_subset: int) -> None:
-        # nmap writes a bare <!DOCTYPE nmaprun>; anything more is not nmap's and is refused.
-        if has_internal_subset or sysid or pubid:
-            _refuse()
-
-    parser.StartDoctypeDeclHandler = doctype
-    done: List[Dict[str, Any]] = []
-    # Only start tags call Python: a 65,536-host document has 1.8 million elements, and a Python call per end
-    # tag doubled the parse time. A port is complete when the next one starts; a host when the next host, hint,
-    # progress report or the run's statistics start, or when the document stops, and only if its end tag was
-    # read: `ends` (appended to by a C method, no Python frame) holds the end tags read since the last of these.
-    ends: List[str] = []
-    current: Dict[str, Any] = {"host": None, "port": None}
-
-    def close_host() -> None:
-        host = current["host"]
-        if host is not None and host["address"] and "host" in ends:
-            done.append(host)
-        current["host"] = current["port"] = None
-        del ends[:]
-
-    def on_host(_attrs: Dict[str, str]) -> None:
-        close_host()
-        current["host"] = {"address": None, "status": "unknown", "reason": None, "hostnames": [], "mac": None, "ports": []}
-
-    def on_status(attrs: Dict[str, str]) -> None:
-        host = current["host"]
-        if host is not None and current["port"] is None:
-            host["status"] = attrs.get("state", "unknown")
-            host["reason"] = attrs.get("reason")
-
-    def on_address(attrs: Dict[str, str]) -> None:
-        host = current["host"]
-        if host is None:
-            return
-        if attrs.get("addrtype") == "mac":
-            host["mac"] = attrs.get("addr", "").lower() or None
-        elif host["address"] is None:
-            host["address"] = attrs.get("addr")
-
-    def on_hostname(attrs: Dict[str, str]) -> None:
-        host, hostname = current["host"], attrs.get("name")
-        if host is not None and hostname and hostname not in host["hostnames"]:
-            host["hostnames"].append(hostname)
-
-    def on_port(attrs: Dict[str, str]) -> None:
-        host = current["host"]
-        if host is not None:
-            port = current["port"] = {
-                "protocol": attrs.get("protocol"),
-                "port": int(attrs.get("portid", 0)),
-                "state": None,
-                "reason": None,
-                "service": None,
-                "product": None,
-                "version": None,
-            }
-            host["ports"].append(port)
-
-    def on_state(attrs: Dict[str, str]) -> None:
-        port = current["port"]
-        if port is not None:
-            port["state"] = attrs.get("state")
-            port["reason"] = attrs.get("reason")
-
-    def on_service(attrs: Dict[str, str]) -> None:
-        port = current["port"]
-        if port is not None:
-            port["service"] = attrs.get("name")
-            port["product"] = attrs.get("product")
-            port["version"] = attrs.get("version")
-
-    def on_nmaprun(attrs: Dict[str, str]) -> None:
-        info["args"] = attrs.get("args")
-        info["version"] = attrs.get("version")
-
-    def on_finished(attrs: Dict[str, str]) -> None:
-        info["exit"] = attrs.get("exit")
-        if attrs.get("errormsg"):
-            info["error"] = attrs["errormsg"]
-        info["elapsed"] = attrs.get("elapsed")
-
-    def on_hosts(attrs: Dict[str, str]) -> None:
-        info["hosts_up"] = int(attrs.get("up", 0))
-        info["hosts_total"] = int(attrs.get("total", 0))
-
-    def between_hosts(_attrs: Dict[str, str]) -> None:
-        # What nmap writes after a host (a <hosthint> repeats the next one's address: nothing in it is read).
-        close_host()
-
-    starts = {
-        "host": on_host,
-        "status": on_status,
-        "address": on_address,
-        "hostname": on_hostname,
-        "port": on_port,
-        "state": on_state,
-        "service": on_service,
-        "nmaprun": on_nmaprun,
-        "runstats": between_hosts,
-        "taskprogress": between_hosts,
-        "finished": on_finished,
-        "hosts": on_hosts,
-        "hosthint": between_hosts,
-    }
-
-    def start(name: str, attrs: Dict[str, str]) -> None:
-        handler = starts.get(name)
-        if handler is not None:
-            handler(attrs)
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = ends.append
+    reader = _NmapReader(info)
+    parser = _nmap_parser(reader)
+    done = reader.done
     try:
         while True:
             chunk = stream.read(chunk_size)
@@ -459,10 +389,153 @@ def parse_nmap_xml(stream: IO[bytes], info: Dict[str, Any] | None = None, chunk_
         info["truncated"] = True
         if expat.ErrorString(exc.code) not in _END_OF_INPUT_ERRORS:
             info["error"] = f"malformed nmap XML: {exc}"
-    close_host()
+    reader.close_host()
     yield from done
     if "exit" not in info:
         info["truncated"] = True
+
+
+def _refuse_doctype(_name: str, sysid: Any, pubid: Any, has_internal_subset: int) -> None:
+    # nmap writes a bare <!DOCTYPE nmaprun>; anything more is not nmap's and is refused.
+    if has_internal_subset or sysid or pubid:
+        _refuse()
+
+
+def _nmap_parser(reader: _NmapReader) -> Any:
+    """An expat parser that refuses entities and feeds `reader`: start tags to its handlers, end tags to `ends`."""
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.EntityDeclHandler = _refuse
+    parser.UnparsedEntityDeclHandler = _refuse
+    parser.ExternalEntityRefHandler = _refuse
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.StartElementHandler = _dispatch(reader.starts)
+    # Only start tags call Python: a 65,536-host document has 1.8 million elements, and a Python call per end
+    # tag doubled the parse time. `ends` (appended to by a C method, no Python frame) holds the end tags read
+    # since a host was last closed.
+    parser.EndElementHandler = reader.ends.append
+    return parser
+
+
+def _dispatch(starts: Dict[str, Callable[[Dict[str, str]], None]]) -> Callable[[str, Dict[str, str]], None]:
+    """expat's start handler: the element's own handler, if it has one."""
+    handler_of = starts.get
+
+    def start(name: str, attrs: Dict[str, str]) -> None:
+        handler = handler_of(name)
+        if handler is not None:
+            handler(attrs)
+
+    return start
+
+
+class _NmapReader:
+    """The state of one nmap XML parse: the host and port being read, the hosts complete, the run's `info`.
+
+    A port is complete when the next one starts; a host when the next host, hint, progress report or the run's
+    statistics start, or when the document stops, and only if its end tag was read.
+    """
+
+    __slots__ = ("done", "ends", "host", "info", "port", "starts")
+
+    def __init__(self, info: Dict[str, Any]) -> None:
+        self.info = info
+        self.done: List[Dict[str, Any]] = []
+        self.ends: List[str] = []
+        self.host: Dict[str, Any] | None = None
+        self.port: Dict[str, Any] | None = None
+        self.starts: Dict[str, Callable[[Dict[str, str]], None]] = {
+            "host": self.on_host,
+            "status": self.on_status,
+            "address": self.on_address,
+            "hostname": self.on_hostname,
+            "port": self.on_port,
+            "state": self.on_state,
+            "service": self.on_service,
+            "nmaprun": self.on_nmaprun,
+            "runstats": self.between_hosts,
+            "taskprogress": self.between_hosts,
+            "finished": self.on_finished,
+            "hosts": self.on_hosts,
+            "hosthint": self.between_hosts,
+        }
+
+    def close_host(self) -> None:
+        host = self.host
+        if host is not None and host["address"] and "host" in self.ends:
+            self.done.append(host)
+        self.host = self.port = None
+        del self.ends[:]
+
+    def between_hosts(self, _attrs: Dict[str, str]) -> None:
+        # What nmap writes after a host (a <hosthint> repeats the next one's address: nothing in it is read).
+        self.close_host()
+
+    def on_host(self, _attrs: Dict[str, str]) -> None:
+        self.close_host()
+        self.host = {"address": None, "status": "unknown", "reason": None, "hostnames": [], "mac": None, "ports": []}
+
+    def on_status(self, attrs: Dict[str, str]) -> None:
+        host = self.host
+        if host is not None and self.port is None:
+            host["status"] = attrs.get("state", "unknown")
+            host["reason"] = attrs.get("reason")
+
+    def on_address(self, attrs: Dict[str, str]) -> None:
+        host = self.host
+        if host is None:
+            return
+        if attrs.get("addrtype") == "mac":
+            host["mac"] = attrs.get("addr", "").lower() or None
+        elif host["address"] is None:
+            host["address"] = attrs.get("addr")
+
+    def on_hostname(self, attrs: Dict[str, str]) -> None:
+        host, hostname = self.host, attrs.get("name")
+        if host is not None and hostname and hostname not in host["hostnames"]:
+            host["hostnames"].append(hostname)
+
+    def on_port(self, attrs: Dict[str, str]) -> None:
+        host = self.host
+        if host is not None:
+            port = self.port = {
+                "protocol": attrs.get("protocol"),
+                "port": int(attrs.get("portid", 0)),
+                "state": None,
+                "reason": None,
+                "service": None,
+                "product": None,
+                "version": None,
+            }
+            host["ports"].append(port)
+
+    def on_state(self, attrs: Dict[str, str]) -> None:
+        port = self.port
+        if port is not None:
+            port["state"] = attrs.get("state")
+            port["reason"] = attrs.get("reason")
+
+    def on_service(self, attrs: Dict[str, str]) -> None:
+        port = self.port
+        if port is not None:
+            port["service"] = attrs.get("name")
+            port["product"] = attrs.get("product")
+            port["version"] = attrs.get("version")
+
+    def on_nmaprun(self, attrs: Dict[str, str]) -> None:
+        self.info["args"] = attrs.get("args")
+        self.info["version"] = attrs.get("version")
+
+    def on_finished(self, attrs: Dict[str, str]) -> None:
+        info = self.info
+        info["exit"] = attrs.get("exit")
+        if attrs.get("errormsg"):
+            info["error"] = attrs["errormsg"]
+        info["elapsed"] = attrs.get("elapsed")
+
+    def on_hosts(self, attrs: Dict[str, str]) -> None:
+        self.info["hosts_up"] = int(attrs.get("up", 0))
+        self.info["hosts_total"] = int(attrs.get("total", 0))
 
 
 _DISCOVERED = re.compile(r"Discovered open port ([0-9]+)/(tcp|udp|icmp|sctp) on ([0-9A-Fa-f.:]+)")
@@ -528,31 +601,41 @@ def parse_masscan(
     info.setdefault("truncated", False)
     merger = _HostMerger()
     if json_stream is not None:
-        closed = False
-        for line in json_stream:
-            line = line.strip().rstrip(",")
-            if line == "]":
-                closed = True
-            if not line.startswith("{"):
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                info["truncated"] = True
-                continue
-            for entry in record.get("ports", []):
-                reason = "echo-reply" if entry.get("proto") == "icmp" else entry.get("reason")
-                merger.add(str(record.get("ip", "")), _masscan_port(entry), reason)
-        if not closed:
-            info["truncated"] = True
+        _merge_masscan_json(merger, json_stream, info)
     if stdout_stream is not None:
-        for line in stdout_stream:
-            match = _DISCOVERED.search(line)
-            if match:
-                port, proto, address = match.groups()
-                entry = {"port": int(port), "proto": proto, "status": "open", "reason": "syn-ack" if proto == "tcp" else None}
-                merger.add(address, _masscan_port(entry), "echo-reply" if proto == "icmp" else entry["reason"])
+        _merge_masscan_stdout(merger, stdout_stream)
     return merger.result()
+
+
+def _merge_masscan_json(merger: _HostMerger, stream: IO[str], info: Dict[str, Any]) -> None:
+    """Add the findings of masscan's -oJ file; "truncated" if it was not closed or a record could not be read."""
+    closed = False
+    for line in stream:
+        line = line.strip().rstrip(",")
+        if line == "]":
+            closed = True
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            info["truncated"] = True
+            continue
+        for entry in record.get("ports", []):
+            reason = "echo-reply" if entry.get("proto") == "icmp" else entry.get("reason")
+            merger.add(str(record.get("ip", "")), _masscan_port(entry), reason)
+    if not closed:
+        info["truncated"] = True
+
+
+def _merge_masscan_stdout(merger: _HostMerger, stream: IO[str]) -> None:
+    """Add the "Discovered open port" lines of masscan's stdout."""
+    for line in stream:
+        match = _DISCOVERED.search(line)
+        if match:
+            port, proto, address = match.groups()
+            entry = {"port": int(port), "proto": proto, "status": "open", "reason": "syn-ack" if proto == "tcp" else None}
+            merger.add(address, _masscan_port(entry), "echo-reply" if proto == "icmp" else entry["reason"])
 
 
 _ZMAP_TCP = {"synack": ("open", "syn-ack"), "rst": ("closed", "reset")}

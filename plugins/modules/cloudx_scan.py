@@ -436,6 +436,44 @@ def write_exclude_file(path: str, exclude: List[str], system_blocklist: str | No
     return path
 
 
+def _validate_params(p: Dict[str, Any]) -> Dict[str, Any]:
+    """The validated scan request; ScanInputError names the refused option."""
+    request = validate_request(p["tool"], p["scan_type"], p["target"], p["ports"])
+    if "/" in request["target"]:
+        size = ipaddress.ip_network(request["target"]).num_addresses
+        if size > p["max_addresses"]:
+            raise ScanInputError("target", f"target covers {size} addresses, more than max_addresses ({p['max_addresses']})")
+    for entry in p["exclude"]:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ScanInputError("exclude", f"exclude entry {entry!r} is not an address or a CIDR network") from None
+    if p["timeout"] < 1 or p["lease_seconds"] < 3:
+        raise ScanInputError("timeout", "timeout must be at least 1 s and lease_seconds at least 3 s")
+    return request
+
+
+def _prepare_work_dir(run: ScanRun) -> None:
+    os.makedirs(run.work_dir, mode=0o700, exist_ok=True)
+    # The async wrapper may have created it (for its status file) with the default permissions.
+    os.chmod(run.work_dir, 0o700)
+    with open(run.lease_file, "w", encoding="utf-8"):
+        pass
+
+
+def _plan(run: ScanRun, p: Dict[str, Any], link: Dict[str, str]) -> List[str]:
+    """The scanner's argument list: the link discovered for masscan and zmap when not given, the exclude file written."""
+    tool, target = run.request["tool"], run.request["target"]
+    if tool in ("zmap", "masscan") and not (link["interface"] and link["gateway_mac"]):
+        found = discover_link(target)
+        link = {key: link[key] or found[key] for key in link}
+    exclude_file = ""
+    if tool == "zmap" or p["exclude"]:
+        system = ZMAP_SYSTEM_BLOCKLIST if tool == "zmap" and p["use_system_blocklist"] else None
+        exclude_file = write_exclude_file(os.path.join(run.work_dir, "exclude.txt"), p["exclude"], system)
+    return run.plan(link, exclude_file)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -460,18 +498,7 @@ def main() -> None:
     )
     p = module.params
     try:
-        request = validate_request(p["tool"], p["scan_type"], p["target"], p["ports"])
-        if "/" in request["target"]:
-            size = ipaddress.ip_network(request["target"]).num_addresses
-            if size > p["max_addresses"]:
-                raise ScanInputError("target", f"target covers {size} addresses, more than max_addresses ({p['max_addresses']})")
-        for entry in p["exclude"]:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ScanInputError("exclude", f"exclude entry {entry!r} is not an address or a CIDR network") from None
-        if p["timeout"] < 1 or p["lease_seconds"] < 3:
-            raise ScanInputError("timeout", "timeout must be at least 1 s and lease_seconds at least 3 s")
+        request = _validate_params(p)
     except ScanInputError as exc:
         module.fail_json(msg=exc.message, field=exc.field)
 
@@ -483,20 +510,9 @@ def main() -> None:
     # SIGTERM (cloudx_scan_cleanup) ends the module through SystemExit: run() kills the scanner, and Ansible's
     # module wrapper removes the module's unpacked payload.
     signal.signal(signal.SIGTERM, _terminate)
-    os.makedirs(run.work_dir, mode=0o700, exist_ok=True)
-    # The async wrapper may have created it (for its status file) with the default permissions.
-    os.chmod(run.work_dir, 0o700)
-    with open(run.lease_file, "w", encoding="utf-8"):
-        pass
+    _prepare_work_dir(run)
     try:
-        if request["tool"] in ("zmap", "masscan") and not (link["interface"] and link["gateway_mac"]):
-            found = discover_link(request["target"])
-            link = {key: link[key] or found[key] for key in link}
-        exclude_file = ""
-        if request["tool"] == "zmap" or p["exclude"]:
-            system = ZMAP_SYSTEM_BLOCKLIST if request["tool"] == "zmap" and p["use_system_blocklist"] else None
-            exclude_file = write_exclude_file(os.path.join(run.work_dir, "exclude.txt"), p["exclude"], system)
-        argv = run.plan(link, exclude_file)
+        argv = _plan(run, p, link)
     except (ScanInputError, ValueError, OSError, subprocess.SubprocessError) as exc:
         message = exc.message if isinstance(exc, ScanInputError) else str(exc)
         run.status("finished", result="failed", error=message)

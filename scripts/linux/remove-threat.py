@@ -103,6 +103,7 @@ ALERT_PATH_SOURCES = (
     ("data", "file"),
 )
 CHUNK = 1024 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
 MAX_LOGGED_PATH = 4096
 
 
@@ -205,32 +206,53 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def load_config(path: str, explicit: bool) -> dict[str, Any]:
+    fd = _open_config(path, explicit)
+    if fd is None:
+        return {}
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        _check_config_file(os.fstat(fd), path)
+        raw = _read_config(fd, path)
+    finally:
+        os.close(fd)
+    config = _decode_config(raw, path)
+    _check_config_values(config)
+    return config
+
+
+def _open_config(path: str, explicit: bool) -> int | None:
+    """A descriptor of the config file; None when the default one is absent."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError:
         if explicit:
             raise BadInput(f"config file {path!r} does not exist") from None
-        return {}
+        return None
     except OSError as exc:
         raise BadInput(f"cannot open config file {path!r}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise BadInput(f"config file {path!r} is not a regular file")
-        if st.st_uid not in (0, os.geteuid()):
-            raise BadInput(f"config file {path!r} is owned by uid {st.st_uid}")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise BadInput(f"config file {path!r} is writable by group or others")
-        raw = b""
-        while len(raw) <= 1024 * 1024:
-            chunk = os.read(fd, CHUNK)
-            if not chunk:
-                break
-            raw += chunk
-        if len(raw) > 1024 * 1024:
-            raise BadInput(f"config file {path!r} is too large")
-    finally:
-        os.close(fd)
+
+
+def _check_config_file(st: os.stat_result, path: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInput(f"config file {path!r} is not a regular file")
+    if st.st_uid not in (0, os.geteuid()):
+        raise BadInput(f"config file {path!r} is owned by uid {st.st_uid}")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise BadInput(f"config file {path!r} is writable by group or others")
+
+
+def _read_config(fd: int, path: str) -> bytes:
+    raw = b""
+    while len(raw) <= MAX_CONFIG_BYTES:
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            break
+        raw += chunk
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise BadInput(f"config file {path!r} is too large")
+    return raw
+
+
+def _decode_config(raw: bytes, path: str) -> dict[str, Any]:
     try:
         config = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -240,6 +262,10 @@ def load_config(path: str, explicit: bool) -> dict[str, Any]:
     unknown = sorted(set(config) - CONFIG_KEYS)
     if unknown:
         raise BadInput(f"config file {path!r} has unknown keys: {', '.join(unknown)}")
+    return config
+
+
+def _check_config_values(config: dict[str, Any]) -> None:
     safe_dirs = config.get("safe_dirs", [])
     if not isinstance(safe_dirs, list) or not all(isinstance(d, str) for d in safe_dirs):
         raise BadInput("config safe_dirs must be a list of strings")
@@ -249,7 +275,6 @@ def load_config(path: str, explicit: bool) -> dict[str, Any]:
     limit = config.get("max_input_bytes")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
         raise BadInput("config max_input_bytes must be an integer")
-    return config
 
 
 def _absolute_dir(value: str, what: str) -> str:
@@ -567,8 +592,64 @@ def _rule_info(alert: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
+class _Descriptors:
+    """The directory, file and quarantine directory descriptors quarantine() holds, closed together."""
+
+    def __init__(self) -> None:
+        self.dir = -1
+        self.file = -1
+        self.quarantine: int | None = None
+
+    def close(self) -> None:
+        for fd in (self.file, self.dir, self.quarantine):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+
+
 def quarantine(path: str, alert: dict[str, Any], settings: Settings) -> Outcome:
     """Run every safety check on ``path`` and quarantine it (or only report, in a dry run)."""
+    identity, real = _check_path(path, settings)
+    parent, name = os.path.split(real)
+    fds = _Descriptors()
+    try:
+        fds.dir = _open_parent(parent)
+        _check_parent(fds.dir, parent, name, identity)
+        _checkpoint("before-open", path)
+        fds.file = _open_file(fds.dir, name)
+        st = _check_open_file(fds.file, identity)
+        sha256 = _sha256_fd(fds.file)
+        pids = find_pids(settings.proc_root, identity)
+        if settings.dry_run:
+            fds.quarantine = open_quarantine_dir(settings.quarantine_dir, create=False)
+            note = "" if fds.quarantine is not None else "; quarantine directory would be created"
+            return Outcome("dry-run", EXIT_OK, path, f"all checks passed, would quarantine{note}", sha256, None, pids)
+
+        fds.quarantine = open_quarantine_dir(settings.quarantine_dir, create=True)
+        if fds.quarantine is None:
+            raise Refused("quarantine directory could not be created")
+        killed = kill_pids(settings.proc_root, pids, identity)
+
+        _checkpoint("before-move", path)
+        if not _same_entry(fds.dir, name, identity):
+            raise Refused("file was replaced before the move (inode changed)")
+        qname = _quarantine_name(fds.quarantine)
+        method = _move(fds.dir, name, fds.quarantine, qname, fds.file, identity, path)
+        os.fsync(fds.quarantine)
+        os.fsync(fds.dir)
+
+        metadata = _metadata(path, real, sha256, st, qname, method, killed)
+        metadata.update(_rule_info(alert))
+        try:
+            _write_metadata(fds.quarantine, qname, metadata)
+        except OSError as exc:
+            return Outcome("error", EXIT_ERROR, path, f"quarantined but metadata not written: {exc}", sha256, qname, killed)
+        return Outcome("quarantined", EXIT_OK, path, f"moved to quarantine ({method})", sha256, qname, killed)
+    finally:
+        fds.close()
+
+
+def _check_path(path: str, settings: Settings) -> tuple[tuple[int, int], str]:
+    """The checks made through the path alone: its (st_dev, st_ino) identity (lstat) and its real path."""
     check_path_syntax(path)
     if not settings.safe_dirs:
         raise Refused("no safe directories configured")
@@ -580,93 +661,76 @@ def quarantine(path: str, alert: dict[str, Any], settings: Settings) -> Outcome:
         raise Refused(f"cannot lstat file: {exc.strerror}") from None
     if not stat.S_ISREG(first.st_mode):
         raise Refused(f"not a regular file ({_kind(first.st_mode)})")
-    identity = _identity(first)
-
     real = os.path.realpath(path)
     quarantine_real = os.path.realpath(settings.quarantine_dir)
     if is_within(real, quarantine_real):
         raise Refused("file is inside the quarantine directory")
     if not any(is_within(real, safe) for safe in settings.safe_dirs):
         raise Refused(f"real path {real!r} is outside the safe directories")
+    return _identity(first), real
 
-    parent, name = os.path.split(real)
-    dir_fd = -1
-    file_fd = -1
-    quarantine_fd: int | None = None
+
+def _open_parent(parent: str) -> int:
     try:
+        return os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Refused(f"cannot open parent directory: {exc.strerror}") from None
+
+
+def _check_parent(dir_fd: int, parent: str, name: str, identity: tuple[int, int]) -> None:
+    """The pinned parent is the directory checked, holds the file seen by lstat and is not open to anyone."""
+    dir_st = os.fstat(dir_fd)
+    if os.path.realpath(parent) != parent or not _same_dir(parent, dir_st):
+        raise Refused("parent directory changed during checks")
+    if not _same_entry(dir_fd, name, identity):
+        raise Refused("file changed during checks (inode changed)")
+    if dir_st.st_mode & stat.S_IWOTH and not dir_st.st_mode & stat.S_ISVTX:
+        raise Refused("file's directory is world-writable without the sticky bit")
+
+
+def _open_file(dir_fd: int, name: str) -> int:
+    try:
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        raise Refused(f"cannot open file safely: {exc.strerror}") from None
+
+
+def _check_open_file(file_fd: int, identity: tuple[int, int]) -> os.stat_result:
+    st = os.fstat(file_fd)
+    if not stat.S_ISREG(st.st_mode) or _identity(st) != identity:
+        raise Refused("file was replaced between checks (inode changed)")
+    return st
+
+
+def _quarantine_name(quarantine_fd: int) -> str:
+    """A random name free in the quarantine directory, for the file and its .json."""
+    qname = secrets.token_hex(16)
+    for candidate in (qname, qname + ".json"):
         try:
-            dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise Refused(f"cannot open parent directory: {exc.strerror}") from None
-        dir_st = os.fstat(dir_fd)
-        if os.path.realpath(parent) != parent or not _same_dir(parent, dir_st):
-            raise Refused("parent directory changed during checks")
-        if not _same_entry(dir_fd, name, identity):
-            raise Refused("file changed during checks (inode changed)")
-        if dir_st.st_mode & stat.S_IWOTH and not dir_st.st_mode & stat.S_ISVTX:
-            raise Refused("file's directory is world-writable without the sticky bit")
+            os.stat(candidate, dir_fd=quarantine_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        raise Refused("quarantine name collision")
+    return qname
 
-        _checkpoint("before-open", path)
-        try:
-            file_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-        except OSError as exc:
-            raise Refused(f"cannot open file safely: {exc.strerror}") from None
-        st = os.fstat(file_fd)
-        if not stat.S_ISREG(st.st_mode) or _identity(st) != identity:
-            raise Refused("file was replaced between checks (inode changed)")
-        sha256 = _sha256_fd(file_fd)
-        pids = find_pids(settings.proc_root, identity)
 
-        if settings.dry_run:
-            quarantine_fd = open_quarantine_dir(settings.quarantine_dir, create=False)
-            note = "" if quarantine_fd is not None else "; quarantine directory would be created"
-            return Outcome("dry-run", EXIT_OK, path, f"all checks passed, would quarantine{note}", sha256, None, pids)
-
-        quarantine_fd = open_quarantine_dir(settings.quarantine_dir, create=True)
-        if quarantine_fd is None:
-            raise Refused("quarantine directory could not be created")
-        killed = kill_pids(settings.proc_root, pids, identity)
-
-        _checkpoint("before-move", path)
-        if not _same_entry(dir_fd, name, identity):
-            raise Refused("file was replaced before the move (inode changed)")
-        qname = secrets.token_hex(16)
-        for candidate in (qname, qname + ".json"):
-            try:
-                os.stat(candidate, dir_fd=quarantine_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            raise Refused("quarantine name collision")
-        method = _move(dir_fd, name, quarantine_fd, qname, file_fd, identity, path)
-        os.fsync(quarantine_fd)
-        os.fsync(dir_fd)
-
-        metadata: dict[str, Any] = {
-            "original_path": path,
-            "real_path": real,
-            "sha256": sha256,
-            "size": st.st_size,
-            "mode": oct(stat.S_IMODE(st.st_mode)),
-            "uid": st.st_uid,
-            "gid": st.st_gid,
-            "mtime": _utc_iso(st.st_mtime),
-            "type": "regular file",
-            "quarantined_at": _utc_iso(),
-            "quarantine_name": qname,
-            "method": method,
-            "killed_pids": killed,
-            "hostname": socket.gethostname(),
-        }
-        metadata.update(_rule_info(alert))
-        try:
-            _write_metadata(quarantine_fd, qname, metadata)
-        except OSError as exc:
-            return Outcome("error", EXIT_ERROR, path, f"quarantined but metadata not written: {exc}", sha256, qname, killed)
-        return Outcome("quarantined", EXIT_OK, path, f"moved to quarantine ({method})", sha256, qname, killed)
-    finally:
-        for fd in (file_fd, dir_fd, quarantine_fd):
-            if fd is not None and fd >= 0:
-                os.close(fd)
+def _metadata(path: str, real: str, sha256: str, st: os.stat_result, qname: str, method: str, killed: list[int]) -> dict[str, Any]:
+    return {
+        "original_path": path,
+        "real_path": real,
+        "sha256": sha256,
+        "size": st.st_size,
+        "mode": oct(stat.S_IMODE(st.st_mode)),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "mtime": _utc_iso(st.st_mtime),
+        "type": "regular file",
+        "quarantined_at": _utc_iso(),
+        "quarantine_name": qname,
+        "method": method,
+        "killed_pids": killed,
+        "hostname": socket.gethostname(),
+    }
 
 
 def _same_dir(path: str, dir_st: os.stat_result) -> bool:

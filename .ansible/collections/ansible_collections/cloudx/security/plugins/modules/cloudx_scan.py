@@ -1,0 +1,530 @@
+#!/usr/bin/python
+# Runs one nmap, masscan or zmap scan on the scanner host; meant to be started with
+# `async` and watched with cloudx_scan_status.
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from typing import Any, Dict, List
+
+from ansible.module_utils.basic import AnsibleModule
+
+# From a checkout (roles_path) the scanner role's module_utils/ provide it; installed as the collection
+# cloudx.security, its plugins/module_utils/. ansible-core packs whichever of the two it finds.
+try:
+    from ansible.module_utils.cloudx_scanner import (
+        ScanInputError,
+        build_argv,
+        masscan_progress,
+        nmap_overall_percent,
+        nmap_progress,
+        parse_output,
+        validate_request,
+        write_jsonl,
+        zmap_progress,
+    )
+except ImportError:
+    from ansible_collections.cloudx.security.plugins.module_utils.cloudx_scanner import (
+        ScanInputError,
+        build_argv,
+        masscan_progress,
+        nmap_overall_percent,
+        nmap_progress,
+        parse_output,
+        validate_request,
+        write_jsonl,
+        zmap_progress,
+    )
+
+DOCUMENTATION = r"""
+module: cloudx_scan
+short_description: Run one nmap, masscan or zmap scan and normalize its results
+author: Cloud-X playbooks
+description:
+  - Validates the request, builds the scanner's argument list (never a shell), runs it in its own process
+    group with a hard timeout, writes progress to C(status.json) in O(work_dir) while it runs, and on exit
+    writes the raw output, C(hosts.jsonl) (one normalized host per line) and C(summary.json).
+  - The scan stops by itself when the lease file in O(work_dir) is not refreshed for O(lease_seconds)
+    (cloudx_scan_status refreshes it), so a stopped playbook never leaves a scanner process behind.
+    A scan that ends with its lease expired (nobody polls it, so nobody will fetch its results) then
+    removes O(work_dir) with everything in it, the async job's status file too when the async directory
+    (C(ansible_async_dir)) is inside it.
+  - O(work_dir) is made mode 0700 even when the async wrapper created it first.
+  - In check mode nothing runs; the planned argument list is returned.
+options:
+  tool:
+    description: The scanner.
+    type: str
+    required: true
+    choices: [nmap, masscan, zmap]
+  scan_type:
+    description:
+      - The scan type of that tool.
+      - nmap default, quick, intense, tcp, udp; zmap tcp_syn, icmp_echo; masscan tcp_scan, udp_scan, ping_scan.
+    type: str
+    required: true
+  target:
+    description: An IPv4 or IPv6 address, a CIDR network, or a hostname (nmap only); never starts with C(-).
+    type: str
+    required: true
+  ports:
+    description: Ports such as C(22,80,8000-8100); required by zmap tcp_syn and masscan tcp_scan and udp_scan.
+    type: str
+  work_dir:
+    description: The scan's own directory on the scanner host (status, lease, raw output, results).
+    type: path
+    required: true
+  timeout:
+    description: Hard limit in seconds; the scanner then gets SIGINT, SIGTERM and SIGKILL.
+    type: int
+    default: 1800
+  lease_seconds:
+    description: The scan stops by itself when its lease file is not refreshed for this long.
+    type: int
+    default: 15
+  interface:
+    description: Outgoing interface for masscan and zmap; empty means discovered from the route to the target.
+    type: str
+    default: ""
+  gateway_mac:
+    description: MAC address of the next hop for masscan and zmap; empty means discovered from the neighbour table.
+    type: str
+    default: ""
+  source_ip:
+    description: Source address for masscan; empty means the route's preferred source.
+    type: str
+    default: ""
+  exclude:
+    description: CIDR networks never probed.
+    type: list
+    elements: str
+    default: []
+  use_system_blocklist:
+    description: zmap also honours C(/etc/zmap/blocklist.conf).
+    type: bool
+    default: true
+  rate:
+    description: Packets per second for masscan and zmap.
+    type: int
+    default: 1000
+  wait:
+    description: Seconds masscan and zmap keep listening after the last probe.
+    type: int
+    default: 5
+  max_addresses:
+    description: Larger CIDR targets are refused before anything is sent.
+    type: int
+    default: 65536
+  keep_work_dir:
+    description: Keep O(work_dir) even when the scan ends with its lease expired.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Start a scan in the background
+  cloudx_scan:
+    tool: nmap
+    scan_type: default
+    target: 192.0.2.10
+    ports: "22,80,443"
+    work_dir: /var/tmp/cloudx-scans/example
+  async: 1920
+  poll: 0
+  register: scan_job
+"""
+
+RETURN = r"""
+summary:
+  description:
+    - What the scanner reported about the run.
+    - State (completed, timeout, stopped, failed), argv, rc, elapsed, counts, error, files.
+  returned: when the scan ran
+  type: dict
+argv:
+  description: The planned argument list.
+  returned: in check mode
+  type: list
+  elements: str
+state:
+  description: C(planned) in check mode.
+  returned: in check mode
+  type: str
+"""
+
+ZMAP_SYSTEM_BLOCKLIST = "/etc/zmap/blocklist.conf"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if this module is killed, the scanner dies too.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _write_json(path: str, data: Dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as out:
+        json.dump(data, out)
+    os.replace(tmp, path)
+
+
+def _ip_json(args: List[str]) -> List[Dict[str, Any]]:
+    out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=False, timeout=10)
+    if out.returncode != 0 or not out.stdout.strip():
+        return []
+    return json.loads(out.stdout)
+
+
+def discover_link(target: str) -> Dict[str, str]:
+    """Interface, source address and next-hop MAC for the route to the target.
+
+    zmap and masscan write raw frames, so they need the MAC of the next hop: the
+    gateway's, or on a directly attached network the first target's own.
+    """
+    network = ipaddress.ip_network(target, strict=False)
+    route: Dict[str, Any] = {}
+    # The first address of the target that is not one of the scanner's own.
+    for probe in itertools.islice(network.hosts() if network.num_addresses > 2 else iter(network), 16):
+        routes = _ip_json(["route", "get", str(probe)])
+        if routes and routes[0].get("type", "unicast") != "local" and routes[0].get("dev") != "lo":
+            route = routes[0]
+            break
+    if not route:
+        raise ScanInputError("interface", f"no route from the scanner host to {target}")
+    next_hop = route.get("gateway") or str(probe)
+    device = route.get("dev", "")
+    mac = ""
+    for attempt in range(5):  # about 7 s in all: a loaded scanner host answers ARP late
+        for neigh in _ip_json(["neigh", "show", "to", next_hop, "dev", device]):
+            if neigh.get("lladdr") and "FAILED" not in neigh.get("state", []):
+                mac = neigh["lladdr"]
+        if mac:
+            break
+        # Resolve the neighbour by sending one datagram to the discard port of the next hop.
+        with _udp_socket(next_hop) as sock, contextlib.suppress(OSError):
+            sock.sendto(b"", (next_hop, 9))
+        time.sleep(0.5 * (attempt + 1))
+    if not mac:
+        raise ScanInputError("gateway_mac", f"could not resolve the MAC address of {next_hop} on {device}; set scanner_gateway_mac")
+    return {"interface": device, "gateway_mac": mac, "source_ip": route.get("prefsrc", "")}
+
+
+def _udp_socket(address: str) -> Any:
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return socket.socket(family, socket.SOCK_DGRAM)
+
+
+class ScanRun:
+    def __init__(self, module: AnsibleModule, request: Dict[str, Any]) -> None:
+        p = module.params
+        self.module = module
+        self.request = request
+        self.work_dir = p["work_dir"]
+        self.timeout = p["timeout"]
+        self.lease_seconds = p["lease_seconds"]
+        self.wait = p["wait"]
+        self.tool = request["tool"]
+        ext = {"nmap": "xml", "masscan": "json", "zmap": "csv"}[self.tool]
+        self.files = {
+            "raw": os.path.join(self.work_dir, f"raw.{ext}"),
+            "stdout": os.path.join(self.work_dir, "stdout.txt"),
+            "stderr": os.path.join(self.work_dir, "stderr.txt"),
+            "hosts": os.path.join(self.work_dir, "hosts.jsonl"),
+            "summary": os.path.join(self.work_dir, "summary.json"),
+        }
+        self.status_file = os.path.join(self.work_dir, "status.json")
+        self.lease_file = os.path.join(self.work_dir, "lease")
+        self.percent = 0.0
+        self.phase = "starting"
+        self.offset = 0
+        self.masscan_done_at: float | None = None
+        self.started = time.time()
+
+    def plan(self, link: Dict[str, str], exclude_file: str) -> List[str]:
+        p = self.module.params
+        return build_argv(
+            self.request,
+            self.files["raw"],
+            interface=link.get("interface", ""),
+            gateway_mac=link.get("gateway_mac", ""),
+            source_ip=link.get("source_ip", ""),
+            exclude_file=exclude_file,
+            rate=p["rate"],
+            wait=p["wait"],
+        )
+
+    def status(self, state: str, **extra: Any) -> None:
+        data = {
+            "state": state,
+            "percent": round(self.percent, 2),
+            "phase": self.phase,
+            "pid": os.getpid(),
+            "elapsed": round(time.time() - self.started, 1),
+            "timeout": self.timeout,
+        }
+        data.update(extra)
+        _write_json(self.status_file, data)
+
+    def read_progress(self) -> None:
+        if self.tool == "nmap":
+            chunk = self._read_new(self.files["raw"])
+            found = nmap_progress(chunk) if chunk else None
+            if found:
+                self.phase = found[0]
+                self.percent = max(self.percent, nmap_overall_percent(*found))
+        elif self.tool == "masscan":
+            chunk = self._read_new(self.files["stderr"])
+            found = masscan_progress(chunk.decode("utf-8", "replace")) if chunk else None
+            if found:
+                self.phase = "waiting for replies" if found["percent"] >= 100 else "sending probes"
+                self.percent = max(self.percent, found["percent"] * 0.95)
+                if found["percent"] >= 100 and self.masscan_done_at is None:
+                    self.masscan_done_at = time.time()
+        elif self.tool == "zmap":
+            chunk = self._read_new(self.files["stderr"])
+            found_pct = zmap_progress(chunk.decode("utf-8", "replace")) if chunk else None
+            if found_pct is not None:
+                self.phase = "sending probes" if found_pct < 100 else "waiting for replies"
+                self.percent = max(self.percent, found_pct * 0.95)
+
+    def _read_new(self, path: str) -> bytes:
+        try:
+            with open(path, "rb") as stream:
+                stream.seek(self.offset)
+                chunk = stream.read()
+        except OSError:
+            return b""
+        # Keep the tail of a line that may still be being written (masscan ends its status lines with CR).
+        cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+        self.offset += cut
+        return chunk[:cut]
+
+    def lease_expired(self) -> bool:
+        try:
+            return time.time() - os.stat(self.lease_file).st_mtime > self.lease_seconds
+        except OSError:
+            return True
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        """SIGINT, then SIGTERM, then SIGKILL to the scanner's whole process group."""
+        for sig, grace in ((signal.SIGINT, 4), (signal.SIGTERM, 3), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):  # anything the scanner left in its group
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def run(self, argv: List[str]) -> Dict[str, Any]:
+        ending = "completed"
+        with open(self.files["stdout"], "wb") as out, open(self.files["stderr"], "wb") as err:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                close_fds=True,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+            try:
+                ending = self._watch(proc)
+            except BaseException:  # SystemExit from SIGTERM (cloudx_scan_cleanup): the scanner goes too
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                raise
+        rc = proc.returncode
+        self.read_progress()
+        info: Dict[str, Any] = {}
+        counts = {"hosts_up": 0, "hosts": 0, "open_ports": 0}
+
+        def count(host: Dict[str, Any]) -> None:
+            counts["hosts"] += 1
+            counts["hosts_up"] += host["status"] == "up"
+            counts["open_ports"] += sum(1 for port in host["ports"] if port["state"] == "open")
+
+        stdout_file = self.files["stdout"] if self.tool == "masscan" else None
+        write_jsonl(parse_output(self.tool, self.files["raw"], stdout_file, info), self.files["hosts"], count)
+        if ending == "completed" and rc not in (0, None) and not (self.tool == "masscan" and rc < 0):
+            ending = "failed"
+        error = info.get("error") or (self._stderr_tail() if ending == "failed" else None)
+        summary = {
+            "state": ending,
+            "tool": self.tool,
+            "scan_type": self.request["scan_type"],
+            "target": self.request["target"],
+            "ports": self.request["ports"],
+            "argv": argv,
+            "rc": rc,
+            "elapsed": round(time.time() - self.started, 1),
+            "truncated": bool(info.get("truncated")) and ending != "completed",
+            "error": error,
+            "files": {name: os.path.basename(path) for name, path in self.files.items()},
+        }
+        summary.update(counts)
+        _write_json(self.files["summary"], summary)
+        self.percent = 100.0 if ending == "completed" else self.percent
+        self.phase = ending
+        self.status("finished", result=ending)
+        return summary
+
+    def _watch(self, proc: subprocess.Popen) -> str:
+        """Follow the scanner until it ends, or stop it; how the scan ended."""
+        ending = "completed"
+        self.status("running", scanner_pid=proc.pid)
+        deadline = self.started + self.timeout
+        while proc.poll() is None:
+            time.sleep(0.5)
+            self.read_progress()
+            now = time.time()
+            if now > deadline:
+                ending = "timeout"
+            elif self.lease_expired():
+                ending = "stopped"
+            elif self.masscan_done_at is not None and now - self.masscan_done_at > self.wait + 2:
+                # masscan 1.3.2 may keep "waiting" forever after its --wait: end it here.
+                ending = "completed"
+            else:
+                self.status("running", scanner_pid=proc.pid)
+                continue
+            self.phase = "stopping" if ending != "completed" else "finishing"
+            self.status("running", scanner_pid=proc.pid)
+            self.stop(proc)
+            break
+        return ending
+
+    def _stderr_tail(self) -> str:
+        try:
+            with open(self.files["stderr"], "rb") as stream:
+                stream.seek(max(0, os.path.getsize(self.files["stderr"]) - 2000))
+                text = stream.read().decode("utf-8", "replace").replace("\r", "\n")
+        except OSError:
+            return "scanner failed"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1] if lines else "scanner failed"
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def write_exclude_file(path: str, exclude: List[str], system_blocklist: str | None) -> str:
+    lines: List[str] = []
+    if system_blocklist and os.path.exists(system_blocklist):
+        with open(system_blocklist, encoding="utf-8") as stream:
+            lines.extend(line.rstrip("\n") for line in stream)
+    for entry in exclude:
+        lines.append(ipaddress.ip_network(entry, strict=False).with_prefixlen)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    return path
+
+
+def _validate_params(p: Dict[str, Any]) -> Dict[str, Any]:
+    """The validated scan request; ScanInputError names the refused option."""
+    request = validate_request(p["tool"], p["scan_type"], p["target"], p["ports"])
+    if "/" in request["target"]:
+        size = ipaddress.ip_network(request["target"]).num_addresses
+        if size > p["max_addresses"]:
+            raise ScanInputError("target", f"target covers {size} addresses, more than max_addresses ({p['max_addresses']})")
+    for entry in p["exclude"]:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ScanInputError("exclude", f"exclude entry {entry!r} is not an address or a CIDR network") from None
+    if p["timeout"] < 1 or p["lease_seconds"] < 3:
+        raise ScanInputError("timeout", "timeout must be at least 1 s and lease_seconds at least 3 s")
+    return request
+
+
+def _prepare_work_dir(run: ScanRun) -> None:
+    os.makedirs(run.work_dir, mode=0o700, exist_ok=True)
+    # The async wrapper may have created it (for its status file) with the default permissions.
+    os.chmod(run.work_dir, 0o700)
+    with open(run.lease_file, "w", encoding="utf-8"):
+        pass
+
+
+def _plan(run: ScanRun, p: Dict[str, Any], link: Dict[str, str]) -> List[str]:
+    """The scanner's argument list: the link discovered for masscan and zmap when not given, the exclude file written."""
+    tool, target = run.request["tool"], run.request["target"]
+    if tool in ("zmap", "masscan") and not (link["interface"] and link["gateway_mac"]):
+        found = discover_link(target)
+        link = {key: link[key] or found[key] for key in link}
+    exclude_file = ""
+    if tool == "zmap" or p["exclude"]:
+        system = ZMAP_SYSTEM_BLOCKLIST if tool == "zmap" and p["use_system_blocklist"] else None
+        exclude_file = write_exclude_file(os.path.join(run.work_dir, "exclude.txt"), p["exclude"], system)
+    return run.plan(link, exclude_file)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            tool=dict(type="str", required=True, choices=["nmap", "masscan", "zmap"]),
+            scan_type=dict(type="str", required=True),
+            target=dict(type="str", required=True),
+            ports=dict(type="str"),
+            work_dir=dict(type="path", required=True),
+            timeout=dict(type="int", default=1800),
+            lease_seconds=dict(type="int", default=15),
+            interface=dict(type="str", default=""),
+            gateway_mac=dict(type="str", default=""),
+            source_ip=dict(type="str", default=""),
+            exclude=dict(type="list", elements="str", default=[]),
+            use_system_blocklist=dict(type="bool", default=True),
+            rate=dict(type="int", default=1000),
+            wait=dict(type="int", default=5),
+            max_addresses=dict(type="int", default=65536),
+            keep_work_dir=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        request = _validate_params(p)
+    except ScanInputError as exc:
+        module.fail_json(msg=exc.message, field=exc.field)
+
+    run = ScanRun(module, request)
+    link = {"interface": p["interface"], "gateway_mac": p["gateway_mac"], "source_ip": p["source_ip"]}
+    if module.check_mode:
+        module.exit_json(changed=False, argv=run.plan(link, ""), state="planned")
+
+    # SIGTERM (cloudx_scan_cleanup) ends the module through SystemExit: run() kills the scanner, and Ansible's
+    # module wrapper removes the module's unpacked payload.
+    signal.signal(signal.SIGTERM, _terminate)
+    _prepare_work_dir(run)
+    try:
+        argv = _plan(run, p, link)
+    except (ScanInputError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        message = exc.message if isinstance(exc, ScanInputError) else str(exc)
+        run.status("finished", result="failed", error=message)
+        module.fail_json(msg=message)
+    summary = run.run(argv)
+    if not p["keep_work_dir"] and (summary["state"] == "stopped" or run.lease_expired()):
+        # Nobody is polling, so nobody will fetch the results: leave nothing of the scan behind.
+        shutil.rmtree(run.work_dir, ignore_errors=True)
+    if summary["state"] == "failed":
+        module.fail_json(msg="{} failed: {}".format(request["tool"], summary["error"]), summary=summary)
+    module.exit_json(changed=False, summary=summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+../../../scripts/linux/remove-threat.py

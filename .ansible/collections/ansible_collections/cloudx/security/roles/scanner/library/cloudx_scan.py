@@ -1,0 +1,1 @@
+../../../plugins/modules/cloudx_scan.py

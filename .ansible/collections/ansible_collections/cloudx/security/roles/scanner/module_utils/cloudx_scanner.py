@@ -1,0 +1,1 @@
+../../../plugins/module_utils/cloudx_scanner.py

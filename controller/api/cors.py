@@ -1,0 +1,39 @@
+"""CORS with Flask-CORS, for the origins in CLOUDX_CORS_ORIGINS only.
+
+Flask-CORS adds Access-Control-Allow-Origin (the origin itself), the exposed headers and `Vary: Origin` to
+answers for an allowed origin. The preflight is answered here, before authentication: 204 for an allowed
+origin, and a JSON 403 for any other (Flask-CORS alone would answer it without CORS headers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app, jsonify, request
+from flask_cors import CORS
+
+METHODS = ["GET", "POST", "PUT", "DELETE"]
+ALLOW_HEADERS = ["Authorization", "Content-Type", "X-Request-ID"]
+EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
+
+
+def origins(setting: str) -> list[str]:
+    return sorted({o.strip().rstrip("/") for o in setting.split(",") if o.strip()})
+
+
+def init_app(app: Flask) -> None:
+    allowed = origins(app.config["CORS_ORIGINS"])
+    CORS(app, origins=allowed, methods=METHODS, allow_headers=ALLOW_HEADERS, expose_headers=EXPOSE_HEADERS, max_age=600, vary_header=True)
+
+    def preflight() -> Any:
+        origin = request.headers.get("Origin")
+        if request.method != "OPTIONS" or not origin or not request.headers.get("Access-Control-Request-Method"):
+            return None
+        if origin.rstrip("/") not in allowed:
+            return jsonify({"error": f"origin {origin[:200]!r} is not allowed (CLOUDX_CORS_ORIGINS)"}), 403
+        response = current_app.response_class(status=204)
+        if not request.headers.get("Access-Control-Request-Headers"):
+            response.headers["Access-Control-Allow-Headers"] = ", ".join(ALLOW_HEADERS)
+        return response
+
+    app.before_request(preflight)
