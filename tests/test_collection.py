@@ -55,7 +55,19 @@ needs_plugins = pytest.mark.xfail(
 
 # Everything the tarball may hold at its top level; anything else (a new folder in the repository) must be
 # named in galaxy.yml's build_ignore or here.
-TOP_LEVEL = {"MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.md", "LICENSE", "meta", "roles", "playbooks", "plugins", "docs", "scripts"}
+TOP_LEVEL = {
+    "MANIFEST.json",
+    "FILES.json",
+    "README.md",
+    "CHANGELOG.md",
+    "LICENSE",
+    "meta",
+    "roles",
+    "playbooks",
+    "plugins",
+    "docs",
+    "scripts",
+}
 NEVER_SHIPPED = {"controller", "tests", "bench", "tools", "ee", "inventory", ".ci", ".config", ".venv", "artifacts", "scan-results"}
 NEVER_ANYWHERE = {"__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "molecule", ".git"}
 

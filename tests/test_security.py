@@ -467,10 +467,11 @@ def test_hostnames_become_the_checked_addresses(app, client, tmp_path):
     deploy = client.post("/api/deployments", json={"hosts": ["localhost"], "os_type": "linux", "username": "root", "password": "pw"})
     with app.extensions["cloudx.db"].session() as session:
         assert session.get(Job, deploy.get_json()["job_id"]).settings["addresses"] == {"localhost": "127.0.0.1"}
+    from controller.schemas.deployments import DeploySettings
     from controller.services.deployments import write_inventory
 
     inventory = json.loads(
-        write_inventory({"os_type": "linux", "hosts": ["localhost"], "addresses": {"localhost": "127.0.0.1"}}, tmp_path).read_text()
+        write_inventory(DeploySettings(os_type="linux", hosts=["localhost"], addresses={"localhost": "127.0.0.1"}), tmp_path).read_text()
     )
     assert inventory["all"]["children"]["agents"]["children"]["linux"]["hosts"]["localhost"]["ansible_host"] == "127.0.0.1"
 
@@ -484,11 +485,15 @@ def test_known_hosts_only_for_the_jobs_hosts(client):
 
 
 def test_provided_keys_apply_to_their_job_only_and_never_replace_trusted_ones(app, client, tmp_path):
+    from controller.schemas.deployments import DeploySettings
     from controller.services.hostkeys import Target, write_job_known_hosts
+
+    def settings_with(lines: list[str]) -> DeploySettings:
+        return DeploySettings(os_type="linux", known_hosts=lines)
 
     db, config = app.extensions["cloudx.db"], app.extensions["cloudx.config"]
     target = [Target("h", "198.18.0.20", 22)]
-    given = write_job_known_hosts(db, config, {"known_hosts": ["198.18.0.20 ssh-ed25519 AAAAfirst"]}, target, tmp_path)
+    given = write_job_known_hosts(db, config, settings_with(["198.18.0.20 ssh-ed25519 AAAAfirst"]), target, tmp_path)
     # In this job's known_hosts, pending a successful connection; trusted by nobody else.
     assert "198.18.0.20 ssh-ed25519 AAAAfirst" in given.known_hosts.read_text()
     assert given.pending == {"h": [("198.18.0.20", "ssh-ed25519", "AAAAfirst")]}
@@ -497,7 +502,7 @@ def test_provided_keys_apply_to_their_job_only_and_never_replace_trusted_ones(ap
     assert client.put("/api/host-keys", json={"known_hosts": "198.18.0.20 ssh-ed25519 AAAAfirst"}, headers=operator).status_code == 403
     assert client.put("/api/host-keys", json={"known_hosts": "198.18.0.20 ssh-ed25519 AAAAfirst"}).status_code == 200
     with pytest.raises(ValidationError, match="differs from the trusted one"):
-        write_job_known_hosts(db, config, {"known_hosts": ["198.18.0.20 ssh-ed25519 AAAAsecond"]}, target, tmp_path)
+        write_job_known_hosts(db, config, settings_with(["198.18.0.20 ssh-ed25519 AAAAsecond"]), target, tmp_path)
     keys = client.get("/api/host-keys").get_json()["host_keys"]
     assert [(k["public_key"], k["source"], k["added_by"]) for k in keys] == [("AAAAfirst", "admin", "tests")]
     assert client.delete("/api/host-keys/198.18.0.20", headers=operator).status_code == 403

@@ -345,11 +345,12 @@ def test_an_operators_own_pin_does_not_establish_a_host_for_stored_credentials(t
 
 
 def test_no_key_can_be_planted_beside_a_trusted_one(app, client, tmp_path):
+    from controller.schemas.deployments import DeploySettings
     from controller.services.hostkeys import Target, write_job_known_hosts
 
     assert client.put("/api/host-keys", json={"known_hosts": "198.18.0.21 ssh-ed25519 AAAAadmin"}).status_code == 200
     db, config = app.extensions["cloudx.db"], app.extensions["cloudx.config"]
-    planted = {"known_hosts": ["198.18.0.21 ecdsa-sha2-nistp256 AAAAplanted"]}
+    planted = DeploySettings(os_type="linux", known_hosts=["198.18.0.21 ecdsa-sha2-nistp256 AAAAplanted"])
     keys = write_job_known_hosts(db, config, planted, [Target("h", "198.18.0.21", 22)], tmp_path)
     assert "AAAAplanted" not in keys.known_hosts.read_text() and keys.pending == {}
     assert "198.18.0.21 ssh-ed25519 AAAAadmin" in keys.known_hosts.read_text()

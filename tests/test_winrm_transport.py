@@ -71,16 +71,17 @@ def assert_refused_at_tls(listener: RecordingWinrm) -> None:
 
 
 def test_the_generated_inventory_trusts_the_configured_ca_for_winrm(tmp_path: Path) -> None:
+    from controller.schemas.deployments import DeploySettings
     from controller.services.deployments import write_inventory
 
-    settings = {"os_type": "windows", "hosts": ["win-01"], "addresses": {"win-01": "127.0.0.9"}, "username": "Administrator"}
+    settings = DeploySettings(os_type="windows", hosts=["win-01"], addresses={"win-01": "127.0.0.9"}, username="Administrator")
     ca = tmp_path / "ca.pem"
     env = Config.from_env(WINRM_CA_TRUST_PATH="ca.pem").as_env()
     assert env["CLOUDX_WINRM_CA_TRUST_PATH"] == str(Path("ca.pem").resolve())  # workers run elsewhere
     group = json.loads(write_inventory(settings, tmp_path, str(ca)).read_text())["all"]["children"]["agents"]["children"]["windows"]
     assert group["vars"]["ansible_winrm_ca_trust_path"] == str(ca)
     assert group["vars"]["ansible_winrm_server_cert_validation"] == "validate"
-    linux = json.loads(write_inventory({**settings, "os_type": "linux"}, tmp_path, str(ca)).read_text())
+    linux = json.loads(write_inventory(settings.model_copy(update={"os_type": "linux"}), tmp_path, str(ca)).read_text())
     assert "ansible_winrm_ca_trust_path" not in json.dumps(linux)
     group = json.loads(write_inventory(settings, tmp_path).read_text())["all"]["children"]["agents"]["children"]["windows"]
     assert "ansible_winrm_ca_trust_path" not in group["vars"]  # requests' own CA bundle

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from controller.errors import ValidationError
 from controller.schemas.base import Request, Response
@@ -171,3 +171,22 @@ class HostKeys(Response):
 class HostKeyDeleted(Response):
     host: str
     deleted: int = Field(ge=1)
+
+
+class DeploySettings(BaseModel):
+    """What a deploy job keeps for its worker (Job.settings): typed where the API writes it and where the worker
+    reads it, a JSON object in the database between them (stored without its unset fields)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    os_type: OsType
+    auth: Literal["key", "password", "credential", "inventory"] = "inventory"
+    known_hosts: list[str] = []
+    hosts: list[str] | None = None  # a host-list deployment's hosts (None: the inventory's, through the job's limit)
+    username: str | None = None
+    port: int | None = None
+    addresses: dict[str, str] | None = None  # each listed host's address as the scope check resolved it
+    credential: str | None = None  # the stored credential's name
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)

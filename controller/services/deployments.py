@@ -20,7 +20,7 @@ from controller.config import Config
 from controller.errors import Forbidden, ValidationError
 from controller.principal import Principal
 from controller.queue.jobs import create_job
-from controller.schemas.deployments import AgentRequest, DeployRequest, PatternDeployment
+from controller.schemas.deployments import AgentRequest, DeployRequest, DeploySettings, PatternDeployment
 from controller.schemas.types import FieldError
 from controller.schemas.types import host as one_host
 from controller.services import hostkeys
@@ -71,16 +71,16 @@ def _extra_vars(request: DeployRequest) -> dict[str, Any]:
 
 
 def plan(request: DeployRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A validated request as the job's parameters (its stored settings keep their shape for the runner) and its
-    in-memory secrets."""
+    """A validated request as the job's parameters (its settings typed: DeploySettings) and its in-memory secrets."""
     secrets, extra_vars = _secrets(request), _extra_vars(request)
-    settings: dict[str, Any] = {"os_type": request.os_type, "auth": request.auth, "known_hosts": request.known_hosts_lines}
-    if request.hosts is not None:
-        settings["hosts"] = list(request.hosts)
-    if request.username is not None:
-        settings["username"] = request.username
-    if isinstance(request, AgentRequest) and request.port is not None:
-        settings["port"] = request.port
+    settings = DeploySettings(
+        os_type=request.os_type,
+        auth=request.auth,  # type: ignore[arg-type]
+        known_hosts=request.known_hosts_lines,
+        hosts=list(request.hosts) if request.hosts is not None else None,
+        username=request.username,
+        port=request.port if isinstance(request, AgentRequest) else None,
+    )
     state = "present" if isinstance(request, AgentRequest) else request.state
     job = {
         "extra_vars": extra_vars,
@@ -97,42 +97,42 @@ def create_deployment(
     """A queued deploy job and its in-memory secrets, once every host it would reach (and the manager) is in the
     caller's scope, and a stored credential may be used on every one of them."""
     request, secrets = plan(deploy)
-    settings = request["settings"]
+    settings: DeploySettings = request["settings"]
     if "credential" in secrets:
         _open_stored(session, config, secrets, request)
-    if "hosts" in settings:
-        windows = settings["os_type"] == "windows"
-        targets = list(settings["hosts"])
+    if settings.hosts is not None:
+        windows = settings.os_type == "windows"
+        targets = list(settings.hosts)
     else:
         hosts = _inventory_for_request(config, request["limit"])
         windows = any(h.windows for h in hosts)
         targets = sorted({_host(address, "limit") for h in hosts for address in h.addresses})
     manager = request["extra_vars"].get("cloudx_agent_manager_address")
     checked = check_targets(session, principal, [*targets, *([manager] if manager else [])], windows=windows)
-    if "hosts" in settings:
+    if settings.hosts is not None:
         # The job connects to the addresses checked here, not to names resolved again later.
-        settings["addresses"] = {host: checked[host][0] for host in settings["hosts"]}
-        hosts = [_listed_host(settings, host) for host in settings["hosts"]]
+        settings.addresses = {host: checked[host][0] for host in settings.hosts}
+        hosts = [_listed_host(settings, host) for host in settings.hosts]
     else:
         hosts = [_at_checked_address(h, checked) for h in hosts]
     if manager:
         request["extra_vars"]["cloudx_agent_manager_address"] = checked[manager][0]
     known = set(targets) | {h.address for h in hosts}
-    for line in settings["known_hosts"]:
+    for line in settings.known_hosts:
         host = line.split(" ", 1)[0]
         if host.split("]:", 1)[0].lstrip("[") not in known:
             raise ValidationError(f"known_hosts line for {host!r}, which this deployment does not reach", field="known_hosts")
-    if "credential" in settings:
-        check_credential_use(session, config, settings["credential"], hosts)
+    if settings.credential is not None:
+        check_credential_use(session, config, settings.credential, hosts)
     job = create_job(
         session,
         kind="deploy",
         playbook=request["playbook"],
-        inventory="generated" if "hosts" in settings else config.INVENTORY,
+        inventory="generated" if settings.hosts is not None else config.INVENTORY,
         limit=request["limit"],
         extra_vars=request["extra_vars"],
         timeout=DEPLOY_TIMEOUT,
-        settings=request["settings"],
+        settings=settings.stored(),
         secrets_holder=holder if secrets.get("ssh_key") or secrets.get("extra_vars") else None,
         created_by=principal.name,
         quota=quota_for(session, principal),
@@ -141,11 +141,11 @@ def create_deployment(
     return job, secrets
 
 
-def _listed_host(settings: dict[str, Any], host: str) -> InventoryHost:
+def _listed_host(settings: DeploySettings, host: str) -> InventoryHost:
     """A host of a host-list deployment as its generated inventory will have it."""
-    windows = settings["os_type"] == "windows"
-    port = settings.get("port", 5986 if windows else 22)
-    address = settings["addresses"][host]
+    windows = settings.os_type == "windows"
+    port = settings.port if settings.port is not None else 5986 if windows else 22
+    address = (settings.addresses or {})[host]
     return InventoryHost(host, address, port, "winrm" if windows else "ssh", windows, (address,))
 
 
@@ -206,38 +206,38 @@ def check_credential_use(session: Session, config: Config, name: str, hosts: lis
 
 def _open_stored(session: Session, config: Config, secrets: dict[str, Any], request: dict[str, Any]) -> None:
     """Put a stored credential's secret where a given one would go (in memory only)."""
-    settings = request["settings"]
+    settings: DeploySettings = request["settings"]
     credential, secret = open_credential(session, config, secrets.pop("credential"))
     if credential.kind == "ssh_key":
-        if settings["os_type"] == "windows":
+        if settings.os_type == "windows":
             raise ValidationError("Windows hosts are reached over WinRM: use a password credential", field="credential")
         secrets["ssh_key"] = secret
     else:
         secrets["extra_vars"]["ansible_password"] = secret
-    settings["credential"] = credential.name
-    if "username" not in settings and credential.username:
-        settings["username"] = credential.username
-        if credential.username not in ("root", "Administrator") and settings["os_type"] != "windows":
+    settings.credential = credential.name
+    if settings.username is None and credential.username:
+        settings.username = credential.username
+        if credential.username not in ("root", "Administrator") and settings.os_type != "windows":
             request["extra_vars"]["cloudx_become"] = True
-    if "hosts" in settings and "username" not in settings:
+    if settings.hosts is not None and settings.username is None:
         raise ValidationError(f"username is required: credential {credential.name!r} has none", field="username")
 
 
 # --- where the job runs --------------------------------------------------------
 
 
-def write_inventory(settings: dict[str, Any], directory: Path, ca_trust_path: str = "") -> Path:
+def write_inventory(settings: DeploySettings, directory: Path, ca_trust_path: str = "") -> Path:
     """The inventory of a deployment to listed hosts: one group per os_type, connection settings per platform."""
-    os_type = settings["os_type"]
-    addresses = settings.get("addresses", {})
+    os_type = settings.os_type
+    addresses = settings.addresses or {}
     hosts: dict[str, dict[str, Any]] = {}
-    for host in settings["hosts"]:
-        hosts[host] = {"ansible_port": settings["port"]} if "port" in settings else {}
+    for host in settings.hosts or []:
+        hosts[host] = {"ansible_port": settings.port} if settings.port is not None else {}
         if addresses.get(host, host) != host:
             hosts[host]["ansible_host"] = addresses[host]
     group_vars: dict[str, Any] = {}
-    if "username" in settings:
-        group_vars["ansible_user"] = settings["username"]
+    if settings.username is not None:
+        group_vars["ansible_user"] = settings.username
     if os_type == "windows":
         group_vars.update(
             {
@@ -369,8 +369,9 @@ def prepare(
     Everything is checked again here, where the job runs (the inventory, the policy, the submitter's token or
     a trusted key may have changed), before any connection or login.
     """
-    settings = job["settings"]
-    inventory = str(write_inventory(settings, private_dir, config.WINRM_CA_TRUST_PATH)) if "hosts" in settings else job["inventory"]
+    settings = DeploySettings.model_validate(job["settings"])
+    listed = settings.hosts is not None
+    inventory = str(write_inventory(settings, private_dir, config.WINRM_CA_TRUST_PATH)) if listed else job["inventory"]
     try:
         everything = inventory_hosts(inventory, job["limit"])
     except (subprocess.SubprocessError, OSError, ValueError) as exc:
@@ -382,8 +383,8 @@ def prepare(
         principal = principal_for(session, job["created_by"])
         checked = check_targets(session, principal, [*targets, *([manager] if manager else [])], windows=any(h.windows for h in everything))
         hosts = [_at_checked_address(h, checked) for h in everything]
-        if settings.get("credential"):
-            check_credential_use(session, config, settings["credential"], hosts)
+        if settings.credential:
+            check_credential_use(session, config, settings.credential, hosts)
     sources: list[str] = [inventory]
     overrides = write_checked_addresses([h for h, o in zip(hosts, everything, strict=True) if h.address != o.address], private_dir)
     if overrides is not None:
@@ -408,7 +409,9 @@ def finish(db: Database, job: dict[str, Any], plan: dict[str, Any], status: str,
     """After the playbook: pin the keys first used on the hosts the job really reached."""
     if plan.get("control_dir"):
         shutil.rmtree(plan["control_dir"], ignore_errors=True)
-    pinned = hostkeys.record_pins(db, job["id"], plan.get("pending_pins", {}), job["created_by"], job["settings"].get("credential"))
+    pinned = hostkeys.record_pins(
+        db, job["id"], plan.get("pending_pins", {}), job["created_by"], DeploySettings.model_validate(job["settings"]).credential
+    )
     if pinned:
         log.info("job %s pinned the host keys of %s", job["id"], ", ".join(pinned))
     return status, reason

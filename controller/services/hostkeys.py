@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.errors import ApiError, ValidationError
-from controller.schemas.deployments import TrustHostKeys
+from controller.schemas.deployments import DeploySettings, TrustHostKeys
 from controller.schemas.types import KEY_TYPES
 from controller.store.database import Database
 from controller.store.models import ApiToken, HostKey, JobEvent
@@ -224,7 +224,7 @@ class JobKeys(NamedTuple):
 def write_job_known_hosts(
     db: Database,
     config: Any,
-    settings: dict[str, Any],
+    settings: DeploySettings,
     targets: list[Target],
     directory: Path,
     should_stop: Callable[[], bool] = lambda: False,
@@ -235,10 +235,10 @@ def write_job_known_hosts(
     Otherwise also, for hosts with no trusted key at all, the request's own keys and, with pin-on-first-use,
     keys scanned now (a host that has a trusted key gets no other: no key can be planted beside it).
     """
-    credential = settings.get("credential")
+    credential = settings.credential
     names = {known_name(t.address, t.port): t for t in targets}
     provided: dict[str, list[tuple[str, str]]] = {}
-    for line in settings.get("known_hosts", []):
+    for line in settings.known_hosts:
         host, key_type, key = _split(line)
         provided.setdefault(host, []).append((key_type, key))
     lines = file_lines(config.KNOWN_HOSTS_FILE)
