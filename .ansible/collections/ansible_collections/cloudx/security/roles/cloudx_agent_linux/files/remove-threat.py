@@ -1,1 +1,0 @@
-../../../scripts/linux/remove-threat.py

@@ -1,1 +1,0 @@
-../../../plugins/modules/cloudx_scan_status.py
