@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from controller.schemas.jobs import EventPage
 from controller.schemas.scans import ScanPage
 from controller.schemas.types import JOB_STATUSES
@@ -48,3 +50,39 @@ def test_readme_api_table_lists_every_route_and_field(app, client):
                 name = reference.get("$ref", "").rsplit("/", 1)[-1]
                 for field in schemas.get(name, {}).get("properties", {}):
                     assert field in section, (method, path, field)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"max_scan_timeout": {"operator": None}}, "max_scan_timeout"),
+        ({"max_scan_timeout": {"viewer": 5}}, "max_scan_timeout"),
+        ({"scope": None, "max_prefix_v4": 24}, "scope"),
+        ({"windows_deployments": None}, "windows_deployments"),
+        ({"token_max_running": None}, "token_max_running"),
+    ],
+)
+def test_a_null_in_a_policy_change_is_refused_and_changes_nothing(client, changes, field):
+    before = client.get("/api/policy").get_json()
+    response = client.put("/api/policy", json=changes)
+    assert response.status_code == 400 and response.get_json()["field"] == field, response.get_json()
+    assert client.get("/api/policy").get_json() == before
+
+
+def test_cors_headers_only_for_an_allowed_origin_exactly(tmp_path):
+    from controller.app import create_app
+    from tests.support.app import make_config, prepare_app
+
+    app = prepare_app(create_app(make_config(tmp_path, CORS_ORIGINS="https://a.example,https://b.example")))
+    client = app.test_client()
+    allow = "Access-Control-Allow-Origin"
+    assert allow not in client.get("/api/ping").headers  # no Origin: the configured origins are not told
+    assert client.get("/api/ping", headers={"Origin": "https://a.example"}).headers[allow] == "https://a.example"
+    assert client.get("/api/ping", headers={"Origin": "https://a.example/"}).headers[allow] == "https://a.example/"
+    for other in ("https://A.EXAMPLE", "https://a.example.evil", "https://evil.example"):
+        assert allow not in client.get("/api/ping", headers={"Origin": other}).headers
+        refused = client.options("/api/scans", headers={"Origin": other, "Access-Control-Request-Method": "POST"})
+        assert refused.status_code == 403 and "not allowed" in refused.get_json()["error"]
+        assert not [name for name, _ in refused.headers if name.startswith("Access-Control-")]
+    allowed = client.options("/api/scans", headers={"Origin": "https://b.example", "Access-Control-Request-Method": "POST"})
+    assert allowed.status_code == 204 and allowed.headers[allow] == "https://b.example"

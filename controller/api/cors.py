@@ -7,6 +7,7 @@ origin, and a JSON 403 for any other (Flask-CORS alone would answer it without C
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask, current_app, jsonify, request
@@ -23,7 +24,20 @@ def origins(setting: str) -> list[str]:
 
 def init_app(app: Flask) -> None:
     allowed = origins(app.config["CORS_ORIGINS"])
-    CORS(app, origins=allowed, methods=METHODS, allow_headers=ALLOW_HEADERS, expose_headers=EXPOSE_HEADERS, max_age=600, vary_header=True)
+    # Compiled, so that Flask-CORS matches exactly as the preflight below does: the whole origin, case and all,
+    # trailing slashes aside. always_send off: a request without an Origin gets no CORS headers (they would
+    # tell anyone the configured origins).
+    patterns = [re.compile(re.escape(o) + r"/*\Z") for o in allowed]
+    CORS(
+        app,
+        origins=patterns,
+        methods=METHODS,
+        allow_headers=ALLOW_HEADERS,
+        expose_headers=EXPOSE_HEADERS,
+        max_age=600,
+        vary_header=True,
+        always_send=False,
+    )
 
     def preflight() -> Any:
         origin = request.headers.get("Origin")

@@ -216,7 +216,9 @@ def worker(ctx: Context, name: str, queues: str | None, concurrency: int | None,
         raise click.ClickException(f"worker name {name!r} is not valid: NAME@HOST (letters, digits, _ . -; %h for this host)")
     from sqlalchemy.exc import OperationalError
 
-    worker = Worker(config)
+    # Workers never open stored credentials (the API does, and hands them over sealed): a shared .env's
+    # CLOUDX_CREDENTIALS_KEY is not kept in this process.
+    worker = Worker(config.model_copy(update={"CREDENTIALS_KEY": ""}))
     try:
         worker.db.upgrade()
     except OperationalError as exc:

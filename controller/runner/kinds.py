@@ -11,6 +11,8 @@ class PlaybookKind(JobKind):
     """A playbook run as it is: what the CLI's and the benchmarks' plain jobs are."""
 
     name = "playbook"
+    # A plain playbook may run the scanner role too (the CLI's and the benchmarks' jobs): its polls report.
+    progress = ScanKind.progress
 
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (ScanKind(), DeployKind(), PlaybookKind())}

@@ -132,6 +132,19 @@ class PolicyChange(Request):
 
     model_config = {"json_schema_extra": {"minProperties": 1}}  # type: ignore[typeddict-unknown-key]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        """A field given is a change: null is refused, naming the field (it never means "unset" or "no limit")."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if value is None and name in cls.messages:
+                    raise ValidationError(cls.messages[name], field=name)
+            limits = data.get("max_scan_timeout")
+            if isinstance(limits, dict) and (not set(limits) <= set(SCANNING_ROLES) or None in limits.values()):
+                raise ValidationError(cls.messages["max_scan_timeout"], field="max_scan_timeout")
+        return data
+
     @model_validator(mode="after")
     def _something(self) -> Self:
         if not self.changes():

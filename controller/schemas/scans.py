@@ -75,8 +75,15 @@ class ScanRequest(Request):
     @model_validator(mode="before")
     @classmethod
     def _one_of_ports(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "port" in data and "ports" in data:
-            raise ValidationError("give either port or ports, not both", field="ports")
+        """Checked in the order the API has always named a bad field: port and ports together, then tool,
+        scan type, target and ports (the scanner role's own check, on the values as given), then timeout."""
+        if isinstance(data, dict):
+            if "port" in data and "ports" in data:
+                raise ValidationError("give either port or ports, not both", field="ports")
+            try:
+                scanner.validate_request(data.get("tool"), data.get("scan_type"), data.get("target"), data.get("ports", data.get("port")))
+            except ScanInputError as exc:
+                raise ValidationError(exc.message, field=exc.field) from None
         return data
 
     @model_validator(mode="after")
