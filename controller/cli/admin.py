@@ -226,7 +226,7 @@ def credential_delete(ctx: Context, name: str) -> None:
 @pass_ctx
 def audit(ctx: Context, limit: int) -> None:
     """The newest entries of the audit log."""
-    from controller.queue.jobs import iso
+    from controller.store.jsontext import iso
 
     with ctx.db.session() as session:
         rows = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, aliased
 from controller.errors import Forbidden, NotFound, TooBusy, ValidationError
 from controller.principal import Principal, Quota
 from controller.store import jsontext
+from controller.store.jsontext import iso
 from controller.store.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, utcnow
 from controller.store.redact import redact
 
@@ -226,14 +227,6 @@ def _pid_alive(pid: int) -> bool:
 
 
 # --- views and pages ----------------------------------------------------------
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # stored in UTC; SQLite hands it back without a zone
-        return value.isoformat() + "Z"
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # The fields of schemas.jobs.Event, in order (the page encoder below builds them fast; tests/test_schemas.py checks).

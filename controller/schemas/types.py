@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo, WithJsonSchema
 
 from controller.scanlib import ScanInputError, scanner
+from controller.store.jsontext import iso
 
 MAX_PAGE = 500
 MAX_ID = 10**18 - 1  # query integers: at most 18 ASCII digits
@@ -148,14 +149,6 @@ def _query_int(value: Any, info: ValidationInfo) -> Any:
             raise FieldError(info.field_name or "query", "")  # the model's message for this field
         return int(value)
     return value
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # stored in UTC; SQLite hands it back without a zone
-        return value.isoformat() + "Z"
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _format(name: str, description: str, **keywords: Any) -> WithJsonSchema:

@@ -17,10 +17,10 @@ from controller.errors import NotFound, ValidationError
 from controller.principal import Principal
 from controller.queue.jobs import create_job
 from controller.schemas.scans import ScanRequest, ScanResults
-from controller.schemas.types import iso
 from controller.services.policy import check_targets, max_scan_timeout, principal_for, quota_for
 from controller.store import jsontext
 from controller.store.database import Database, insert_rows
+from controller.store.jsontext import iso
 from controller.store.models import Job, Scan, ScanHost
 
 PLAYBOOK = "playbooks/scan.yml"
