@@ -95,7 +95,7 @@ def _schemas(models: list[type[BaseModel]], cfg: Config) -> dict[str, Schema]:
     _, top = models_json_schema(modes, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
     schemas: dict[str, Schema] = top.get("$defs", {})
     for name, model in ((m.__name__, m) for m in models):
-        if issubclass(model, Response) and name in schemas:
+        if issubclass(model, Response) and model.sends_every_field and name in schemas:
             # A view sends every field, null ones included.
             schemas[name]["required"] = list(schemas[name].get("properties", {}))
     timeout = schemas.get("ScanRequest", {}).get("properties", {}).get("timeout")

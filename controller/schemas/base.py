@@ -51,6 +51,9 @@ class Response(BaseModel):
     """A response body, read from ORM objects or rows (from_attributes)."""
 
     model_config = ConfigDict(from_attributes=True)
+    # Views dump the model, so every field is sent (null ones too) and the document marks them all required;
+    # a body built by hand that leaves out what does not apply says False.
+    sends_every_field: ClassVar[bool] = True
 
     @classmethod
     def dump(cls, source: Any) -> dict[str, Any]:

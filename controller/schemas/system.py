@@ -14,6 +14,8 @@ SCRIPT_DIRS = ("linux", "mac", "windows")
 
 
 class Error(Response):
+    sends_every_field = False  # field: only when a field is at fault; request_id: only on 500
+
     error: str
     field: str | None = None
     request_id: str | None = Field(default=None, description="Only on 500: quote it when reporting the error.")
@@ -31,6 +33,8 @@ class Pong(Response):
 
 
 class SyncStatus(Response):
+    sends_every_field = False  # inactive: the reason only; active: the heartbeat's time and age
+
     status: Literal["active", "inactive"]
     reason: str | None = None
     last_heartbeat: str | None = None
@@ -98,6 +102,7 @@ class PingUnavailable(Response):
 
 class ScriptList(Response):
     model_config = {"extra": "forbid"}  # type: ignore[typeddict-unknown-key]
+    sends_every_field = False  # the platforms that have scripts
 
     linux: list[str] | None = None
     mac: list[str] | None = None
