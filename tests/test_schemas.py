@@ -86,3 +86,49 @@ def test_cors_headers_only_for_an_allowed_origin_exactly(tmp_path):
         assert not [name for name, _ in refused.headers if name.startswith("Access-Control-")]
     allowed = client.options("/api/scans", headers={"Origin": "https://b.example", "Access-Control-Request-Method": "POST"})
     assert allowed.status_code == 204 and allowed.headers[allow] == "https://b.example"
+
+
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+LINE = "192.0.2.10 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA=="
+DRIFT = [  # (method, path, body or query, accepted): what the fuzzer found documented otherwise than enforced
+    ("post", "/api/tokens", {"name": "", "role": "viewer"}, False),
+    ("post", "/api/deploy/agent", {"target": "192.0.2.10", "os_type": "linux", "username": "u", "password": "p", "ssh_key": KEY}, False),
+    ("post", "/api/deploy/agent", {"target": "192.0.2.10", "os_type": "linux", "username": "u"}, False),
+    ("post", "/api/deploy/agent", {"target": "192.0.2.10", "os_type": "linux", "password": "p"}, False),
+    ("post", "/api/deploy/agent", {"target": "192.0.2.10", "os_type": "linux", "username": "ü", "password": "p"}, False),
+    ("post", "/api/deployments", {"hosts": ["192.0.2.10"], "os_type": "windows", "username": "u", "ssh_key": KEY}, False),
+    ("post", "/api/deployments", {"limit": "", "os_type": "linux"}, False),
+    ("post", "/api/deployments", {"hosts": ["192.0.2.10"], "os_type": "linux", "group": "º"}, False),
+    ("put", "/api/host-keys", {"known_hosts": []}, False),
+    ("put", "/api/host-keys", {"known_hosts": ["# a comment only", ""]}, False),
+    ("put", "/api/host-keys", {"known_hosts": ["not a key line"]}, False),
+    ("post", "/api/scans", {**VALID, "ports": ["1"] * 86}, False),
+    ("post", "/api/scans", {**VALID, "ports": ["22,80"]}, False),
+    ("post", "/api/scans", {**VALID, "ports": ["22-80", 443, *range(1000, 1083)]}, True),
+    ("post", "/api/tokens", {"name": "long", "role": "viewer", "expires_in": "87601h"}, False),
+    ("get", "/api/scans", {"limit": "0"}, False),
+    ("get", "/api/scans", {"limit": "501"}, False),
+    ("get", "/api/scans", {"before": "-1"}, False),
+    ("get", "/api/scans", {"limit": "500", "before": "7"}, True),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "data", "accepted"), DRIFT)
+def test_the_document_allows_what_the_api_accepts(app, client, method, path, data, accepted):
+    """Each case of drift schemathesis found (tests/test_fuzz.py): the document and the API now agree on it."""
+    from tests.support import fuzz_formats
+
+    document = client.get("/api/openapi.json").get_json()
+    op = document["paths"][path][method]
+    if method == "get":
+        response = client.get(path, query_string=data)
+        params = {p["name"]: p["schema"] for p in op["parameters"] if p["in"] == "query"}
+        documented = all(
+            fuzz_formats.validator_for(document, params[k]).is_valid(int(v) if v.lstrip("-").isdigit() else v) for k, v in data.items()
+        )
+    else:
+        response = getattr(client, method)(path, json=data)
+        schema = op["requestBody"]["content"]["application/json"]["schema"]
+        documented = fuzz_formats.validator_for(document, schema).is_valid(data)
+    assert documented is accepted
+    assert (response.status_code != 400) is accepted, response.get_json()

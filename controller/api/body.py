@@ -40,6 +40,7 @@ class Doc:
     errors: dict[int, str | None] = field(default_factory=dict)
     body: Any = None
     query: Any = None
+    path: dict[str, dict[str, Any]] = field(default_factory=dict)  # a path parameter's schema, where not any segment
 
 
 def _refuse_constant(name: str) -> Any:

@@ -20,7 +20,7 @@ from controller.api.body import Doc, doc
 from controller.api.context import config
 from controller.config import Config
 from controller.schemas.base import Request, Response
-from controller.schemas.system import SCRIPT_DIRS, Error
+from controller.schemas.system import Error
 
 bp = Blueprint("openapi", __name__)
 Schema = dict[str, Any]
@@ -134,7 +134,7 @@ def _own_response(value: Any) -> Schema:
 def _parameters(rule: str, d: Doc) -> list[Schema]:
     params = []
     for name in re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", rule):
-        schema = {"type": "string", "enum": list(SCRIPT_DIRS)} if name == "os_dir" else {"type": "string", "pattern": SEGMENT}
+        schema = d.path.get(name) or {"type": "string", "pattern": SEGMENT}
         params.append({"name": name, "in": "path", "required": True, "description": PATH_PARAMS.get(name, name), "schema": schema})
     if d.query is not None:
         properties = d.query.model_json_schema()["properties"]

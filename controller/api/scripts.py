@@ -16,7 +16,7 @@ from controller.schemas.system import SCRIPT_DIRS as OS_DIRS
 from controller.schemas.system import ScriptList
 
 bp = Blueprint("scripts", __name__)
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FILE_NAME = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # no "..": never a way out of scripts/<os>/
 
 
 def _root() -> Path:
@@ -41,11 +41,12 @@ def list_scripts() -> Any:
     "Download an agent script",
     {200: ("The script, as an attachment.", {"text/plain": {"schema": {"type": "string"}}})},
     errors={400: "os_dir or name is not valid.", 404: "No such script."},
+    path={"os_dir": {"type": "string", "enum": list(OS_DIRS)}, "name": {"type": "string", "pattern": FILE_NAME.pattern}},
 )
 def get_script(os_dir: str, name: str) -> Any:
     if os_dir not in OS_DIRS:
         raise ValidationError(f"os must be one of: {', '.join(OS_DIRS)}", field="os")
-    if not FILE_NAME.fullmatch(name) or ".." in name:
+    if not FILE_NAME.fullmatch(name):
         raise ValidationError("name must be a plain file name", field="name")
     root = _root()
     path = (root / os_dir / name).resolve()

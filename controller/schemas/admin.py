@@ -24,12 +24,13 @@ from controller.schemas.types import (
     CredentialName,
     FieldError,
     MaybeTimestamp,
+    PageSize,
     QueryInt,
     Scope,
     Secret,
     Timestamp,
+    TokenName,
     Username,
-    _pattern,
     private_key,
 )
 
@@ -67,7 +68,7 @@ class TokenRequest(Request):
         "max_running": f"max_running must be an integer from 1 to {MAX_QUOTA}",
     }
 
-    name: Annotated[str, _pattern(TOKEN_NAME, "name must match {pattern}"), Field(pattern=TOKEN_NAME.pattern)]
+    name: TokenName
     role: Role
     scope: Scope | None = Field(default=None, description="Narrows the policy scope for this token; null: the policy scope.")
     allow_large_targets: bool = Field(default=False, description="May scan networks larger than the policy allows.")
@@ -76,7 +77,8 @@ class TokenRequest(Request):
         description="Lifetime: 30d, 12h, 90m, 3600s or seconds (at most 3650 days); none: no expiry.",
         json_schema_extra={
             "anyOf": [
-                {"type": "string", "pattern": EXPIRES_IN.pattern},
+                # The format: the number and unit at most MAX_TOKEN_LIFETIME_DAYS (parse_expires_in).
+                {"type": "string", "pattern": EXPIRES_IN.pattern, "format": "cloudx-lifetime"},
                 {"type": "integer", "minimum": 1, "maximum": 315360000},
                 {"type": "null"},
             ]
@@ -200,9 +202,9 @@ class CredentialRequest(Request):
 
 
 class AuditQuery(Query):
-    messages = {"limit": f"limit must be an integer from 1 to {MAX_PAGE}", "before": "before must be an audit entry id"}
+    messages = {"before": "before must be an audit entry id"}
 
-    limit: QueryInt = Field(default=50, ge=1, le=MAX_PAGE, description=f"Page size, 1 to {MAX_PAGE}.")
+    limit: PageSize = Field(default=50, description=f"Page size, 1 to {MAX_PAGE}.")
     before: QueryInt | None = Field(default=None, description="Entries with a smaller id (next_before).")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -16,22 +17,42 @@ from controller.schemas.types import (
     AgentName,
     CredentialName,
     Host,
+    HostKeyLines,
     KnownHosts,
     PrivateKey,
     Secret,
     Timestamp,
     Username,
-    _pattern,
+    matching,
 )
 
 OsType = Literal["linux", "windows", "mac"]
 assert OsType.__args__ == OS_TYPES  # type: ignore[attr-defined]
 Limit = Annotated[
-    str,
-    _pattern(ANSIBLE_PATTERN, "limit must be an Ansible host pattern such as 'linux' or 'web*:&prod'"),
-    Field(pattern=ANSIBLE_PATTERN.pattern, description="An inventory group or Ansible host pattern, e.g. linux or web*:&prod."),
+    matching(ANSIBLE_PATTERN, "limit must be an Ansible host pattern such as 'linux' or 'web*:&prod'"),
+    Field(description="An inventory group or Ansible host pattern, e.g. linux or web*:&prod."),
 ]
 HostList = Annotated[list[Host], Field(min_length=1, max_length=MAX_HOSTS), AfterValidator(lambda hosts: sorted(set(hosts)))]
+
+
+LOGINS = ("password", "ssh_key", "credential")
+
+
+def _given(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+# The rules across fields that the validators below apply, as JSON Schema (the document must allow only what is
+# accepted): at most one login; no SSH key for Windows (absent os_type is linux where it has a default).
+RULES: list[dict[str, Any]] = [
+    *({"not": {"allOf": [_given(a), _given(b)]}} for a, b in itertools.combinations(LOGINS, 2)),
+    {
+        "if": {"required": ["os_type"], "properties": {"os_type": {"const": "windows"}}},
+        "then": {"properties": {"ssh_key": {"type": "null"}}},
+    },
+]
+# One host needs a login, and a username unless the stored credential has one.
+AGENT_RULES = [*RULES, {"anyOf": [_given(name) for name in LOGINS]}, {"anyOf": [_given("username"), _given("credential")]}]
 
 
 class _Deployment(Request):
@@ -49,6 +70,7 @@ class _Deployment(Request):
         **{f: f"{f} must be a string" for f in ("target", "manager_ip", "group", "agent_name", "credential")},
     }
     login_required: ClassVar[bool] = False
+    model_config = ConfigDict(json_schema_extra={"allOf": RULES})
 
     os_type: OsType
     username: Username | None = None
@@ -87,6 +109,7 @@ class AgentRequest(_Deployment):
     credential that has one)."""
 
     login_required = True
+    model_config = ConfigDict(json_schema_extra={"allOf": AGENT_RULES})
 
     target: Host
     agent_name: AgentName | None = None
@@ -144,13 +167,7 @@ class TrustHostKeys(Request):
 
     messages = {"known_hosts": "give known_hosts: one or more 'host keytype base64key' lines"}
 
-    known_hosts: KnownHosts
-
-    @model_validator(mode="after")
-    def _some(self) -> Self:
-        if not self.known_hosts:
-            raise ValidationError("give known_hosts: one or more 'host keytype base64key' lines", field="known_hosts")
-        return self
+    known_hosts: HostKeyLines
 
 
 class HostKey(Response):

@@ -7,27 +7,25 @@ from typing import Any, Literal
 from pydantic import Field
 
 from controller.schemas.base import Query, Response
-from controller.schemas.types import JOB_STATUSES, MAX_PAGE, MaybeTimestamp, QueryInt, Timestamp
+from controller.schemas.types import JOB_STATUSES, MAX_PAGE, MaybeTimestamp, PageSize, QueryInt, Timestamp
 
 JobStatus = Literal["queued", "running", "successful", "failed", "canceled", "timeout", "error"]
 assert JobStatus.__args__ == JOB_STATUSES  # type: ignore[attr-defined]
 
-LIMIT = f"limit must be an integer from 1 to {MAX_PAGE}"
-
 
 class JobListQuery(Query):
-    messages = {"limit": LIMIT, "status": f"status must be one of: {', '.join(JOB_STATUSES)}"}
+    messages = {"status": f"status must be one of: {', '.join(JOB_STATUSES)}"}
 
-    limit: QueryInt = Field(default=50, ge=1, le=MAX_PAGE, description=f"Page size, 1 to {MAX_PAGE}.")
+    limit: PageSize = Field(default=50, description=f"Page size, 1 to {MAX_PAGE}.")
     cursor: str | None = Field(default=None, description="next_cursor of the previous page (opaque).")
     status: Literal["", JobStatus] | None = Field(default=None, description="Only jobs with this status (empty: any).")
     kind: str | None = Field(default=None, description="Only jobs of this kind (scan, deploy).")
 
 
 class EventQuery(Query):
-    messages = {"limit": LIMIT, "after": "after must be an event counter (an integer)"}
+    messages = {"after": "after must be an event counter (an integer)"}
 
-    limit: QueryInt = Field(default=100, ge=1, le=MAX_PAGE, description=f"Page size, 1 to {MAX_PAGE}.")
+    limit: PageSize = Field(default=100, description=f"Page size, 1 to {MAX_PAGE}.")
     after: QueryInt = Field(default=0, description="Events with a larger counter (next_after).")
     event: str | None = Field(default=None, description="Only events of this type (e.g. runner_on_ok).")
     host: str | None = Field(default=None, description="Only events of this host.")

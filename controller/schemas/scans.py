@@ -11,7 +11,7 @@ from controller.errors import ValidationError
 from controller.scanlib import ScanInputError, scanner
 from controller.schemas.base import Query, Request, Response
 from controller.schemas.jobs import JobStatus
-from controller.schemas.types import MAX_PAGE, SCAN_TOOLS, QueryInt, Target, Timestamp
+from controller.schemas.types import MAX_PAGE, SCAN_TOOLS, PageSize, QueryInt, Target, Timestamp
 
 Ports = int | str | list[int | str] | None
 PORTS_TEXT = (
@@ -23,9 +23,9 @@ PORTS_TEXT = (
 def _port_choices(single: bool) -> list[JsonDict]:
     port: JsonDict = {"type": "integer", "minimum": 1, "maximum": 65535}
     spec: JsonDict = {"type": "string", "format": "cloudx-port" if single else "cloudx-ports", "minLength": 1, "maxLength": 1024}
-    one: JsonDict = {"type": "string", "format": "cloudx-port", "minLength": 1, "maxLength": 5}
+    one: JsonDict = {"type": "string", "format": "cloudx-port" if single else "cloudx-port-range", "minLength": 1, "maxLength": 11}
     items: JsonDict = {"anyOf": [port, one]}
-    return [port, spec, {"type": "array", "items": items, "minItems": 1, "maxItems": 1 if single else 170}]
+    return [port, spec, {"type": "array", "items": items, "minItems": 1, "maxItems": 1 if single else scanner.MAX_PORT_LIST_ITEMS}]
 
 
 def _variants(schema: JsonDict) -> None:
@@ -104,9 +104,9 @@ class ScanRequest(Request):
 
 
 class ScanListQuery(Query):
-    messages = {"limit": f"limit must be an integer from 1 to {MAX_PAGE}", "before": "before must be a scan id"}
+    messages = {"before": "before must be a scan id"}
 
-    limit: QueryInt = Field(default=50, ge=1, le=MAX_PAGE, description=f"Page size, 1 to {MAX_PAGE}.")
+    limit: PageSize = Field(default=50, description=f"Page size, 1 to {MAX_PAGE}.")
     before: QueryInt | None = Field(default=None, description="List scans with a smaller id (next_before).")
 
 

@@ -12,7 +12,8 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, GetJsonSchemaHandler, PlainSerializer, ValidationInfo, WithJsonSchema
+from pydantic.json_schema import JsonSchemaValue
 
 from controller.scanlib import ScanInputError, scanner
 from controller.store.jsontext import iso
@@ -113,13 +114,28 @@ def _scope(value: list[str], info: ValidationInfo) -> list[str]:
     return scope_entries(value, info.field_name or "scope")
 
 
-def _pattern(regex: re.Pattern[str], message: str) -> Any:
+class Documented:
+    """JSON Schema keywords for what a validator, not a pydantic constraint, enforces (a pattern checked with its
+    own message, bounds on a query integer read from text): the document states the rule the validator applies."""
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.update(self.keywords)
+        return schema
+
+
+def matching(regex: re.Pattern[str], message: str) -> Any:
+    """A string that fully matches `regex` (the document's `pattern`), refused with `message` ({field}, {pattern})."""
+
     def check(value: str, info: ValidationInfo) -> str:
         if not regex.fullmatch(value):
             raise FieldError(info.field_name or "body", message.format(field=info.field_name, pattern=regex.pattern))
         return value
 
-    return AfterValidator(check)
+    return Annotated[str, AfterValidator(check), Documented(pattern=regex.pattern)]
 
 
 def _secret(value: str, info: ValidationInfo) -> str:
@@ -140,15 +156,6 @@ def _private_key(value: str, info: ValidationInfo) -> str:
 
 def _known_hosts(value: str | list[str], info: ValidationInfo) -> list[str]:
     return known_hosts_lines(value, info.field_name or "known_hosts")
-
-
-def _query_int(value: Any, info: ValidationInfo) -> Any:
-    """A query argument that must be a non-negative integer (ASCII digits, fits the database)."""
-    if isinstance(value, str):
-        if not QUERY_DIGITS.fullmatch(value):
-            raise FieldError(info.field_name or "query", "")  # the model's message for this field
-        return int(value)
-    return value
 
 
 def _format(name: str, description: str, **keywords: Any) -> WithJsonSchema:
@@ -175,24 +182,54 @@ PrivateKey = Annotated[
     AfterValidator(_private_key),
     WithJsonSchema({"type": "string", "format": "cloudx-private-key", "minLength": 1, "maxLength": MAX_SECRET}),
 ]
-Username = Annotated[
-    str, _pattern(USERNAME, "{field} may hold letters, digits, _ . - and \\ (1-64 characters)"), Field(pattern=USERNAME.pattern)
-]
-AgentName = Annotated[str, _pattern(AGENT_NAME, "{field} must match {pattern}"), Field(pattern=AGENT_NAME.pattern)]
-CredentialName = Annotated[str, _pattern(CREDENTIAL_NAME, "{field} must match {pattern}"), Field(pattern=CREDENTIAL_NAME.pattern)]
-KnownHosts = Annotated[
-    str | list[str],
-    AfterValidator(_known_hosts),
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-            "format": "cloudx-known-hosts",
-            "description": "known_hosts text or lines: 'host keytype base64key' (host or [host]:port; "
-            f"{', '.join(KEY_TYPES)}); blank lines and # comments are ignored.",
-        }
-    ),
-]
-QueryInt = Annotated[int, BeforeValidator(_query_int), Field(ge=0, le=MAX_ID)]
+Username = matching(USERNAME, "{field} may hold letters, digits, _ . - and \\ (1-64 characters)")
+AgentName = matching(AGENT_NAME, "{field} must match {pattern}")
+CredentialName = matching(CREDENTIAL_NAME, "{field} must match {pattern}")
+TokenName = matching(TOKEN_NAME, "{field} must match {pattern}")
+
+
+def _known_hosts_schema(some: bool) -> WithJsonSchema:
+    """known_hosts as text (format cloudx-known-hosts, or cloudx-host-keys: at least one key) or as a list of lines
+    (each cloudx-known-hosts-line: a key, blank or a comment; with `some`, one at least a cloudx-key-line)."""
+    lines: dict[str, Any] = {"type": "array", "items": {"type": "string", "format": "cloudx-known-hosts-line"}}
+    if some:
+        lines["contains"] = {"type": "string", "format": "cloudx-key-line"}
+    text = {"type": "string", "format": "cloudx-host-keys" if some else "cloudx-known-hosts"}
+    description = (
+        "known_hosts text or lines: 'host keytype base64key' (host or [host]:port; "
+        f"{', '.join(KEY_TYPES)}); blank lines and # comments are ignored" + ("; one key at least." if some else ".")
+    )
+    return WithJsonSchema({"anyOf": [text, lines], "description": description})
+
+
+def _some_keys(value: list[str], info: ValidationInfo) -> list[str]:
+    if not value:
+        field = info.field_name or "known_hosts"
+        raise FieldError(field, f"give {field}: one or more 'host keytype base64key' lines")
+    return value
+
+
+KnownHosts = Annotated[str | list[str], AfterValidator(_known_hosts), _known_hosts_schema(some=False)]
+HostKeyLines = Annotated[str | list[str], AfterValidator(_known_hosts), AfterValidator(_some_keys), _known_hosts_schema(some=True)]
+
+
+def query_int(low: int, high: int, message: str = "") -> Any:
+    """A query integer from `low` to `high`, given as ASCII digits (or an int, from the CLI); refused with
+    `message` ({field}; empty: the model's message for the field). Checked here, not with Field(ge=...): pydantic
+    does not apply a field's own bounds to a type with a BeforeValidator."""
+
+    def check(value: Any, info: ValidationInfo) -> int:
+        if isinstance(value, str) and QUERY_DIGITS.fullmatch(value):
+            value = int(value)
+        if type(value) is not int or not low <= value <= high:
+            raise FieldError(info.field_name or "query", message.format(field=info.field_name))
+        return value
+
+    return Annotated[int, BeforeValidator(check), Documented(type="integer", minimum=low, maximum=high)]
+
+
+QueryInt = query_int(0, MAX_ID)
+PageSize = query_int(1, MAX_PAGE, f"{{field}} must be an integer from 1 to {MAX_PAGE}")
 Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str), WithJsonSchema({"type": "string", "format": "date-time"})]
 MaybeTimestamp = Annotated[
     datetime | None,

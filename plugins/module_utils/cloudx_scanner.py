@@ -36,6 +36,10 @@ SCAN_TYPES: Dict[str, Dict[str, Tuple[str, bool, bool]]] = {
 }
 
 MAX_PORT_SPEC_LENGTH = 1024
+# A list holds ports or ranges, one each: at most 85, so that any list of them ("65535-65535" at the longest)
+# fits MAX_PORT_SPEC_LENGTH joined (85 * 12 - 1 = 1019), and the list's rule is its length alone. A string takes more.
+MAX_PORT_LIST_ITEMS = 85
+_PORT_ITEM = re.compile(r"^[0-9]{1,5}(-[0-9]{1,5})?$")
 _TARGET_CHARS = re.compile(r"^[A-Za-z0-9.:/-]+$")
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _PORT_SPEC = re.compile(r"^[0-9]{1,5}(-[0-9]{1,5})?(,[0-9]{1,5}(-[0-9]{1,5})?)*$")
@@ -117,12 +121,20 @@ def _port_text(ports: Any) -> str:
     if isinstance(ports, int):
         return str(ports)
     if isinstance(ports, (list, tuple)):
-        if not ports or not all(isinstance(p, (int, str)) and not isinstance(p, bool) for p in ports):
-            raise ScanInputError("ports", "ports list must hold port numbers or ranges")
+        if not ports or not all(_port_item(p) for p in ports):
+            raise ScanInputError("ports", "ports list must hold port numbers or ranges such as 1000-2000, one each")
+        if len(ports) > MAX_PORT_LIST_ITEMS:
+            raise ScanInputError("ports", f"ports list may hold at most {MAX_PORT_LIST_ITEMS} ports or ranges (a string takes more)")
         return ",".join(str(p) for p in ports)
     if not isinstance(ports, str):
         raise ScanInputError("ports", "ports must be a port number, a list or a string like 22,80,1000-2000")
     return ports
+
+
+def _port_item(item: Any) -> bool:
+    if isinstance(item, bool):
+        return False
+    return isinstance(item, int) or (isinstance(item, str) and _PORT_ITEM.fullmatch(item) is not None)
 
 
 def _check_port_range(part: str) -> None:
