@@ -43,6 +43,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     ),
 }
 PATH_PARAMS = {
+    "address": "An IPv4 or IPv6 address.",
     "job_id": "The job's id (a scan's job_id).",
     "host": "The host as known_hosts names it: an address, or [address]:port.",
     "name": "The name of the token or credential.",
@@ -66,6 +67,7 @@ no more). Values in a `cloudx-*` format follow the scanner role's rules (module_
 TAGS = {
     "system": "Health, heartbeat, monitoring and this document.",
     "scans": "Network scans (nmap, masscan, zmap) and their results.",
+    "assets": "The hosts the stored scans have seen, their ports now and how they changed.",
     "jobs": "Every playbook run, its events and per-host counts.",
     "deployments": "Agent deployments and trusted SSH host keys.",
     "scripts": "Standalone agent scripts for hosts installed by hand.",

@@ -17,14 +17,15 @@ from controller.errors import NotFound, ValidationError
 from controller.principal import Principal
 from controller.queue.jobs import create_job
 from controller.schemas.scans import ScanRequest, ScanResults
+from controller.services.assets import AssetUpdate
 from controller.services.policy import check_targets, max_scan_timeout, principal_for, quota_for
 from controller.store import jsontext
 from controller.store.database import Database, insert_rows
 from controller.store.jsontext import iso
-from controller.store.models import Job, Scan, ScanHost
+from controller.store.models import Job, Scan, ScanHost, utcnow
 
 PLAYBOOK = "playbooks/scan.yml"
-HOST_COLUMNS = ("id", "scan_id", "address", "status", "reason", "hostnames", "mac")
+HOST_COLUMNS = ("id", "scan_id", "address", "status", "reason", "hostnames", "mac", "extra_state")
 PORT_COLUMNS = ("host_id", "protocol", "port", "state", "reason", "service", "product", "version")
 _port_fields = operator.itemgetter(*PORT_COLUMNS[1:])  # one C call per port, where dict.get took seven
 RAW_TYPES = {"xml": "application/xml", "json": "application/json", "csv": "text/csv"}
@@ -113,8 +114,8 @@ def store_results(db: Database, config: Config, job_id: str, status: str, reason
         scan = session.scalar(select(Scan).where(Scan.job_id == job_id))
         if scan is None:
             return status, reason
-        scan_id = scan.id
         summary: dict[str, Any] | None = None
+        seen_at = utcnow()
         for directory in result_dirs(config, job_id):
             summary_file = directory / "summary.json"
             if summary_file.is_file():
@@ -122,7 +123,7 @@ def store_results(db: Database, config: Config, job_id: str, status: str, reason
                 summary["scanner"] = directory.name
             hosts_file = directory / "hosts.jsonl"
             if hosts_file.is_file():
-                _store_hosts(session, scan_id, hosts_file)
+                _store_hosts(session, scan.id, hosts_file, assets=AssetUpdate(session.connection(), scan, summary, seen_at))
         scan.summary = summary
     state = (summary or {}).get("state")
     if state == "timeout":
@@ -132,12 +133,15 @@ def store_results(db: Database, config: Config, job_id: str, status: str, reason
     return status, reason
 
 
-def _store_hosts(session: Session, scan_id: int, path: Path, batch: int = 2000) -> None:
-    """Store the hosts and ports of a hosts.jsonl file (one host per line, as the scanner role writes it)."""
+def _store_hosts(session: Session, scan_id: int, path: Path, batch: int = 2000, assets: AssetUpdate | None = None) -> None:
+    """Store the hosts and ports of a hosts.jsonl file (one host per line, as the scanner role writes it), and what
+    they tell of the assets."""
     hosts: list[dict[str, Any]] = []
 
     def flush() -> None:
         connection = session.connection()
+        if assets is not None:
+            assets.add(hosts)
         ids = _insert_hosts(connection, scan_id, hosts)
         pairs = [(host_id, p) for host_id, h in zip(ids, hosts, strict=True) for p in h["ports"]]
         try:
@@ -159,7 +163,7 @@ def _store_hosts(session: Session, scan_id: int, path: Path, batch: int = 2000) 
 
 def _insert_hosts(connection: Connection, scan_id: int, hosts: list[dict[str, Any]]) -> list[int]:
     """Insert scan hosts; their ids, in order."""
-    values = [{"scan_id": scan_id, **{c: h[c] for c in HOST_COLUMNS[2:]}} for h in hosts]
+    values = [{"scan_id": scan_id, **{c: h.get(c) for c in HOST_COLUMNS[2:]}} for h in hosts]
     if connection.dialect.name != "sqlite":
         statement = insert(ScanHost).returning(ScanHost.id, sort_by_parameter_order=True)
         return list(connection.execute(statement, values).scalars())
@@ -168,7 +172,7 @@ def _insert_hosts(connection: Connection, scan_id: int, hosts: list[dict[str, An
     first = connection.execute(insert(ScanHost).returning(ScanHost.id), values[0]).scalar_one()
     ids = list(range(first, first + len(hosts)))
     rows = [
-        (i, scan_id, h["address"], h["status"], h["reason"], jsontext.dumps(h["hostnames"]).decode(), h["mac"])
+        (i, scan_id, h["address"], h["status"], h["reason"], jsontext.dumps(h["hostnames"]).decode(), h["mac"], h.get("extra_state"))
         for i, h in zip(ids[1:], hosts[1:], strict=True)
     ]
     insert_rows(connection, "scan_hosts", HOST_COLUMNS, rows)

@@ -145,8 +145,9 @@ class Scan(Base):
     target: Mapped[str] = mapped_column(String(255))
     scan_type: Mapped[str] = mapped_column(String(32))
     ports: Mapped[str | None] = mapped_column(String(1024))
-    # What the scanner reported about the run (state, argv, rc, elapsed, counts, error).
+    # What the scanner reported about the run (state, argv, rc, elapsed, counts, error, the ports it probed).
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(String(255))  # an imported scan's file name
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -166,6 +167,9 @@ class ScanHost(Base):
     reason: Mapped[str | None] = mapped_column(String(64))
     hostnames: Mapped[list[Any]] = mapped_column(default=list)
     mac: Mapped[str | None] = mapped_column(String(17))
+    # The state nmap gave the probed ports it did not list (<extraports>): closed, filtered, or closed|filtered
+    # when it grouped them under several; None when it listed every port it probed (or for masscan and zmap).
+    extra_state: Mapped[str | None] = mapped_column(String(24))
 
     scan: Mapped[Scan] = relationship(back_populates="hosts")
     ports: Mapped[list[ScanPort]] = relationship(
@@ -187,6 +191,70 @@ class ScanPort(Base):
     version: Mapped[str | None] = mapped_column(String(255))
 
     host: Mapped[ScanHost] = relationship(back_populates="ports")
+
+
+class Asset(Base):
+    """A host as the stored scans have seen it over time (controller.services.assets keeps it)."""
+
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(64), unique=True)
+    # The address as 32 hex digits in the IPv6 space (IPv4 mapped): a network is a range of keys, in order.
+    sort_key: Mapped[str] = mapped_column(String(32), index=True)
+    hostnames: Mapped[list[Any]] = mapped_column(default=list)
+    mac: Mapped[str | None] = mapped_column(String(17))
+    status: Mapped[str] = mapped_column(String(16))  # as the last scan that reported it saw it
+    first_seen: Mapped[datetime] = mapped_column()
+    last_seen: Mapped[datetime | None] = mapped_column(index=True)  # last seen up
+    last_scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+
+
+class AssetScan(Base):
+    """A scan that reported the asset."""
+
+    __tablename__ = "asset_scans"
+
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class AssetPort(Base):
+    """An asset's port as the latest scan that probed it found it."""
+
+    __tablename__ = "asset_ports"
+    __table_args__ = (
+        UniqueConstraint("asset_id", "protocol", "port", name="uq_asset_ports"),
+        Index("ix_asset_ports_port", "port", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"))
+    protocol: Mapped[str] = mapped_column(String(8))
+    port: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(24))
+    service: Mapped[str | None] = mapped_column(String(128), index=True)
+    product: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(255))
+    first_seen: Mapped[datetime] = mapped_column()
+    last_seen: Mapped[datetime] = mapped_column()
+
+
+class AssetPortChange(Base):
+    """A change of an asset's port state: opened, closed (or filtered), reopened, or another state."""
+
+    __tablename__ = "asset_port_changes"
+    __table_args__ = (Index("ix_asset_port_changes_asset", "asset_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"))
+    protocol: Mapped[str] = mapped_column(String(8))
+    port: Mapped[int] = mapped_column(Integer)
+    change: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(24))
+    previous: Mapped[str | None] = mapped_column(String(24))
+    scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    at: Mapped[datetime] = mapped_column()
 
 
 class ApiToken(Base):

@@ -35,6 +35,8 @@ SCAN_TYPES: Dict[str, Dict[str, Tuple[str, bool, bool]]] = {
     },
 }
 
+# Tools that report open ports only: a port they probed and did not list is not open (closed or filtered).
+OPEN_ONLY_TOOLS = ("masscan", "zmap")
 MAX_PORT_SPEC_LENGTH = 1024
 # A list holds ports or ranges, one each: at most 85, so that any list of them ("65535-65535" at the longest)
 # fits MAX_PORT_SPEC_LENGTH joined (85 * 12 - 1 = 1019), and the list's rule is its length alone. A string takes more.
@@ -164,6 +166,16 @@ def validate_request(tool: Any, scan_type: Any, target: Any, ports: Any) -> Dict
     if tool == "masscan" and not re.fullmatch(r"[0-9.:a-fA-F/]+", target):
         raise ScanInputError("target", "masscan needs an IP address or a CIDR network, not a hostname")
     return {"tool": tool, "scan_type": scan_type, "target": target, "ports": ports}
+
+
+def probed_ports(tool: str, scan_type: str, ports: str | None, info: Dict[str, Any]) -> Dict[str, str]:
+    """The ports a scan probed, per protocol, as port specs: what nmap's XML says it probed (its <scaninfo>), or the
+    ports masscan and zmap were given. Empty for host discovery."""
+    if tool == "nmap":
+        return dict(info.get("probed") or {})
+    if not ports:
+        return {}
+    return {"udp" if scan_type == "udp_scan" else "tcp": ports}
 
 
 def validate_mac(value: str, field: str) -> str:
@@ -470,6 +482,8 @@ class _NmapReader:
             "finished": self.on_finished,
             "hosts": self.on_hosts,
             "hosthint": self.between_hosts,
+            "scaninfo": self.on_scaninfo,
+            "extraports": self.on_extraports,
         }
 
     def close_host(self) -> None:
@@ -485,7 +499,7 @@ class _NmapReader:
 
     def on_host(self, _attrs: Dict[str, str]) -> None:
         self.close_host()
-        self.host = {"address": None, "status": "unknown", "reason": None, "hostnames": [], "mac": None, "ports": []}
+        self.host = {"address": None, "status": "unknown", "reason": None, "hostnames": [], "mac": None, "ports": [], "extra_state": None}
 
     def on_status(self, attrs: Dict[str, str]) -> None:
         host = self.host
@@ -533,6 +547,20 @@ class _NmapReader:
             port["service"] = attrs.get("name")
             port["product"] = attrs.get("product")
             port["version"] = attrs.get("version")
+
+    def on_extraports(self, attrs: Dict[str, str]) -> None:
+        # The probed ports nmap did not list, grouped by state; under several groups, which is which is unknown.
+        host, state = self.host, attrs.get("state")
+        if host is not None and state:
+            known = host["extra_state"]
+            host["extra_state"] = state if known in (None, state) else "closed|filtered"
+
+    def on_scaninfo(self, attrs: Dict[str, str]) -> None:
+        # The ports nmap probed, per protocol: what a later scan can be compared on.
+        protocol, services = attrs.get("protocol"), attrs.get("services")
+        if protocol and services is not None:
+            probed = self.info.setdefault("probed", {})
+            probed[protocol] = ",".join(filter(None, (probed.get(protocol), services)))
 
     def on_nmaprun(self, attrs: Dict[str, str]) -> None:
         self.info["args"] = attrs.get("args")

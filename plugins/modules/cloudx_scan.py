@@ -27,6 +27,7 @@ try:
         nmap_overall_percent,
         nmap_progress,
         parse_output,
+        probed_ports,
         validate_request,
         write_jsonl,
         zmap_progress,
@@ -39,6 +40,7 @@ except ImportError:
         nmap_overall_percent,
         nmap_progress,
         parse_output,
+        probed_ports,
         validate_request,
         write_jsonl,
         zmap_progress,
@@ -376,6 +378,7 @@ class ScanRun:
             "truncated": bool(info.get("truncated")) and ending != "completed",
             "error": error,
             "files": {name: os.path.basename(path) for name, path in self.files.items()},
+            "probed": probed_ports(self.tool, self.request["scan_type"], self.request["ports"], info),
         }
         summary.update(counts)
         _write_json(self.files["summary"], summary)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from controller.scanlib import ScanInputError, scanner
 from controller.schemas.admin import parse_expires_in
+from controller.schemas.assets import since
 from controller.schemas.types import KEY_TYPES, FieldError, host, known_hosts_lines, private_key
 
 
@@ -55,6 +56,18 @@ def _some_keys(lines: list[str]) -> None:
         raise FieldError("known_hosts", "no key")
 
 
+def _ip_rule(parse: Callable[[str], object]) -> Callable[[str], None]:
+    """A rule that raises ValueError (ipaddress, datetime) as the API's refusal."""
+
+    def check(value: str) -> None:
+        try:
+            parse(value)
+        except (ValueError, OverflowError):
+            raise FieldError("value", "refused") from None
+
+    return check
+
+
 # format -> the rule the API applies to such a value
 CHECKS: dict[str, Callable[[object], bool]] = {
     "cloudx-target": _accepts(scanner.validate_target),
@@ -70,6 +83,9 @@ CHECKS: dict[str, Callable[[object], bool]] = {
     "cloudx-known-hosts-line": _accepts(lambda value: known_hosts_lines([value])),
     "cloudx-key-line": _accepts(lambda value: _some_keys(known_hosts_lines([value]))),
     "cloudx-lifetime": _accepts(parse_expires_in),
+    "cloudx-address": _accepts(_ip_rule(ipaddress.ip_address)),
+    "cloudx-cidr": _accepts(_ip_rule(lambda value: ipaddress.ip_network(value, strict=False))),
+    "cloudx-since": _accepts(_ip_rule(since)),
 }
 
 # --- known-good shapes ----------------------------------------------------------------------------------------
@@ -132,6 +148,12 @@ SHAPES: dict[str, st.SearchStrategy[str]] = {
     "cloudx-host-keys": st.lists(st.one_of(_key_line, _key_line, _comment), min_size=1, max_size=4).map("\n".join),
     "cloudx-known-hosts-line": st.one_of(_key_line, _key_line, _comment),
     "cloudx-key-line": _key_line,
+    "cloudx-address": _addresses,
+    "cloudx-cidr": st.one_of(_addresses, _networks),
+    "cloudx-since": st.one_of(
+        st.builds(lambda n, unit: f"{n}{unit}", st.integers(1, 999999), st.sampled_from("smhd")),
+        st.datetimes().map(lambda moment: moment.isoformat()),
+    ),
     "cloudx-lifetime": st.builds(lambda n, unit: f"{n}{unit}", st.integers(1, 999999), st.sampled_from("smhd")),
 }
 assert SHAPES.keys() == CHECKS.keys()
