@@ -263,6 +263,26 @@ def schema_head(tree: Path = ROOT) -> str:
     return str(ScriptDirectory(str(migrations_dir(tree))).get_current_head())
 
 
+def downgrade(path: Path, revision: str, log: Callable[[str], None]) -> None:
+    """A database taken back to an older schema head with the current tree's own downgrade steps: the tables and
+    columns added since go (they are empty here), every row the benchmark reads stays."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from sqlalchemy import create_engine
+
+    started = time.monotonic()
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(migrations_dir(ROOT)))
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+    log(f"  {path.name}: downgraded to {revision} in {time.monotonic() - started:.1f} s")
+
+
 # Columns written per table, in the order the tables are checked.
 EVENT_COLUMNS = ["job_id", "counter", "uuid", "parent_uuid", "event", "host", "task", "play", "stdout", "created", "event_data"]
 SCAN_COLUMNS = ["id", "job_id", "tool", "target", "scan_type", "ports", "summary", "created_at", "updated_at"]
@@ -753,11 +773,6 @@ def run(quick: bool, log: Callable[[str], None], baseline: str | None = None, ro
         size = replace(size, rounds=rounds)
     trees = [CURRENT] if baseline is None else [CURRENT, baseline_tree(baseline, log)]
     database, meta = cached_database(size, log)
-    for tree in trees[1:]:
-        if schema_head(tree.path) != meta["schema"]:
-            raise RuntimeError(
-                f"{tree.label} migrates to {schema_head(tree.path)}, the database is at {meta['schema']}: they cannot share it"
-            )
     workdir = Path(tempfile.mkdtemp(prefix="api_latency-", dir=CACHE))
     script = workdir / "report.lua"
     script.write_text(WRK_REPORT)
@@ -767,7 +782,12 @@ def run(quick: bool, log: Callable[[str], None], baseline: str | None = None, ro
             copy = workdir / f"api-{processes}x{threads}.sqlite"
             shutil.copyfile(database, copy)
             for tree in trees:
-                servers[tree.name, (processes, threads)] = Served(copy, workdir, processes, threads, tree)
+                served_copy = copy
+                if tree is not CURRENT and schema_head(tree.path) != meta["schema"]:
+                    served_copy = workdir / f"api-{processes}x{threads}-{tree.name}.sqlite"
+                    shutil.copyfile(database, served_copy)
+                    downgrade(served_copy, schema_head(tree.path), log)
+                servers[tree.name, (processes, threads)] = Served(served_copy, workdir, processes, threads, tree)
         first = servers[CURRENT.name, SERVERS[0]]
         plans, in_process = query_plans(first.database, first.token, meta["big_job"], size.deep_after)
         points = endpoints(meta["big_job"], size.deep_after)
@@ -1000,8 +1020,10 @@ def compare(results: dict[tuple[ServerKey, int, str], Result], baseline: Tree, p
         f"Baseline: `git archive {baseline.commit[:12]} | tar -x -C bench/.cache/{baseline.path.name}` (once, then compiled), "
         "served by `python -m controller.cli serve` with PYTHONPATH set to that tree, from this venv; the current "
         "tree the same way with PYTHONPATH set to the checkout. Each server imports its own tree's controller (checked before it starts).",
-        "For each server setting the current and the baseline server serve the same copy of the database (both migrate to the same "
-        "schema head, checked), each with a viewer token made by its own CLI; the database, load and wrk settings are the ones above.",
+        "For each server setting the current and the baseline server serve copies of the same database (each migrates it to its "
+        "own schema head, checked; where the baseline's migrations end earlier, its copy is taken back to its head by the current "
+        "tree's downgrade steps, which drop only tables and columns that are empty here), each with a viewer token made by its "
+        "own CLI; the database, load and wrk settings are the ones above.",
         f"{size.rounds} rounds; in each round, for every concurrency and endpoint, the current and the baseline server of the "
         f"same setting one after the other, {size.seconds} s each (which goes first swaps every round): the two alternate "
         "throughout. Ratios are the medians of the per-round ratios "

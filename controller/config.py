@@ -133,7 +133,14 @@ class Config(BaseSettings):
         "sync_heartbeat.json", "the sync heartbeat file that `cloudx heartbeat` writes and `/api/sync-status` reads"
     )
     SYNC_MAX_AGE: int = setting(30, "seconds after which `/api/sync-status` reports an old heartbeat as `inactive`")
-    MAX_CONTENT_LENGTH: int = setting(64 * 1024, "larger request bodies get 413")
+    MAX_CONTENT_LENGTH: int = setting(64 * 1024, "larger request bodies get 413 (`POST /api/imports` has its own limit, below)")
+    IMPORT_MAX_BYTES: int = setting(
+        512 * 1024 * 1024,
+        "larger files sent to `POST /api/imports` get 413, and `cloudx import` refuses them; a file is written to disk as it "
+        "arrives, never held in memory",
+        shown="536870912 (512 MiB)",
+        ge=1,
+    )
     CORS_ORIGINS: str = setting("", "comma-separated browser origins allowed to call the API (e.g. `https://dash.example.org`)")
     CREDENTIALS_KEY: str = setting(
         "", "key of stored credentials (AES-256-GCM): 32 bytes, URL-safe base64 (`cloudx credential keygen`)", secret=True

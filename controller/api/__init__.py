@@ -15,7 +15,23 @@ from typing import Any
 
 from flask import Flask, g, request
 
-from controller.api import admin, assets, audit, auth, cors, deployments, errors, jobs, openapi, scans, scripts, system
+from controller.api import (
+    admin,
+    assets,
+    audit,
+    auth,
+    cors,
+    coverage,
+    deployments,
+    errors,
+    exports,
+    imports,
+    jobs,
+    openapi,
+    scans,
+    scripts,
+    system,
+)
 from controller.api.auth import PUBLIC, requires
 from controller.api.body import json_object
 from controller.api.context import config, db, executor, principal, session
@@ -31,7 +47,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-BLUEPRINTS = (system, scans, assets, jobs, deployments, scripts, admin, openapi)
+BLUEPRINTS = (system, scans, exports, imports, assets, coverage, jobs, deployments, scripts, admin, openapi)
 log = logging.getLogger("cloudx.api")
 
 

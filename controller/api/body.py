@@ -40,6 +40,8 @@ class Doc:
     errors: dict[int, str | None] = field(default_factory=dict)
     body: Any = None
     query: Any = None
+    # A body that is not a JSON model (a file sent as is): (description, media-type dict), as a response's.
+    request: tuple[str, dict[str, Any]] | None = None
     path: dict[str, dict[str, Any]] = field(default_factory=dict)  # a path parameter's schema, where not any segment
 
 

@@ -54,8 +54,10 @@ def deploy_agent(body: AgentRequest) -> Any:
     errors={
         **QUEUED,
         400: "The input is not valid, no inventory host matches limit, or the stored credential does not exist or cannot be opened.",
+        409: "coverage: no asset of the network is without the agent, or more than 1000 are.",
     },
-    description="Either hosts (addresses or hostnames) or limit (inventory hosts). Every host reached must lie inside the scope policy.",
+    description="One of hosts (addresses or hostnames), limit (inventory hosts) or coverage (the assets of a network seen up without "
+    "the agent, GET /api/coverage). Every host reached must lie inside the scope policy.",
 )
 def deploy_many(body: DeployRequest) -> Any:
     return _submit(body)

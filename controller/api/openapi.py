@@ -36,6 +36,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     404: ("NotFound", "Nothing with that id or name."),
     409: ("Conflict", "The request conflicts with the current state."),
     413: ("PayloadTooLarge", "The request body is larger than the limit (CLOUDX_MAX_CONTENT_LENGTH)."),
+    415: ("UnsupportedMediaType", "The request body's Content-Type is not one this operation takes."),
     429: ("TooManyRequests", "Too many jobs are already waiting (CLOUDX_MAX_QUEUED_JOBS); retry after Retry-After seconds."),
     503: (
         "Unavailable",
@@ -60,13 +61,14 @@ this document are public.
 **Errors.** Every error body is `{"error": string, "field"?: string}`; `field` names the offending input. A 500 adds
 `request_id`. 401 comes with WWW-Authenticate, 429 (job queue full) and 503 (database unavailable) with Retry-After.
 
-**Requests.** Bodies are JSON objects (Content-Type: application/json); unknown fields are refused. Every response
-carries X-Request-ID (the server's id; yours comes back as X-Client-Request-ID). Pages are newest first for scans,
-jobs and the audit log, and oldest first for events; pass the next_* value of a page to get the following one (null:
-no more). Values in a `cloudx-*` format follow the scanner role's rules (module_utils/cloudx_scanner.py)."""
+**Requests.** Bodies are JSON objects (Content-Type: application/json); unknown fields are refused (POST /api/imports
+takes a scanner's output file as is). Every response carries X-Request-ID (the server's id; yours comes back as
+X-Client-Request-ID). Pages are newest first for scans, jobs and the audit log, and oldest first for events; pass the
+next_* value of a page to get the following one (null: no more). Values in a `cloudx-*` format follow the scanner
+role's rules (module_utils/cloudx_scanner.py)."""
 TAGS = {
     "system": "Health, heartbeat, monitoring and this document.",
-    "scans": "Network scans (nmap, masscan, zmap) and their results.",
+    "scans": "Network scans (nmap, masscan, zmap) and their results, imported ones too.",
     "assets": "The hosts the stored scans have seen, their ports now and how they changed.",
     "jobs": "Every playbook run, its events and per-host counts.",
     "deployments": "Agent deployments and trusted SSH host keys.",
@@ -152,7 +154,7 @@ def operation(rule: str, role: str, d: Doc) -> Schema:
     statuses: dict[int, str | None] = {}
     if role != PUBLIC:
         statuses.update({401: None, 403: None, 503: None})
-    if d.body is not None:
+    if d.body is not None or d.request is not None:
         statuses.update({400: None, 413: None})
     if d.query is not None:
         statuses[400] = None
@@ -169,14 +171,24 @@ def operation(rule: str, role: str, d: Doc) -> Schema:
         result["security"] = []
     if params := _parameters(rule, d):
         result["parameters"] = params
-    if d.body is not None:
-        variants = getattr(d.body, "variants", None)
-        schema = {"oneOf": [ref(v.__name__) for v in variants]} if variants else ref(d.body.__name__)
-        result["requestBody"] = {"required": True, "content": _content(schema)}
+    if body := _request_body(d):
+        result["requestBody"] = body
     responses = {status: _error(status, text) for status, text in statuses.items()}
     responses.update({status: _own_response(value) for status, value in d.responses.items()})
     result["responses"] = {str(status): responses[status] for status in sorted(responses)}
     return result
+
+
+def _request_body(d: Doc) -> Schema | None:
+    """A JSON model's body (or one of its variants), or a body sent as is (a file: its description and media types)."""
+    if d.request is not None:
+        description, content = d.request
+        return {"required": True, "description": description, "content": content}
+    if d.body is None:
+        return None
+    variants = getattr(d.body, "variants", None)
+    schema = {"oneOf": [ref(v.__name__) for v in variants]} if variants else ref(d.body.__name__)
+    return {"required": True, "content": _content(schema)}
 
 
 def _error(status: int, description: str | None) -> Schema:

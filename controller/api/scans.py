@@ -15,7 +15,9 @@ from controller.api.body import body, doc, query, reply
 from controller.api.context import config, executor, principal, session
 from controller.errors import Conflict
 from controller.queue.jobs import cancel_job, check_owner
+from controller.schemas.diff import DiffQuery, ScanDiff
 from controller.schemas.scans import Deleted, ScanDetail, ScanListQuery, ScanPage, ScanRequest, StopRequested, Submitted
+from controller.services.diff import scan_diff
 from controller.services.scans import create_scan, get_scan, raw_output, scan_view, scans_page
 from controller.store.models import Job
 
@@ -76,6 +78,29 @@ def stop_scan(job_id: str) -> Any:
         status = job.status
     executor().cancel(job_id)
     return reply(StopRequested, {"job_id": job_id, "status": status, "cancel_requested": True}, 202)
+
+
+@bp.get("/scans/<job_id>/diff")
+@requires("viewer")
+@query(DiffQuery)
+@doc(
+    "diff_scans",
+    "scans",
+    "What changed between two scans",
+    {200: ScanDiff},
+    errors={
+        400: "The two scans' targets do not overlap (field against).",
+        404: "No scan with this job_id or against, or no earlier successful scan of the same target, tool and scan type.",
+        409: "One of the scans is still queued or running.",
+    },
+    description="Compares the stored results of the scan `against` (by default the previous successful scan of the same "
+    "target, tool and scan type) with this one: hosts new, gone, up or down; ports opened, closed, changed state or "
+    "service. Ports that not both scans probed, and hosts outside the other scan's target, are not comparable; "
+    "with masscan or zmap on either side only open versus not open is compared (mode open_ports).",
+)
+def diff_scans(job_id: str, query: DiffQuery) -> Any:
+    with session() as s:
+        return reply(ScanDiff, scan_diff(s, job_id, query.against or None))
 
 
 RAW = {"application/xml": {}, "application/json": {}, "text/csv": {}, "application/octet-stream": {}}

@@ -144,6 +144,8 @@ def _print_results(view: dict[str, Any]) -> None:
 @click.option("--enrollment-password-file", type=click.Path(exists=True, dir_okay=False), help="File holding the enrollment password.")
 @click.option("--known-hosts", "known_hosts_file", type=click.Path(exists=True, dir_okay=False), help="Trusted host keys.")
 @click.option("--state", type=click.Choice(["present", "absent"]), default="present", show_default=True)
+@click.option("--uncovered", is_flag=True, help="Deploy to the assets of --network seen up without the agent (cloudx coverage).")
+@click.option("--network", help="With --uncovered: the network (CIDR) whose uncovered assets get the agent.")
 @pass_ctx
 def deploy(
     ctx: Context,
@@ -160,6 +162,8 @@ def deploy(
     enrollment_password_file: str | None,
     known_hosts_file: str | None,
     state: str,
+    uncovered: bool,
+    network: str | None,
 ) -> None:
     """Deploy (or remove) the Cloud-X agent through the controller, showing each host's progress."""
     from pathlib import Path
@@ -180,18 +184,21 @@ def deploy(
         body["known_hosts"] = Path(known_hosts_file).read_text()
     if agent_name is not None and (len(hosts) != 1 or pattern or state != "present"):
         raise refused(ctx, "deploy", ApiError("--name needs exactly one host", field="name"))
+    if uncovered != bool(network):
+        raise refused(ctx, "deploy", ApiError("--uncovered and --network go together", field="coverage"))
 
     def create(session: Session, holder: str) -> tuple[str, dict[str, Any] | None]:
         if agent_name is not None:
             request: Any = AgentRequest.parse({**body, "target": hosts[0], "agent_name": agent_name})
         else:
-            body.update({"hosts": list(hosts)} if hosts else {"limit": pattern} if pattern else {})
-            request = DeploymentRequest.parse({**body, "state": state})
+            targets = {"hosts": list(hosts) or None, "limit": pattern, "coverage": {"network": network} if uncovered else None}
+            request = DeploymentRequest.parse({**body, **{k: v for k, v in targets.items() if v}, "state": state})
         job, secrets = create_deployment(session, ctx.config, cli_principal(), request, holder)
         return job.id, secrets
 
     doing = "deploying to" if state == "present" else "removing from"
-    job_id, status, _ = submit_and_follow(ctx, "deploy", create, f"job {{}}: {doing} {' '.join(hosts) or pattern}", _follow_hosts)
+    where = " ".join(hosts) or pattern or f"the uncovered hosts of {network}"
+    job_id, status, _ = submit_and_follow(ctx, "deploy", create, f"job {{}}: {doing} {where}", _follow_hosts)
     if status != "successful":
         raise click.ClickException(f"deployment {status}: see `cloudx events {job_id}`")
 

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
 from controller.schemas.base import Query, Response
-from controller.schemas.types import EXPIRES_IN, MaybeTimestamp, PageSize, Timestamp, query_int
+from controller.schemas.types import EXPIRES_IN, Cidr, MaybeTimestamp, PageSize, Timestamp, query_int
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _network(value: str) -> str:
-    try:
-        return ipaddress.ip_network(value, strict=False).with_prefixlen
-    except ValueError:
-        raise ValueError("network must be an address or a CIDR network such as 192.0.2.0/24") from None
 
 
 def since(value: str, now: datetime | None = None) -> datetime:
@@ -42,16 +34,13 @@ def _since(value: str) -> str:
 
 class AssetQuery(Query):
     messages = {
-        "network": "network must be an address or a CIDR network such as 192.0.2.0/24",
         "port": "port must be an integer from 1 to 65535",
         "cursor": "cursor is not valid: give next_cursor of an earlier page",
         "service": "service must be a string",
         "seen_since": "seen_since must be an ISO 8601 time such as 2026-12-01T00:00:00Z or an age such as 7d",
     }
 
-    network: Annotated[str, AfterValidator(_network)] | None = Field(
-        default=None, description="Only assets inside this network (or this address).", json_schema_extra={"format": "cloudx-cidr"}
-    )
+    network: Cidr | None = Field(default=None, description="Only assets inside this network (or this address).")
     port: query_int(1, 65535) | None = Field(default=None, description="Only assets with this port open.")  # type: ignore[valid-type]
     service: str | None = Field(default=None, max_length=255, description="Only assets with an open port of this service or product.")
     seen_since: Annotated[str, AfterValidator(_since)] | None = Field(

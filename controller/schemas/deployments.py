@@ -15,6 +15,7 @@ from controller.schemas.types import (
     MAX_HOSTS,
     OS_TYPES,
     AgentName,
+    Cidr,
     CredentialName,
     Host,
     HostKeyLines,
@@ -26,6 +27,8 @@ from controller.schemas.types import (
     matching,
 )
 
+# The playbook of each deployment state (a deploy job's state is its playbook).
+PLAYBOOKS = {"present": "playbooks/deploy_agent.yml", "absent": "playbooks/remove_agent.yml"}
 OsType = Literal["linux", "windows", "mac"]
 assert OsType.__args__ == OS_TYPES  # type: ignore[attr-defined]
 Limit = Annotated[
@@ -143,23 +146,44 @@ class PatternDeployment(_Deployment):
     state: Literal["present", "absent"] = Field(default="present", description="present deploys, absent removes the agent.")
 
 
+class Coverage(Request):
+    network: Cidr = Field(description="The assets in this network seen up without the agent (GET /api/coverage), at most 1000.")
+
+
+class CoverageDeployment(_Deployment):
+    """POST /api/deployments to the assets of a network that the scans saw up and that have no agent."""
+
+    coverage: Coverage
+    hosts: None = None
+    limit: None = None
+    state: Literal["present"] = Field(default="present", description="Deploys the agent (removal takes hosts or limit).")
+
+    def to_hosts(self, hosts: list[str]) -> HostsDeployment:
+        """The same deployment to the hosts the coverage names now (then checked as any host list is)."""
+        fields = self.model_dump(exclude={"coverage", "hosts", "limit"}, exclude_unset=True)
+        return HostsDeployment.parse({**fields, "hosts": hosts})
+
+
 assert tuple(HostsDeployment.model_fields["state"].annotation.__args__) == DEPLOY_STATES  # type: ignore[union-attr]
-DeployRequest = AgentRequest | HostsDeployment | PatternDeployment
+DeployRequest = AgentRequest | HostsDeployment | PatternDeployment | CoverageDeployment
 
 
 class DeploymentRequest:
     """POST /api/deployments: either hosts or limit, each its own request type (the key given picks it)."""
 
-    variants = (HostsDeployment, PatternDeployment)
+    variants = (HostsDeployment, PatternDeployment, CoverageDeployment)
 
     @classmethod
-    def parse(cls, data: Any, **context: Any) -> HostsDeployment | PatternDeployment:
+    def parse(cls, data: Any, **context: Any) -> HostsDeployment | PatternDeployment | CoverageDeployment:
         if not isinstance(data, dict):
             raise ValidationError("the request body must be a JSON object", field="body")
-        hosts, limit = data.get("hosts"), data.get("limit")
-        if (hosts is None) == (limit is None):
-            raise ValidationError("give either hosts (a list of addresses) or limit (an inventory group or pattern)", field="hosts")
-        return (HostsDeployment if hosts is not None else PatternDeployment).parse(data, **context)
+        given = [key for key in ("hosts", "limit", "coverage") if data.get(key) is not None]
+        if len(given) != 1:
+            raise ValidationError(
+                "give one of hosts (a list of addresses), limit (an inventory group or pattern) or coverage ({network})", field="hosts"
+            )
+        variant = {"hosts": HostsDeployment, "limit": PatternDeployment, "coverage": CoverageDeployment}[given[0]]
+        return variant.parse(data, **context)
 
 
 class TrustHostKeys(Request):

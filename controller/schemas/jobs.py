@@ -33,7 +33,7 @@ class EventQuery(Query):
 
 class Job(Response):
     id: str
-    kind: str = Field(description="scan or deploy.")
+    kind: str = Field(description="scan, deploy or import (a scan stored from a file: never run).")
     playbook: str
     limit: str | None
     status: JobStatus

@@ -135,6 +135,7 @@ class Scan(Response):
     target: str
     scan_type: str
     ports: str | None
+    source: str | None = Field(description="An imported scan's file name (POST /api/imports); null for the controller's own.")
     status: JobStatus
     status_reason: str | None
     progress: int = Field(ge=0, le=100)

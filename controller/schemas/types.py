@@ -138,6 +138,14 @@ def matching(regex: re.Pattern[str], message: str) -> Any:
     return Annotated[str, AfterValidator(check), Documented(pattern=regex.pattern)]
 
 
+def _cidr(value: str, info: ValidationInfo) -> str:
+    try:
+        return ipaddress.ip_network(value, strict=False).with_prefixlen
+    except ValueError:
+        field = info.field_name or "network"
+        raise FieldError(field, f"{field} must be an address or a CIDR network such as 192.0.2.0/24") from None
+
+
 def _secret(value: str, info: ValidationInfo) -> str:
     if not value or len(value) > MAX_SECRET or "\x00" in value:
         raise FieldError(info.field_name or "secret", f"{info.field_name} must be a non-empty string of at most {MAX_SECRET} characters")
@@ -173,6 +181,9 @@ Scope = Annotated[
     Field(max_length=MAX_SCOPE_ENTRIES),
     AfterValidator(_scope),
 ]
+# A network (an address is a network of one) as a CIDR; not the scanner's rule (any size, no hostname): what the
+# stored records are filtered by.
+Cidr = Annotated[str, AfterValidator(_cidr), Documented(format="cloudx-cidr", maxLength=64)]
 Secret = Annotated[
     str, AfterValidator(_secret), WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_SECRET, "pattern": r"^[^\u0000]*$"})
 ]

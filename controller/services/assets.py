@@ -7,19 +7,19 @@ same transaction: a scan's results and what they change in the assets are stored
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, case, exists, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Select, and_, bindparam, exists, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from controller.errors import NotFound, ValidationError
 from controller.scanlib import scanner
+from controller.services.probed import Probed, probed
+from controller.store import jsontext
+from controller.store.database import insert_rows
 from controller.store.models import Asset, AssetPort, AssetPortChange, AssetScan, Scan
 
 OPEN = "open"
@@ -39,250 +39,143 @@ def network_keys(network: str) -> tuple[str, str]:
     return address_key(str(net.network_address)), address_key(str(net.broadcast_address))
 
 
-class PortSet:
-    """The ports a scan probed, per protocol (port specs such as 22,80,1000-2000), for fast membership tests."""
-
-    def __init__(self, probed: Mapping[str, str]) -> None:
-        self._ranges: dict[str, tuple[list[int], list[int]]] = {}
-        for protocol, spec in probed.items():
-            lows: list[int] = []
-            highs: list[int] = []
-            for low, high in sorted(_ranges(spec)):
-                if highs and low <= highs[-1] + 1:  # overlapping or adjacent: one range
-                    highs[-1] = max(highs[-1], high)
-                else:
-                    lows.append(low)
-                    highs.append(high)
-            self._ranges[protocol] = (lows, highs)
-
-    def __contains__(self, key: tuple[str, int]) -> bool:
-        protocol, port = key
-        found = self._ranges.get(protocol)
-        if found is None:
-            return False
-        lows, highs = found
-        i = bisect.bisect_right(lows, port) - 1
-        return i >= 0 and port <= highs[i]
-
-    def __bool__(self) -> bool:
-        return bool(self._ranges)
-
-
-def _ranges(spec: str) -> Iterable[tuple[int, int]]:
-    for part in filter(None, spec.replace(" ", "").split(",")):
-        low, _, high = part.partition("-")
-        yield int(low), int(high or low)
-
-
-def probed(tool: str, scan_type: str, ports: str | None, summary: Mapping[str, Any] | None) -> PortSet:
-    """What a scan probed: the scanner's own word (summary.probed), or for scans stored before it was kept, the
-    ports masscan and zmap were given (nmap's then unknown: nothing unlisted is taken as closed)."""
-    given = (summary or {}).get("probed")
-    if not isinstance(given, dict):
-        given = scanner.probed_ports(tool, scan_type, ports, {})
-    return PortSet(given)
-
-
-@dataclass
-class _Known:
-    id: int
-    state: str
-    service: str | None
-    product: str | None
-    version: str | None
+# What a stored scan changes in the assets, in SQL over the scan's rows (set-based: a 65,536-host scan is a few
+# statements, not a round trip per host). :scan is the scan's id, :at the time it is stored.
+UPDATE_ASSETS = """
+UPDATE assets SET
+    status = h.status,
+    hostnames = CASE WHEN CAST(h.hostnames AS TEXT) <> '[]' THEN h.hostnames ELSE assets.hostnames END,
+    mac = COALESCE(h.mac, assets.mac),
+    last_seen = CASE WHEN h.status = 'up' THEN :at ELSE assets.last_seen END,
+    last_scan_id = :scan
+FROM scan_hosts AS h
+WHERE h.scan_id = :scan AND h.address = assets.address
+"""
+LINK_SCANS = """
+INSERT INTO asset_scans (asset_id, scan_id)
+SELECT DISTINCT a.id, :scan FROM scan_hosts AS h JOIN assets AS a ON a.address = h.address WHERE h.scan_id = :scan
+ON CONFLICT DO NOTHING
+"""
+# Ports the scan reported whose state is new to the asset: their change, before asset_ports is updated.
+RECORD_CHANGES = """
+INSERT INTO asset_port_changes (asset_id, protocol, port, change, state, previous, scan_id, at)
+SELECT a.id, p.protocol, p.port,
+    CASE
+        WHEN COALESCE(p.state, 'unknown') = 'open' THEN CASE WHEN EXISTS (
+            SELECT 1 FROM asset_port_changes AS c
+            WHERE c.asset_id = a.id AND c.protocol = p.protocol AND c.port = p.port AND c.state = 'open'
+        ) THEN 'reopened' ELSE 'opened' END
+        WHEN ap.state = 'open' THEN 'closed'
+        ELSE 'state'
+    END,
+    COALESCE(p.state, 'unknown'), ap.state, :scan, :at
+FROM scan_ports AS p
+JOIN scan_hosts AS h ON h.id = p.host_id
+JOIN assets AS a ON a.address = h.address
+LEFT JOIN asset_ports AS ap ON ap.asset_id = a.id AND ap.protocol = p.protocol AND ap.port = p.port
+WHERE h.scan_id = :scan AND (ap.id IS NULL OR ap.state <> COALESCE(p.state, 'unknown'))
+"""
+# PostgreSQL refuses to upsert one row twice in a statement (a host two scanners both reported): one row per asset
+# port there. SQLite applies them in turn, and the grouping would cost a third of the update.
+UPSERT_PORTS = """
+INSERT INTO asset_ports (asset_id, protocol, port, state, service, product, version, first_seen, last_seen)
+SELECT {columns}
+FROM scan_ports AS p
+JOIN scan_hosts AS h ON h.id = p.host_id
+JOIN assets AS a ON a.address = h.address
+WHERE h.scan_id = :scan
+{group}
+ON CONFLICT (asset_id, protocol, port) DO UPDATE SET
+    state = excluded.state,
+    service = COALESCE(excluded.service, asset_ports.service),
+    product = COALESCE(excluded.product, asset_ports.product),
+    version = COALESCE(excluded.version, asset_ports.version),
+    last_seen = excluded.last_seen
+"""
+# The asset ports of hosts this scan saw up that it did not list: candidates for its unlisted state.
+UNLISTED = """
+SELECT ap.id, ap.asset_id, ap.protocol, ap.port, ap.state, h.extra_state
+FROM asset_ports AS ap
+JOIN assets AS a ON a.id = ap.asset_id
+JOIN scan_hosts AS h ON h.address = a.address AND h.scan_id = :scan AND h.status = 'up'
+WHERE NOT EXISTS (SELECT 1 FROM scan_ports AS p WHERE p.host_id = h.id AND p.protocol = ap.protocol AND p.port = ap.port)
+"""
+UPSERT_PORTS_GROUPED = UPSERT_PORTS.format(
+    columns="a.id, p.protocol, p.port, MAX(COALESCE(p.state, 'unknown')), MAX(p.service), MAX(p.product), MAX(p.version), :at, :at",
+    group="GROUP BY a.id, p.protocol, p.port",
+)
+UPSERT_PORTS_EACH = UPSERT_PORTS.format(
+    columns="a.id, p.protocol, p.port, COALESCE(p.state, 'unknown'), p.service, p.product, p.version, :at, :at", group=""
+)
+OPENED_BEFORE = """
+SELECT 1 FROM asset_port_changes WHERE asset_id = :asset AND protocol = :protocol AND port = :port AND state = 'open' LIMIT 1
+"""
+ASSET_COLUMNS = ("address", "sort_key", "hostnames", "mac", "status", "first_seen", "last_seen", "last_scan_id")
 
 
 class AssetUpdate:
-    """The assets' side of storing one scan's hosts (see the module's docstring)."""
+    """The assets' side of storing one scan's hosts (see the module's docstring): `add` each batch of hosts as it is
+    stored (new addresses become assets), then `finish` once every host and port row of the scan is in."""
 
     def __init__(self, connection: Connection, scan: Scan, summary: Mapping[str, Any] | None, seen_at: datetime) -> None:
         self.connection = connection
         self.scan_id = scan.id
         # A scan that did not complete may not have probed every port of a host it lists: none is taken as closed.
         completed = (summary or {}).get("state") == "completed"
-        self.probed = probed(scan.tool, scan.scan_type, scan.ports, summary) if completed else PortSet({})
+        self.probed = (probed(scan.tool, scan.scan_type, scan.ports, summary) if completed else None) or Probed({})
         self.open_only = scan.tool in scanner.OPEN_ONLY_TOOLS
         self.at = seen_at
+        dialect = connection.dialect
+        self._time = Asset.__table__.c.first_seen.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
 
     def add(self, hosts: list[dict[str, Any]]) -> None:
-        by_address: dict[str, dict[str, Any]] = {}
-        for host in hosts:
-            if _is_address(host.get("address")):
-                by_address[host["address"]] = host  # one scanner's report of a host twice: the last
-        if not by_address:
-            return
-        ids = self._assets(by_address)
-        self._insert_ignoring(AssetScan, [{"asset_id": ids[a], "scan_id": self.scan_id} for a in by_address])
-        self._ports({ids[a]: h for a, h in by_address.items()})
+        """Make an asset of every new address among `hosts` (the others are brought up to date by `finish`)."""
+        at, scan_id, dumps = self._time(self.at), self.scan_id, jsontext.dumps
+        rows = []
+        for h in hosts:
+            key = _key_or_none(h.get("address"))
+            if key is not None:
+                up = h.get("status") == "up"
+                hostnames = dumps(h["hostnames"]).decode() if h.get("hostnames") else "[]"
+                rows.append((h["address"], key, hostnames, h.get("mac"), h.get("status") or "unknown", at, at if up else None, scan_id))
+        insert_rows(self.connection, "assets", ASSET_COLUMNS, rows, json=("hostnames",))  # an existing address is left
 
-    # --- assets ---------------------------------------------------------------------------------------------
+    def finish(self) -> None:
+        params = {"scan": self.scan_id, "at": self._time(self.at)}  # as the column stores it (text() has no types)
+        upsert = UPSERT_PORTS_GROUPED if self.connection.dialect.name == "postgresql" else UPSERT_PORTS_EACH
+        for statement in (UPDATE_ASSETS, LINK_SCANS, RECORD_CHANGES, upsert):
+            self.connection.execute(text(statement), params)
+        if self.probed:
+            self._unlisted()
 
-    def _assets(self, hosts: dict[str, dict[str, Any]]) -> dict[str, int]:
-        """Each host's asset id, the asset made or brought up to date."""
-        at, scan_id = self.at, self.scan_id
-        fresh = [
-            {
-                "address": a,
-                "sort_key": address_key(a),
-                "hostnames": h.get("hostnames") or [],
-                "mac": h.get("mac"),
-                "status": h.get("status") or "unknown",
-                "first_seen": at,
-                "last_seen": at if h.get("status") == "up" else None,
-                "last_scan_id": scan_id,
-            }
-            for a, h in hosts.items()
-        ]
-        known = self._asset_rows(list(hosts))
-        self._insert_ignoring(Asset, [row for row in fresh if row["address"] not in known])
-        rows = self._asset_rows(list(hosts))
-        changes = []
-        for address, (asset_id, hostnames, mac) in rows.items():
-            if address not in known:
-                continue  # just made from this host
-            host = hosts[address]
-            changes.append(
-                {
-                    "b_id": asset_id,
-                    "b_status": host.get("status") or "unknown",
-                    "b_hostnames": host.get("hostnames") or hostnames,
-                    "b_mac": host.get("mac") or mac,
-                    "b_up": host.get("status") == "up",
-                }
-            )
-        if changes:
-            statement = (
-                update(Asset)
-                .where(Asset.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    hostnames=bindparam("b_hostnames", type_=Asset.hostnames.type),
-                    mac=bindparam("b_mac"),
-                    last_seen=func.coalesce(_if_up(at), Asset.last_seen),
-                    last_scan_id=scan_id,
-                )
-            )
-            self.connection.execute(statement, changes)
-        return {address: row[0] for address, row in rows.items()}
-
-    def _asset_rows(self, addresses: list[str]) -> dict[str, tuple[int, list[Any], str | None]]:
-        query = select(Asset.address, Asset.id, Asset.hostnames, Asset.mac).where(Asset.address.in_(addresses))
-        return {r.address: (r.id, r.hostnames, r.mac) for r in self.connection.execute(query)}
-
-    # --- ports ----------------------------------------------------------------------------------------------
-
-    def _ports(self, hosts: dict[int, dict[str, Any]]) -> None:
-        known = self._known_ports(list(hosts))
-        opened_before = self._opened_before(list(hosts))
-        new_ports: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+    def _unlisted(self) -> None:
+        """The ports an asset has that this scan probed and did not list: nmap's <extraports> state for them, or
+        closed for an open-only tool (masscan, zmap), where it was open."""
         changes: list[dict[str, Any]] = []
-        for asset_id, host in hosts.items():
-            reported: set[tuple[str, int]] = set()
-            for port in host.get("ports") or ():
-                key = (port["protocol"], port["port"])
-                reported.add(key)
-                state = port.get("state") or "unknown"
-                was = known.get((asset_id, *key))
-                if was is None:
-                    new_ports.append(self._new_port(asset_id, port, state))
-                    changes.append(self._change(asset_id, key, state, None, opened_before))
-                    continue
-                if was.state != state:
-                    changes.append(self._change(asset_id, key, state, was.state, opened_before))
-                updates.append(self._port_update(was, state, port))
-            if host.get("status") == "up" and self.probed:
-                self._unlisted(asset_id, host, reported, known, updates, changes, opened_before)
-        self._insert_ignoring(AssetPort, new_ports)
-        self._insert_ignoring(AssetPortChange, changes, ignore=False)
-        if updates:
-            statement = (
-                update(AssetPort)
-                .where(AssetPort.id == bindparam("b_id"))
-                .values(
-                    state=bindparam("b_state"),
-                    service=bindparam("b_service"),
-                    product=bindparam("b_product"),
-                    version=bindparam("b_version"),
-                    last_seen=self.at,
-                )
-            )
+        updates: list[dict[str, Any]] = []
+        for row in self.connection.execute(text(UNLISTED), {"scan": self.scan_id}):
+            state = NOT_OPEN if self.open_only else row.extra_state
+            if state is None or row.state == state or (row.protocol, row.port) not in self.probed:
+                continue  # nmap listed every port it probed, or nothing changed, or the scan did not probe it
+            if self.open_only and row.state != OPEN:
+                continue  # an open-only tool tells closed from filtered no better than the last scan did
+            changes.append(self._change(row.asset_id, row.protocol, row.port, state, row.state))
+            updates.append({"b_id": row.id, "b_state": state})
+        if changes:
+            self.connection.execute(insert(AssetPortChange), changes)
+            statement = update(AssetPort).where(AssetPort.id == bindparam("b_id")).values(state=bindparam("b_state"), last_seen=self.at)
             self.connection.execute(statement, updates)
 
-    def _unlisted(
-        self,
-        asset_id: int,
-        host: dict[str, Any],
-        reported: set[tuple[str, int]],
-        known: dict[tuple[int, str, int], _Known],
-        updates: list[dict[str, Any]],
-        changes: list[dict[str, Any]],
-        opened_before: set[tuple[int, str, int]],
-    ) -> None:
-        """Ports the asset has that this scan probed and did not list: nmap's <extraports> state, or not open."""
-        state = NOT_OPEN if self.open_only else host.get("extra_state")
-        if state is None:
-            return  # nmap listed every port it probed on this host: nothing unlisted was probed
-        for (owner, protocol, port), was in known.items():
-            key = (protocol, port)
-            if owner != asset_id or key in reported or key not in self.probed or was.state == state:
-                continue
-            if self.open_only and was.state != OPEN:
-                continue  # an open-only tool tells closed from filtered no better than the last scan did
-            changes.append(self._change(asset_id, key, state, was.state, opened_before))
-            updates.append({"b_id": was.id, "b_state": state, "b_service": was.service, "b_product": was.product, "b_version": was.version})
-
-    def _known_ports(self, asset_ids: list[int]) -> dict[tuple[int, str, int], _Known]:
-        columns = (AssetPort.id, AssetPort.asset_id, AssetPort.protocol, AssetPort.port, AssetPort.state)
-        query = select(*columns, AssetPort.service, AssetPort.product, AssetPort.version).where(AssetPort.asset_id.in_(asset_ids))
-        return {
-            (r.asset_id, r.protocol, r.port): _Known(r.id, r.state, r.service, r.product, r.version) for r in self.connection.execute(query)
-        }
-
-    def _opened_before(self, asset_ids: list[int]) -> set[tuple[int, str, int]]:
-        query = (
-            select(AssetPortChange.asset_id, AssetPortChange.protocol, AssetPortChange.port)
-            .where(AssetPortChange.asset_id.in_(asset_ids), AssetPortChange.state == OPEN)
-            .distinct()
-        )
-        return {tuple(r) for r in self.connection.execute(query)}  # type: ignore[misc]
-
-    def _new_port(self, asset_id: int, port: dict[str, Any], state: str) -> dict[str, Any]:
-        return {
-            "asset_id": asset_id,
-            "protocol": port["protocol"],
-            "port": port["port"],
-            "state": state,
-            "service": port.get("service"),
-            "product": port.get("product"),
-            "version": port.get("version"),
-            "first_seen": self.at,
-            "last_seen": self.at,
-        }
-
-    @staticmethod
-    def _port_update(was: _Known, state: str, port: dict[str, Any]) -> dict[str, Any]:
-        # A scan that tells no service (masscan, nmap without -sV) keeps what an earlier one found.
-        return {
-            "b_id": was.id,
-            "b_state": state,
-            "b_service": port.get("service") or was.service,
-            "b_product": port.get("product") or was.product,
-            "b_version": port.get("version") or was.version,
-        }
-
-    def _change(
-        self, asset_id: int, key: tuple[str, int], state: str, previous: str | None, opened_before: set[tuple[int, str, int]]
-    ) -> dict[str, Any]:
+    def _change(self, asset_id: int, protocol: str, port: int, state: str, previous: str | None) -> dict[str, Any]:
         if state == OPEN:
-            change = "reopened" if (asset_id, *key) in opened_before else "opened"
-            opened_before.add((asset_id, *key))
+            opened = self.connection.execute(text(OPENED_BEFORE), {"asset": asset_id, "protocol": protocol, "port": port}).first()
+            change = "reopened" if opened else "opened"
         else:
             change = "closed" if previous == OPEN else "state"
         return {
             "asset_id": asset_id,
-            "protocol": key[0],
-            "port": key[1],
+            "protocol": protocol,
+            "port": port,
             "change": change,
             "state": state,
             "previous": previous,
@@ -290,27 +183,12 @@ class AssetUpdate:
             "at": self.at,
         }
 
-    def _insert_ignoring(self, model: Any, rows: list[dict[str, Any]], ignore: bool = True) -> None:
-        """Insert rows; with `ignore`, one that another transaction stored first is left as that one stored it."""
-        if not rows:
-            return
-        if not ignore:
-            self.connection.execute(insert(model), rows)
-            return
-        dialect = postgresql if self.connection.dialect.name == "postgresql" else sqlite
-        self.connection.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
 
-
-def _if_up(at: datetime) -> Any:
-    return case((bindparam("b_up"), at), else_=None)
-
-
-def _is_address(value: Any) -> bool:
+def _key_or_none(value: Any) -> str | None:
     try:
-        ipaddress.ip_address(value)
+        return address_key(value)
     except ValueError:
-        return False
-    return True
+        return None  # not an address (the role reports addresses only): no asset
 
 
 # --- reading ------------------------------------------------------------------------------------------------

@@ -20,10 +20,11 @@ from controller.config import Config
 from controller.errors import Forbidden, ValidationError
 from controller.principal import Principal
 from controller.queue.jobs import create_job
-from controller.schemas.deployments import AgentRequest, DeployRequest, DeploySettings, PatternDeployment
-from controller.schemas.types import FieldError
+from controller.schemas.deployments import PLAYBOOKS, AgentRequest, CoverageDeployment, DeployRequest, DeploySettings, PatternDeployment
+from controller.schemas.types import MAX_HOSTS, FieldError
 from controller.schemas.types import host as one_host
 from controller.services import hostkeys
+from controller.services.coverage import uncovered_addresses
 from controller.services.credentials import credential_ports, open_credential
 from controller.services.hostkeys import Target
 from controller.services.policy import check_targets, inside_scope, principal_for, quota_for
@@ -33,7 +34,6 @@ from controller.store.models import Credential, Job
 log = logging.getLogger("cloudx.deployments")
 
 DEPLOY_TIMEOUT = 3600
-PLAYBOOKS = {"present": "playbooks/deploy_agent.yml", "absent": "playbooks/remove_agent.yml"}
 
 
 def _host(value: str, field: str) -> str:
@@ -96,6 +96,8 @@ def create_deployment(
 ) -> tuple[Job, dict[str, Any]]:
     """A queued deploy job and its in-memory secrets, once every host it would reach (and the manager) is in the
     caller's scope, and a stored credential may be used on every one of them."""
+    if isinstance(deploy, CoverageDeployment):
+        deploy = deploy.to_hosts(uncovered_addresses(session, deploy.coverage.network, MAX_HOSTS))
     request, secrets = plan(deploy)
     settings: DeploySettings = request["settings"]
     if "credential" in secrets:
@@ -115,6 +117,7 @@ def create_deployment(
         hosts = [_listed_host(settings, host) for host in settings.hosts]
     else:
         hosts = [_at_checked_address(h, checked) for h in hosts]
+        settings.addresses = {h.name: h.address for h in hosts}  # where each inventory host was checked (coverage reads it)
     if manager:
         request["extra_vars"]["cloudx_agent_manager_address"] = checked[manager][0]
     known = set(targets) | {h.address for h in hosts}

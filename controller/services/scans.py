@@ -159,6 +159,8 @@ def _store_hosts(session: Session, scan_id: int, path: Path, batch: int = 2000, 
                     flush()
     if hosts:
         flush()
+    if assets is not None:
+        assets.finish()
 
 
 def _insert_hosts(connection: Connection, scan_id: int, hosts: list[dict[str, Any]]) -> list[int]:
@@ -218,6 +220,7 @@ def listed(scan: Any, status: str, reason: str | None, progress: int, job_update
         "target": scan.target,
         "scan_type": scan.scan_type,
         "ports": scan.ports,
+        "source": scan.source,
         "status": status,
         "status_reason": reason,
         "progress": progress,
@@ -229,7 +232,7 @@ def listed(scan: Any, status: str, reason: str | None, progress: int, job_update
 @functools.cache
 def _scans_query(before: bool) -> Select[Any]:
     # Built once, with bound parameters: building and caching a statement per request cost more than SQLite's work.
-    columns = (Scan.id, Scan.job_id, Scan.tool, Scan.target, Scan.scan_type, Scan.ports, Scan.created_at, Scan.updated_at)
+    columns = (Scan.id, Scan.job_id, Scan.tool, Scan.target, Scan.scan_type, Scan.ports, Scan.source, Scan.created_at, Scan.updated_at)
     job_columns = (Job.status, Job.status_reason, Job.progress, Job.updated_at.label("job_updated_at"))
     query = select(*columns, *job_columns).join(Job, Job.id == Scan.job_id).order_by(Scan.id.desc())
     if before:

@@ -22,6 +22,9 @@ def nmap_hosts(xml: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return hosts, info
 
 
+UNSET: Any = object()
+
+
 def store_scan(
     app: Flask,
     client: FlaskClient,
@@ -30,10 +33,13 @@ def store_scan(
     tool: str = "nmap",
     scan_type: str = "default",
     ports: str | None = None,
-    probed: dict[str, str] | None = None,
+    probed: Any = UNSET,
     state: str = "completed",
+    status: str = "successful",
 ) -> str:
-    """A successful scan of `target` whose scanner reported `hosts`; its job id."""
+    """A scan of `target` whose scanner reported `hosts`, its job ended as `status`; its job id. `probed` is what the
+    summary says was probed (by default as the role reports it: nmap's own list, or the ports masscan and zmap were
+    given; None: a scan stored before summaries said)."""
     body = {"target": target, "tool": tool, "scan_type": scan_type, **({"ports": ports} if ports else {})}
     response = client.post("/api/scans", json=body)
     assert response.status_code == 202, response.get_json()
@@ -41,18 +47,16 @@ def store_scan(
     config = app.extensions["cloudx.config"]
     directory = results_root(config, job_id) / job_id / "scanner1"
     directory.mkdir(parents=True)
-    summary = {
-        "state": state,
-        "tool": tool,
-        "scan_type": scan_type,
-        "target": target,
-        "ports": ports,
-        "probed": probed if probed is not None else scanner.probed_ports(tool, scan_type, ports, {}),
-    }
+    summary = {"state": state, "tool": tool, "scan_type": scan_type, "target": target, "ports": ports, "files": {}}
+    if probed is UNSET:
+        probed = {"udp" if scan_type in ("udp", "udp_scan") else "tcp": ports} if ports else {}
+    if probed is not None:
+        summary["probed"] = probed
     (directory / "summary.json").write_text(json.dumps(summary))
     (directory / "hosts.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hosts))
     database = app.extensions["cloudx.db"]
-    store_results(database, config, job_id, "successful", None)
+    stored = store_results(database, config, job_id, status, None)[0]
+    assert stored == status or state != "completed", stored  # a timed-out scan's job ends as timeout
     with database.session() as session:
-        session.get(Job, job_id).status = "successful"
+        session.get(Job, job_id).status = status
     return job_id
