@@ -25,6 +25,7 @@ BENCHMARKS = {
     "overhead": "controller overhead against bare ansible-playbook",
     "ingest": "event ingest into SQLite and PostgreSQL",
     "scanparse": "nmap XML parse + store against python-libnmap",
+    "network": "the network over time: diff, asset update and import on 65,536 hosts",
     "api_latency": "API latency with 1M events and 100k scans",
     "fanout": "agent deployment to 20 hosts against 1",
     "cancel": "cancel latency with the local and Celery executors",

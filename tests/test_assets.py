@@ -122,3 +122,32 @@ def test_deleting_a_scan_keeps_the_assets(app, client, first):
     assert client.delete(f"/api/scans/{job_id}").status_code == 200
     states, detail = _states(client, "198.18.0.2")
     assert states[8080] == "open" and detail["scans"] == [] and {c["scan_job_id"] for c in detail["history"]} == {None}
+
+
+def test_a_masscan_that_no_longer_reports_a_host_closes_the_ports_it_probed(app, client):
+    """masscan lists hosts only through their open ports: a host inside its network that it did not report has none
+    of the ports it probed open (Faraday #247: a re-import must close ports)."""
+    host = {"address": "198.18.0.5", "status": "up", "reason": None, "hostnames": [], "mac": None, "ports": []}
+    host["ports"] = [
+        {"protocol": "tcp", "port": p, "state": "open", "reason": "syn-ack", "service": None, "product": None, "version": None}
+        for p in (22, 80)
+    ]
+    store_scan(app, client, [host], TARGET, tool="masscan", scan_type="tcp_scan", ports="22,80")
+    store_scan(app, client, [], TARGET, tool="masscan", scan_type="tcp_scan", ports="443")  # probed neither: no change
+    assert _states(client, "198.18.0.5")[0] == {22: "open", 80: "open"}
+    store_scan(app, client, [], "198.18.1.0/24", tool="masscan", scan_type="tcp_scan", ports="22")  # another network
+    assert _states(client, "198.18.0.5")[0] == {22: "open", 80: "open"}
+    store_scan(app, client, [], TARGET, tool="masscan", scan_type="tcp_scan", ports="22")
+    states, detail = _states(client, "198.18.0.5")
+    assert states == {22: "closed", 80: "open"}
+    assert [(c["port"], c["change"]) for c in detail["history"]][-1] == (22, "closed")
+
+
+def test_addresses_of_each_version_sort_apart():
+    from controller.services.assets import address_key, network_keys
+
+    assert address_key("10.0.0.1") < address_key("10.0.0.2") < address_key("192.0.2.1") < address_key("::1")
+    low, high = network_keys("::/0")
+    assert not low <= address_key("10.0.0.1") <= high  # an IPv6 network holds no IPv4 address (as ipaddress says)
+    low, high = network_keys("10.0.0.0/8")
+    assert low <= address_key("10.255.255.255") <= high and not low <= address_key("11.0.0.0") <= high

@@ -166,6 +166,9 @@ def test_the_default_baseline_and_its_absence(client, store):
 
 
 def test_errors(app, client, store):
+    from sqlalchemy import select
+
+    from controller.store.models import Scan
     from tests.support.app import make_token
 
     hosts, probed = nmap_fixture("nmap_ports.xml")
@@ -178,6 +181,14 @@ def test_errors(app, client, store):
     elsewhere = store([], target="198.18.5.0/24", probed=probed)
     refused = diff(client, elsewhere, done, status=400)
     assert refused["field"] == "against" and "do not overlap" in refused["error"]
+    # A scan whose target is neither an address nor a network (nor was resolved to one): named by its field.
+    broken = store(hosts, probed=probed)
+    with app.extensions["cloudx.db"].session() as session:
+        scan = session.scalars(select(Scan).where(Scan.job_id == broken)).one()
+        scan.target, scan.job.extra_vars = "unresolved.example", {**scan.job.extra_vars, "scanner_target": None}
+    refused = diff(client, broken, done, status=400)
+    assert refused["field"] == "job_id" and refused["error"].startswith(f"scan {broken}: its target unresolved.example is not")
+    assert diff(client, done, broken, status=400)["field"] == "against"
     viewer = make_token(app, "viewer")
     response = client.get(f"/api/scans/{done}/diff?against={done}", headers={"Authorization": f"Bearer {viewer}"})
     assert response.status_code == 200 and response.get_json()["differences"] is False
@@ -289,9 +300,54 @@ def test_nmap_against_masscan_compares_open_ports_only(client, store):
     assert changes(view) == {"opened": [(2222, "not open", "open")]}
     # Services are not compared in this mode.
     assert view["summary"]["ports_service_changed"] == 0
-    # masscan sees a host only through an open port: one it covered and did not report is gone.
+    # masscan sees a host only through an open port: one whose open port (2222, 8080) it probed and did not report
+    # is gone; the other way round, new.
     view = diff(client, store([], tool="masscan", scan_type="tcp_scan"), nmap_scan)
     assert [(h["address"], h["change"]) for h in view["hosts"]] == [(ADDRESS, "gone")]
+    view = diff(client, nmap_scan, store([], tool="masscan", scan_type="tcp_scan", ports="8080"))
+    assert [(h["address"], h["change"]) for h in view["hosts"]] == [(ADDRESS, "new")]
+
+
+def test_a_host_an_open_only_port_scan_did_not_report_is_gone_only_if_it_probed_an_open_port(client, store, runner):
+    network = "198.18.0.0/24"
+    masscan = {"tool": "masscan", "scan_type": "tcp_scan", "target": network}
+    # masscan -p 22 saw 22 open; masscan -p 80 did not report the host: 22 was not probed, nothing was by both.
+    only_22 = store([host(ADDRESS, [(22, "open")])], ports="22", **masscan)
+    only_80 = store([], ports="80", **masscan)
+    for new, old in ((only_80, only_22), (only_22, only_80)):
+        view = diff(client, new, old)
+        assert (view["differences"], view["hosts"]) == (False, [])
+        assert (view["summary"]["hosts_not_comparable"], view["summary"]["hosts_compared"]) == (1, 0)
+    # masscan -p 22,80 against it: 22 probed and not reported, the host gone (80: not probed before).
+    both = store([], ports="22,80", **masscan)
+    assert [(h["address"], h["change"]) for h in diff(client, both, only_22)["hosts"]] == [(ADDRESS, "gone")]
+
+    # nmap sees the host up with closed ports only; masscan of the same ports can never report it: no change.
+    nmap = {"target": network, "ports": "22,80"}
+    closed = store([host(ADDRESS, [(22, "closed"), (80, "closed")])], **nmap)
+    for new, old in ((both, closed), (closed, both)):
+        view = diff(client, new, old)
+        assert (view["differences"], view["hosts"], view["mode"]) == (False, [], "open_ports")
+        assert (view["summary"]["hosts_compared"], view["summary"]["hosts_not_comparable"]) == (1, 0)
+    assert invoke(runner, closed, both).exit_code == 0
+    # Up with 80 open, then not reported by masscan -p 22: 22 was closed, 80 not probed; not gone, compared on 22.
+    open_80 = store([host(ADDRESS, [(22, "closed"), (80, "open")])], **nmap)
+    view = diff(client, store([], ports="22", **masscan), open_80)
+    assert (view["differences"], view["summary"]["hosts_compared"]) == (False, 1)
+    # An unlisted port both probed compares too (nmap: closed, as its extraports say; masscan: not open).
+    probed = {"tcp": "1-1000"}
+    unlisted = store([host(ADDRESS, [(22, "closed")], extra_state="closed")], target=network, ports="1-1000", probed=probed)
+    view = diff(client, store([], ports="443", **masscan), unlisted)
+    assert (view["differences"], view["summary"]["hosts_compared"]) == (False, 1)
+    view = diff(client, store([], ports="5000", **masscan), unlisted)
+    assert (view["differences"], view["summary"]["hosts_not_comparable"]) == (False, 1)
+
+    # Host discovery (masscan --ping, zmap icmp_echo) sees hosts through echo replies: a host up it did not report
+    # is gone, whatever its ports.
+    for tool, scan_type in (("masscan", "ping_scan"), ("zmap", "icmp_echo")):
+        ping = store([], target=network, tool=tool, scan_type=scan_type, ports=None)
+        view = diff(client, ping, closed)
+        assert [(h["address"], h["change"]) for h in view["hosts"]] == [(ADDRESS, "gone")], (tool, view)
 
 
 def test_zmap_against_masscan_compares_the_port_both_probed(client, store):
@@ -366,6 +422,58 @@ def test_cli_exit_codes_and_json(client, store, runner):
     busy = invoke(runner, second, queued)
     assert busy.exit_code == 2 and busy.stderr.count("\n") == 1 and "still queued" in busy.stderr
     assert invoke(runner, second).exit_code == 2  # a usage error, as click reports it
+
+
+def test_cli_errors_that_are_not_differences_exit_2(client, store, runner, config, monkeypatch):
+    """Cron alerts on 1 ("differences"): a broken tool, settings or database must say 2, in one line."""
+    from sqlalchemy import create_engine, text
+
+    hosts, probed = nmap_fixture("nmap_ports.xml")
+    first, second = store(hosts, probed=probed), store(hosts, probed=probed)
+    assert invoke(runner, first, second).exit_code == 0
+
+    bad = runner.invoke(cli_group(), ["diff", first, second], env={"CLOUDX_DB_BUSY_TIMEOUT": "soon"})
+    assert bad.exit_code == 2, bad.output
+    assert bad.stdout == "" and bad.stderr.startswith("cloudx diff: CLOUDX_DB_BUSY_TIMEOUT ") and bad.stderr.count("\n") == 1
+
+    with monkeypatch.context() as patch:  # a bug in the diff
+        patch.setattr("controller.services.diff.scan_diff", lambda *args: 1 / 0)
+        broken = invoke(runner, first, second)
+    assert (broken.exit_code, broken.stderr) == (2, "cloudx diff: ZeroDivisionError: division by zero\n"), broken.output
+
+    # A database at a migration this version does not know: Alembic's CommandError, while the context migrates it.
+    engine = create_engine(config.DATABASE_URL)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'fffffffffff0'"))
+    engine.dispose()
+    unknown = invoke(runner, first, second)
+    assert unknown.exit_code == 2, unknown.output
+    assert unknown.stderr.startswith("cloudx diff: cannot read the scans: ") and "fffffffffff0" in unknown.stderr
+    assert unknown.stderr.count("\n") == 1 and unknown.stdout == ""
+
+
+def test_cli_assets_and_coverage_say_a_database_error_in_one_line(client, store, runner, config):
+    from sqlalchemy import create_engine, text
+
+    store([host(ADDRESS, [(22, "open")])])
+    ok = runner.invoke(cli_group(), ["assets", ADDRESS])
+    assert ok.exit_code == 0 and ADDRESS in ok.stdout, ok.output
+    engine = create_engine(config.DATABASE_URL)
+    with engine.begin() as connection:
+        for table in ("asset_port_changes", "asset_ports", "asset_scans", "assets"):
+            connection.execute(text(f"DROP TABLE {table}"))
+    engine.dispose()
+    for args in (["assets"], ["assets", ADDRESS], ["coverage"]):
+        result = runner.invoke(cli_group(), args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (args, result.output)
+        assert result.stderr.startswith("Error: cannot read the ") and result.stderr.count("\n") == 1, (args, result.output)
+        assert "no such table" in result.stderr, (args, result.stderr)
+
+
+def cli_group():
+    from controller.cli import cli
+
+    return cli
 
 
 # --- against a real test host ----------------------------------------------------------------------------------

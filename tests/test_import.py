@@ -243,6 +243,8 @@ def test_the_target_covers_the_hosts_when_the_file_names_none(client):
     data = b"saddr,type,code,classification,success,ttl\n198.18.0.2,0,0,echoreply,1,64\n198.18.0.200,0,0,echoreply,1,64\n"
     response = upload(client, data)
     assert response.status_code == 201 and response.get_json()["target"] == "198.18.0.0/24"
+    job = client.get(f"/api/jobs/{response.get_json()['job_id']}").get_json()
+    assert job["extra_vars"]["scanner_target"] is None  # the target describes where the hosts are; it claims none of the others
 
 
 def test_a_content_type_that_is_not_a_file_is_refused(client, db):
@@ -349,6 +351,8 @@ def nmap_xml(args: str, protocol: str = "tcp", finished: str = 'exit="success"',
         ("nmap -A -p22 --stats-every 2s scanme.example.org", "tcp", (ADDRESS,), ("intense", "scanme.example.org", "22")),
         ("nmap -T4 198.18.0.2 198.18.0.3", "tcp", (ADDRESS, "198.18.0.3"), ("default", "198.18.0.2/31", None)),
         ("nmap -T4 -iL targets.txt", "tcp", (ADDRESS, "198.18.0.9"), ("default", "198.18.0.0/28", None)),
+        # --defeat-icmp-ratelimit takes no value: the target after it is the target
+        ("nmap --defeat-icmp-ratelimit 198.18.0.0/30", "tcp", (ADDRESS,), ("default", "198.18.0.0/30", None)),
     ],
 )
 def test_the_nmap_scan_type_target_and_ports_come_from_its_arguments(client, args, protocol, hosts, expected):
@@ -356,9 +360,83 @@ def test_the_nmap_scan_type_target_and_ports_come_from_its_arguments(client, arg
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
     assert (body["scan_type"], body["target"], body["ports"]) == expected
+
+
+# args, hosts reported -> the scan's target, its job's scanner_target (what it covered entirely), summary targets_exact
+CLAIMS = {
+    "one-network": ("nmap -oX - 198.18.0.0/30", (ADDRESS,), "198.18.0.0/30", "198.18.0.0/30", True),
+    "one-address": ("nmap -oX - 198.18.0.2", (ADDRESS,), ADDRESS, ADDRESS, True),
+    "adjacent-addresses": ("nmap 198.18.0.2 198.18.0.3", (ADDRESS, "198.18.0.3"), "198.18.0.2/31", "198.18.0.2/31", True),
+    "networks-together-one": ("nmap 198.18.0.0/25 198.18.0.128/25", (ADDRESS,), "198.18.0.0/24", "198.18.0.0/24", True),
+    "hostname": ("nmap scanme.example.org", (ADDRESS,), "scanme.example.org", ADDRESS, False),
+    "scattered-addresses": ("nmap -oX - 10.0.0.1 10.0.3.1", ("10.0.0.1", "10.0.3.1"), "10.0.0.0/22", None, False),
+    "list-file": ("nmap -iL targets.txt", ("10.0.0.1", "10.0.3.1"), "10.0.0.0/22", None, False),
+    "list-file-one-host": ("nmap -iL targets.txt", ("10.0.0.1",), "10.0.0.1", "10.0.0.1", False),
+    "random": ("nmap -iR 10", ("10.0.0.1", "10.0.3.1"), "10.0.0.0/22", None, False),
+    "exclude": ("nmap --exclude 10.0.1.0/24 10.0.0.0/22", ("10.0.0.1", "10.0.3.1"), "10.0.0.0/22", None, False),
+    "exclude-equals": ("nmap --exclude=10.0.1.0/24 10.0.0.0/22", ("10.0.0.1", "10.0.3.1"), "10.0.0.0/22", None, False),
+    "excludefile": ("nmap --excludefile skip.txt 10.0.0.0/22", ("10.0.0.1", "10.0.3.1"), "10.0.0.0/22", None, False),
+    "range": ("nmap 10.0.0.1-5", ("10.0.0.1", "10.0.0.5"), "10.0.0.0/29", None, False),
+    "range-and-address": ("nmap 10.0.0.1-5 10.0.3.1", ("10.0.0.1", "10.0.3.1"), "10.0.0.0/22", None, False),
+    "wildcard": ("nmap 10.0.0.*", ("10.0.0.1", "10.0.0.9"), "10.0.0.0/28", None, False),
+    "hosts-outside-the-target": ("nmap 10.0.0.0/30", ("10.0.0.1", "10.0.3.1"), "10.0.0.0/30", None, False),
+}
+
+
+@pytest.mark.parametrize("case", list(CLAIMS))
+def test_an_nmap_import_claims_only_what_it_scanned(client, case):
+    args, hosts, target, scanned, exact = CLAIMS[case]
+    response = upload(client, nmap_xml(args, hosts=hosts))
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert body["target"] == target
     job = client.get(f"/api/jobs/{body['job_id']}").get_json()
-    covered = job["extra_vars"]["scanner_target"]  # what a diff compares on: an address or a network, never a name
-    assert covered == (expected[1] if expected[1] != "scanme.example.org" else ADDRESS)
+    assert job["extra_vars"]["scanner_target"] == scanned  # an address or a network, never a name: what a diff compares on
+    summary = client.get(f"/api/scans/{body['job_id']}").get_json()["results"]["summary"]
+    assert summary["targets_exact"] is exact
+
+
+def masscan_json(*records: tuple[str, int]) -> bytes:
+    lines = [
+        f'{{"ip": "{ip}", "timestamp": "1", "ports": [{{"port": {port}, "proto": "tcp", "status": "open", "reason": "syn-ack"}}]}}'
+        for ip, port in records
+    ]
+    return ("[\n" + ",\n".join(lines) + "\n]\n").encode()
+
+
+def test_a_masscan_or_zmap_import_claims_only_the_hosts_it_reported(client):
+    for data in (
+        masscan_json(("10.0.0.1", 80), ("10.0.3.1", 80)),
+        b"saddr,type,code,classification,success,ttl\n10.0.0.1,0,0,echoreply,1,64\n10.0.3.1,0,0,echoreply,1,64\n",
+    ):
+        body = upload(client, data).get_json()
+        assert body["target"] == "10.0.0.0/22"  # where the hosts are, not what was scanned
+        assert client.get(f"/api/jobs/{body['job_id']}").get_json()["extra_vars"]["scanner_target"] is None
+        assert client.get(f"/api/scans/{body['job_id']}").get_json()["results"]["summary"]["targets_exact"] is False
+    one = upload(client, masscan_json(("10.0.0.1", 80))).get_json()
+    assert client.get(f"/api/jobs/{one['job_id']}").get_json()["extra_vars"]["scanner_target"] == "10.0.0.1"
+
+
+def test_a_scattered_open_only_import_leaves_the_hosts_between_alone(client):
+    """The assets: a zmap import that found port 22 open on 10.0.0.1 and 10.0.3.1 says nothing of 10.0.1.5's."""
+    seen = upload(client, nmap_xml("nmap -p22 10.0.1.5", hosts=("10.0.1.5",)))
+    assert seen.status_code == 201, seen.get_json()
+    zmap = b"saddr,sport,classification,success,repeat,cooldown,ttl\n10.0.0.1,22,synack,1,0,1,64\n10.0.3.1,22,synack,1,0,1,64\n"
+    scattered = upload(client, zmap)
+    assert scattered.status_code == 201, scattered.get_json()
+    assert scattered.get_json()["ports"] == "22"  # it probed port 22: on the hosts it reported
+    asset = client.get("/api/assets/10.0.1.5").get_json()
+    assert [(p["port"], p["state"]) for p in asset["ports"]] == [(22, "open")]
+
+
+def test_hosts_between_an_inexact_imports_hosts_are_never_gone_or_new(client):
+    old = upload(client, nmap_xml("nmap -iL a.txt", hosts=("10.0.0.1", "10.0.3.1"))).get_json()["job_id"]
+    new = upload(client, nmap_xml("nmap -iL b.txt", hosts=("10.0.1.7", "10.0.3.1"))).get_json()["job_id"]
+    diff = client.get(f"/api/scans/{new}/diff?against={old}")
+    assert diff.status_code == 200, diff.get_json()
+    body = diff.get_json()
+    assert (body["summary"]["hosts_gone"], body["summary"]["hosts_new"], body["summary"]["hosts_not_comparable"]) == (0, 0, 2)
+    assert body["differences"] is False
 
 
 def test_an_nmap_run_that_failed_is_stored_as_failed(client):
@@ -378,3 +456,151 @@ def test_the_covering_network_of_ipv6_hosts():
         for address in addresses:
             tally.add({"address": address, "status": "up", "ports": []})
         assert tally.covering() == covering
+
+
+# --- what the store takes --------------------------------------------------------------------------------------
+
+
+def nmap_host(*hosts: str) -> bytes:
+    """An nmap document of hosts up, each given by what is in its <host> after its <status>."""
+    body = "".join(f'<host><status state="up" reason="echo-reply"/>{host}</host>\n' for host in hosts)
+    return (
+        '<?xml version="1.0"?>\n<nmaprun scanner="nmap" args="nmap 198.18.0.2" version="7.93">\n'
+        f'<scaninfo type="syn" protocol="tcp" numservices="1" services="22"/>\n{body}'
+        '<runstats><finished elapsed="1.00" exit="success"/><hosts up="1" down="0" total="1"/></runstats>\n</nmaprun>\n'
+    ).encode()
+
+
+IPV4 = f'<address addr="{ADDRESS}" addrtype="ipv4"/>'
+OPEN_22 = '<port protocol="tcp" portid="22"><state state="open" reason="syn-ack"/></port>'
+BROKEN = {
+    "port-without-protocol": (nmap_host(f'{IPV4}<ports><port portid="22"><state state="open"/></port></ports>'), "no protocol"),
+    "port-without-state": (nmap_host(f'{IPV4}<ports><port protocol="tcp" portid="22"></port></ports>'), "no state"),
+    "port-of-another-protocol": (
+        nmap_host(f'{IPV4}<ports><port protocol="icmp" portid="22"><state state="open"/></port></ports>'),
+        "'icmp'",
+    ),
+    "port-over-65535": (nmap_host(f'{IPV4}<ports><port protocol="tcp" portid="65536"><state state="open"/></port></ports>'), "0 to 65535"),
+    "host-without-address": (nmap_host(f"<ports>{OPEN_22}</ports>"), "without an IP address"),
+    "host-with-a-mac-only": (nmap_host(f'<address addr="00:11:22:33:44:55" addrtype="mac"/><ports>{OPEN_22}</ports>'), "without an IP"),
+    "address-not-an-address": (nmap_host(f'<address addr="{"1" * 70}" addrtype="ipv4"/><ports>{OPEN_22}</ports>'), "not an IP address"),
+    "address-with-a-long-zone": (nmap_host(f'<address addr="fe80::1%{"z" * 70}" addrtype="ipv6"/>'), "longer than 64"),
+    "service-over-128": (
+        nmap_host(f'{IPV4}<ports><port protocol="tcp" portid="22"><state state="open"/><service name="{"s" * 129}"/></port></ports>'),
+        "service is longer than 128",
+    ),
+    "extraports-state-over-24": (nmap_host(f'{IPV4}<ports><extraports state="{"f" * 25}" count="3"/>{OPEN_22}</ports>'), "longer than 24"),
+    "mac-over-17": (nmap_host(f'{IPV4}<address addr="{"a" * 18}" addrtype="mac"/>'), "mac is longer than 17"),
+    "masscan-proto-null": (
+        b'[\n{"ip": "198.18.0.2", "timestamp": "1", "ports": [{"port": 80, "proto": null, "status": "open"}]}\n]\n',
+        "no protocol",
+    ),
+    "masscan-state-not-text": (
+        b'[\n{"ip": "198.18.0.2", "timestamp": "1", "ports": [{"port": 80, "proto": "tcp", "status": 1}]}\n]\n',
+        "no state",
+    ),
+    "masscan-reason-not-text": (
+        b'[\n{"ip": "198.18.0.2", "timestamp": "1", "ports": [{"port": 80, "proto": "tcp", "status": "open", "reason": [1]}]}\n]\n',
+        "reason is not a text",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_host_the_store_cannot_take_is_refused_and_named(client, db, config, case):
+    data, said = BROKEN[case]
+    before = counts(db)
+    response = upload(client, data)
+    assert response.status_code == 400, response.get_json()
+    error = response.get_json()
+    assert error["field"] == "body" and error["error"].startswith("host 1") and said in error["error"], error
+    assert "nothing was stored" in error["error"]
+    assert counts(db) == before
+    assert not list((Path(config.ARTIFACTS_DIR) / ".imports").iterdir())
+    assert client.get("/api/assets").get_json()["assets"] == []
+
+
+def test_the_refused_host_is_named_by_number_and_address(client):
+    bad = '<address addr="198.18.0.3" addrtype="ipv4"/><ports><port portid="22"><state state="open"/></port></ports>'
+    response = upload(client, nmap_host(f"{IPV4}<ports>{OPEN_22}</ports>", bad))
+    assert response.status_code == 400 and response.get_json()["error"].startswith("host 2 (198.18.0.3): port 22 has no protocol")
+
+
+def test_addresses_are_stored_canonically(client):
+    response = upload(client, nmap_host(f'<address addr="2001:DB8:0:0::0001" addrtype="ipv6"/><ports>{OPEN_22}</ports>'))
+    assert response.status_code == 201, response.get_json()
+    hosts = client.get(f"/api/scans/{response.get_json()['job_id']}").get_json()["results"]["hosts"]
+    assert [h["address"] for h in hosts] == ["2001:db8::1"]
+    assert client.get("/api/assets/2001:db8::1").status_code == 200
+
+
+# --- one transaction -------------------------------------------------------------------------------------------
+
+
+def test_an_import_is_one_transaction(app, db, config, monkeypatch):
+    """Nothing of an import is visible before all of it is, and a failure anywhere (here the asset update, the last
+    step) leaves no job, scan or host behind, with no compensating delete needed."""
+    from controller.services import assets
+    from controller.services.imports import import_scan
+
+    before = counts(db)
+    seen: list[tuple[int, int]] = []
+
+    def crash(self: Any) -> None:
+        seen.append(counts(db))  # another connection: what others see while the import is being stored
+        raise RuntimeError("crash in the middle of an import")
+
+    monkeypatch.setattr(assets.AssetUpdate, "finish", crash)
+    with pytest.raises(RuntimeError, match="crash"):
+        import_scan(db, config, "tests", [(SCANS / "nmap_ports.xml").read_bytes()], "nmap_ports.xml")
+    assert seen == [before]
+    assert counts(db) == before
+    assert not [p for p in Path(config.ARTIFACTS_DIR).iterdir() if p.name != ".imports"]
+    assert not list((Path(config.ARTIFACTS_DIR) / ".imports").iterdir())
+
+
+def test_store_results_keeps_its_behaviour_for_the_runner(app, db, config):
+    """store_results (the runner's) is store_results_in in a transaction of its own."""
+    from controller.services.scans import store_results
+
+    assert store_results(db, config, "no-such-job", "successful", None) == ("successful", None)
+
+
+# --- serving ---------------------------------------------------------------------------------------------------
+
+
+def test_waitress_takes_bodies_as_large_as_the_import_limit(tmp_path):
+    from waitress.adjustments import Adjustments
+
+    from controller.cli.serve import waitress_options
+
+    for limit in (2 * 1024**3 + 1, 1000):
+        config = make_config(tmp_path, IMPORT_MAX_BYTES=limit)
+        options = waitress_options(config, None, 4, 100)
+        assert options["max_request_body_size"] == max(limit, config.MAX_CONTENT_LENGTH)
+        listener = __import__("socket").socket()
+        try:
+            adjusted = Adjustments(**{**options, "sockets": [listener]})  # waitress reads every option given
+        finally:
+            listener.close()
+        assert adjusted.max_request_body_size == options["max_request_body_size"]
+        assert (adjusted.threads, adjusted.connection_limit, adjusted.ident) == (4, 100, "cloudx")
+
+
+# --- the CLI's errors ------------------------------------------------------------------------------------------
+
+
+def test_the_cli_exits_2_in_one_line_on_a_bad_setting_or_database(runner, monkeypatch, tmp_path):
+    cases = [
+        ({"CLOUDX_IMPORT_MAX_BYTES": "lots"}, "CLOUDX_IMPORT_MAX_BYTES"),
+        ({"DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir/cloudx.db"}, "cannot store the scan"),
+        ({"DATABASE_URL": "nosuchdialect://x"}, "cannot store the scan"),
+    ]
+    for env, said in cases:
+        with monkeypatch.context() as patched:
+            for key, value in env.items():
+                patched.setenv(key, value)
+            result = runner.invoke(cli, ["import", str(SCANS / "zmap_syn.csv")])
+        assert result.exit_code == 2, (env, result.output, result.exception)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("cloudx import: ") and said in lines[0], (env, result.stderr)

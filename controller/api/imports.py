@@ -35,14 +35,17 @@ MEDIA_TYPES = ("application/octet-stream", "application/xml", "text/xml", "appli
         dict.fromkeys(MEDIA_TYPES, FILE),
     ),
     errors={
-        400: "Not the tool's output, a format that is not recognised, entity declarations or external entities, or a file "
-        "malformed beyond a truncation: nothing was stored.",
+        400: "Not the tool's output, a format that is not recognised, entity declarations or external entities, a file "
+        "malformed beyond a truncation, or a host the store cannot take (no IP address, a port without a protocol of tcp, "
+        "udp, sctp or ip, a state or a number 0-65535, a text longer than its column), named: nothing was stored.",
         413: "The file is larger than CLOUDX_IMPORT_MAX_BYTES (512 MiB by default): nothing was stored.",
         415: "Content-Type is none of application/octet-stream, application/xml, text/xml, application/json, text/csv, text/plain.",
     },
     description="Stores a scan run elsewhere as a scan record (job kind `import`, already ended; never run): its hosts and "
     "ports read with the scanner role's own parsers, the assets updated, the file kept (GET /api/scans/{job_id}/raw). "
-    "The target comes from the file and need not lie inside the scope policy. The body is written to disk as it "
+    "The target comes from the file and need not lie inside the scope policy; unless nmap's arguments name exactly the "
+    "addresses scanned (one address or network), the scan covers only the hosts it reported (`targets_exact: false` in "
+    "its summary), and its target is the network where they are. The body is written to disk as it "
     "arrives, under its own limit (CLOUDX_IMPORT_MAX_BYTES), not the JSON bodies' one. A truncated file is stored with "
     "`truncated: true`.",
 )

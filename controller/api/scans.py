@@ -89,14 +89,17 @@ def stop_scan(job_id: str) -> Any:
     "What changed between two scans",
     {200: ScanDiff},
     errors={
-        400: "The two scans' targets do not overlap (field against).",
+        400: "The two scans' targets do not overlap (field against), or a scan's target is not an address or a network "
+        "(field job_id for this scan, against for the other).",
         404: "No scan with this job_id or against, or no earlier successful scan of the same target, tool and scan type.",
         409: "One of the scans is still queued or running.",
     },
     description="Compares the stored results of the scan `against` (by default the previous successful scan of the same "
     "target, tool and scan type) with this one: hosts new, gone, up or down; ports opened, closed, changed state or "
     "service. Ports that not both scans probed, and hosts outside the other scan's target, are not comparable; "
-    "with masscan or zmap on either side only open versus not open is compared (mode open_ports).",
+    "with masscan or zmap on either side only open versus not open is compared (mode open_ports), and a host that "
+    "their port scan did not report is gone or new only if it had an open port among the ports that scan probed "
+    "(else it is compared on the ports both probed, or not comparable).",
 )
 def diff_scans(job_id: str, query: DiffQuery) -> Any:
     with session() as s:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from controller.cli.context import Context, cli, pass_ctx
+from controller.config import SettingsError
 from controller.errors import ApiError
 
 # As ndiff: 0 no differences, 1 differences, 2 an error.
@@ -17,31 +18,57 @@ SAME, DIFFERENT, ERROR = 0, 1, 2
 MARKS = {"opened": "+", "closed": "-", "state_changed": "~", "service_changed": "~"}
 
 
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """What reading the database can raise besides an ApiError: its driver's errors, the file system's, and a
+    migration Alembic cannot make (a database at a revision this version does not know). A function, used as
+    `except _database_errors()`: evaluated only when something is raised, so the CLI does not import Alembic to start."""
+    from alembic.util import CommandError
+
+    return (SQLAlchemyError, OSError, CommandError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @cli.command()
 @click.argument("old")
 @click.argument("new")
 @click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON (as GET /api/scans/NEW/diff?against=OLD).")
-@pass_ctx
-def diff(ctx: Context, old: str, new: str, as_json: bool) -> None:
+@click.pass_context
+def diff(click_ctx: click.Context, old: str, new: str, as_json: bool) -> None:
     """What changed from scan OLD to scan NEW (job ids). Exit status as ndiff's: 0 no differences, 1 differences, 2 error."""
+    # Everything that can fail, the settings and the database's migration too, inside this try: any failure is exit 2
+    # (one line), never 1, which says "differences" to the cron job watching it.
+    try:
+        differences = _diff(click_ctx, old, new, as_json)
+    except ApiError as exc:
+        _fail(exc.message)
+    except SettingsError as exc:
+        _fail(str(exc.code).removeprefix("cloudx: "))
+    except _database_errors() as exc:
+        _fail(f"cannot read the scans: {_first_line(exc)}")
+    except Exception as exc:  # a bug: still not "differences"
+        _fail(f"{type(exc).__name__}: {_first_line(exc)}")
+    sys.exit(DIFFERENT if differences else SAME)
+
+
+def _diff(click_ctx: click.Context, old: str, new: str, as_json: bool) -> bool:
     from controller.schemas.diff import ScanDiff
     from controller.services.diff import scan_diff
 
-    try:
-        with ctx.db.session() as session:
-            view = ScanDiff.dump(scan_diff(session, new, old))
-    except ApiError as exc:
-        _fail(exc.message)
-    except (SQLAlchemyError, OSError) as exc:
-        _fail(f"cannot read the scans: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    ctx = click_ctx.ensure_object(Context)  # reads the settings: a bad one raises SettingsError
+    with ctx.db.session() as session:  # migrates the database first
+        view = ScanDiff.dump(scan_diff(session, new, old))
     if as_json:
         click.echo(json.dumps(view, indent=2))
     else:
         _print_diff(view)
-    sys.exit(DIFFERENT if view["differences"] else SAME)
+    return bool(view["differences"])
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"cloudx diff: {message}", err=True)
     sys.exit(ERROR)
 
@@ -96,6 +123,11 @@ def _query(model: Any, **given: Any) -> Any:
         raise click.ClickException(exc.message) from None
 
 
+def _unreadable(what: str, exc: BaseException) -> click.ClickException:
+    """One line (click's "Error: ...", exit 1) for a database that cannot be read, instead of a traceback."""
+    return click.ClickException(f"cannot read {what}: {_first_line(exc)}")
+
+
 def _ports(ports: list[dict[str, Any]]) -> str:
     return ", ".join(f"{p['port']}/{p['protocol']}" + (f" {p['service']}" if p["service"] else "") for p in ports) or "-"
 
@@ -104,7 +136,7 @@ def _ports(ports: list[dict[str, Any]]) -> str:
 @click.argument("address", required=False)
 @click.option("--network", help="Only assets inside this network (CIDR) or address.")
 @click.option("--port", type=int, help="Only assets with this port open.")
-@click.option("--service", help="Only assets with an open port of this service or product.")
+@click.option("--service", help="Only assets with an open port of this service (nmap's name: ssh, http).")
 @click.option("--seen-since", help="Only assets seen up since this time (ISO 8601) or within this age (7d, 12h).")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (as GET /api/assets, or /api/assets/ADDRESS).")
@@ -129,12 +161,17 @@ def assets(
                 view = AssetDetail.dump(get_asset(session, address))
         except ApiError as exc:
             raise click.ClickException(exc.message) from None
+        except _database_errors() as exc:
+            raise _unreadable("the assets", exc) from None
         click.echo(json.dumps(view, indent=2) if as_json else _asset_text(view))
         return
     query = _query(AssetQuery, network=network, port=port, service=service, seen_since=seen_since, limit=limit)
-    with ctx.db.session() as session:
-        rows, next_cursor = assets_page(session, query.limit, None, query.network, query.port, query.service, query.since)
-        page = AssetPage.dump({"assets": asset_views(session, rows), "next_cursor": next_cursor})
+    try:
+        with ctx.db.session() as session:
+            rows, next_cursor = assets_page(session, query.limit, None, query.network, query.port, query.service, query.since)
+            page = AssetPage.dump({"assets": asset_views(session, rows), "next_cursor": next_cursor})
+    except _database_errors() as exc:
+        raise _unreadable("the assets", exc) from None
     if as_json:
         click.echo(json.dumps(page, indent=2))
         return
@@ -172,8 +209,11 @@ def coverage(ctx: Context, network: str | None, unseen_days: int, limit: int, as
     from controller.services.coverage import coverage as coverage_report
 
     query = _query(CoverageQuery, network=network, unseen_days=unseen_days, limit=limit)
-    with ctx.db.session() as session:
-        report = CoverageReport.dump(coverage_report(session, query.network, query.unseen_days, query.limit))
+    try:
+        with ctx.db.session() as session:
+            report = CoverageReport.dump(coverage_report(session, query.network, query.unseen_days, query.limit))
+    except _database_errors() as exc:
+        raise _unreadable("the coverage", exc) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -152,21 +152,28 @@ def _serve_process(config: Config, listener: Any, threads: int) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     try:
-        waitress.serve(
-            app,
-            sockets=[listener],
-            threads=threads,
-            ident="cloudx",
-            asyncore_use_poll=SERVE_USE_POLL,
-            connection_limit=connection_limit,
-            channel_timeout=SERVE_CHANNEL_TIMEOUT,
-            cleanup_interval=SERVE_CLEANUP_INTERVAL,
-            backlog=SERVE_BACKLOG,
-        )
+        waitress.serve(app, **waitress_options(config, listener, threads, connection_limit))
     except KeyboardInterrupt:
         pass
     finally:
         executor.shutdown()
+
+
+def waitress_options(config: Config, listener: Any, threads: int, connection_limit: int) -> dict[str, Any]:
+    """What `cloudx serve` runs waitress with. Its body limit is the largest the app takes (an import's,
+    CLOUDX_IMPORT_MAX_BYTES, or the JSON bodies' cap): waitress's own default (1 GiB) would refuse a larger import,
+    and a smaller limit stops waitress buffering more than the app will read."""
+    return {
+        "sockets": [listener],
+        "threads": threads,
+        "ident": "cloudx",
+        "asyncore_use_poll": SERVE_USE_POLL,
+        "connection_limit": connection_limit,
+        "channel_timeout": SERVE_CHANNEL_TIMEOUT,
+        "cleanup_interval": SERVE_CLEANUP_INTERVAL,
+        "backlog": SERVE_BACKLOG,
+        "max_request_body_size": max(config.MAX_CONTENT_LENGTH, config.IMPORT_MAX_BYTES),
+    }
 
 
 def _supervise(children: list[int]) -> None:

@@ -42,14 +42,16 @@ class AssetQuery(Query):
 
     network: Cidr | None = Field(default=None, description="Only assets inside this network (or this address).")
     port: query_int(1, 65535) | None = Field(default=None, description="Only assets with this port open.")  # type: ignore[valid-type]
-    service: str | None = Field(default=None, max_length=255, description="Only assets with an open port of this service or product.")
+    service: str | None = Field(
+        default=None, max_length=255, description="Only assets with an open port of this service (nmap's name: ssh, http)."
+    )
     seen_since: Annotated[str, AfterValidator(_since)] | None = Field(
         default=None,
         description="Only assets seen up since this time (ISO 8601) or within this age (7d, 12h, 30m).",
         json_schema_extra={"format": "cloudx-since"},
     )
     limit: PageSize = Field(default=50, description="Page size, 1 to 500.")
-    cursor: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$", description="next_cursor of the previous page.")
+    cursor: str | None = Field(default=None, pattern=r"^(4[0-9a-f]{8}|6[0-9a-f]{32})$", description="next_cursor of the previous page.")
 
     @property
     def since(self) -> datetime | None:

@@ -80,7 +80,10 @@ class DiffSummary(Response):
     hosts_up: int = Field(description="Down (or not up) before, up now.")
     hosts_down: int
     hosts_changed: int
-    hosts_not_comparable: int = Field(description="Hosts outside the other scan's target.")
+    hosts_not_comparable: int = Field(
+        description="Hosts outside the other scan's target, or that an open-only port scan did not report when the two scans "
+        "probed none of their ports in common."
+    )
     ports_opened: int
     ports_closed: int
     ports_state_changed: int

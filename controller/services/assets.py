@@ -8,11 +8,11 @@ same transaction: a scan's results and what they change in the assets are stored
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, exists, insert, or_, select, text, update
+from sqlalchemy import Connection, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from controller.errors import NotFound, ValidationError
@@ -27,10 +27,10 @@ NOT_OPEN = "closed"  # what an open-only tool (masscan, zmap) says of a probed p
 
 
 def address_key(address: str) -> str:
-    """The address as 32 hex digits in the IPv6 space (IPv4 mapped to ::ffff:0:0/96): networks are key ranges."""
+    """The address as a key that sorts in address order: "4" and 8 hex digits, or "6" and 32. A network is a range
+    of keys, of its own version only (as Python's ipaddress sees membership)."""
     ip = ipaddress.ip_address(address)
-    value = int(ip) + (0xFFFF << 32) if ip.version == 4 else int(ip)
-    return f"{value:032x}"
+    return f"4{int(ip):08x}" if ip.version == 4 else f"6{int(ip):032x}"
 
 
 def network_keys(network: str) -> tuple[str, str]:
@@ -78,7 +78,7 @@ WHERE h.scan_id = :scan AND (ap.id IS NULL OR ap.state <> COALESCE(p.state, 'unk
 # PostgreSQL refuses to upsert one row twice in a statement (a host two scanners both reported): one row per asset
 # port there. SQLite applies them in turn, and the grouping would cost a third of the update.
 UPSERT_PORTS = """
-INSERT INTO asset_ports (asset_id, protocol, port, state, service, product, version, first_seen, last_seen)
+INSERT INTO asset_ports (asset_id, sort_key, protocol, port, state, service, product, version, first_seen, last_seen)
 SELECT {columns}
 FROM scan_ports AS p
 JOIN scan_hosts AS h ON h.id = p.host_id
@@ -101,12 +101,21 @@ JOIN scan_hosts AS h ON h.address = a.address AND h.scan_id = :scan AND h.status
 WHERE NOT EXISTS (SELECT 1 FROM scan_ports AS p WHERE p.host_id = h.id AND p.protocol = ap.protocol AND p.port = ap.port)
 """
 UPSERT_PORTS_GROUPED = UPSERT_PORTS.format(
-    columns="a.id, p.protocol, p.port, MAX(COALESCE(p.state, 'unknown')), MAX(p.service), MAX(p.product), MAX(p.version), :at, :at",
-    group="GROUP BY a.id, p.protocol, p.port",
+    columns="a.id, a.sort_key, p.protocol, p.port, MAX(COALESCE(p.state, 'unknown')), MAX(p.service), MAX(p.product), MAX(p.version), "
+    ":at, :at",
+    group="GROUP BY a.id, a.sort_key, p.protocol, p.port",
 )
 UPSERT_PORTS_EACH = UPSERT_PORTS.format(
-    columns="a.id, p.protocol, p.port, COALESCE(p.state, 'unknown'), p.service, p.product, p.version, :at, :at", group=""
+    columns="a.id, a.sort_key, p.protocol, p.port, COALESCE(p.state, 'unknown'), p.service, p.product, p.version, :at, :at", group=""
 )
+# The open ports of assets inside an open-only scan's network that the scan did not report at all.
+UNREPORTED = """
+SELECT ap.id, ap.asset_id, ap.protocol, ap.port, ap.state, NULL AS extra_state
+FROM asset_ports AS ap
+JOIN assets AS a ON a.id = ap.asset_id
+WHERE a.sort_key BETWEEN :low AND :high AND ap.state = 'open'
+AND NOT EXISTS (SELECT 1 FROM scan_hosts AS h WHERE h.scan_id = :scan AND h.address = a.address)
+"""
 OPENED_BEFORE = """
 SELECT 1 FROM asset_port_changes WHERE asset_id = :asset AND protocol = :protocol AND port = :port AND state = 'open' LIMIT 1
 """
@@ -125,8 +134,14 @@ class AssetUpdate:
         self.probed = (probed(scan.tool, scan.scan_type, scan.ports, summary) if completed else None) or Probed({})
         self.open_only = scan.tool in scanner.OPEN_ONLY_TOOLS
         self.at = seen_at
+        # The network the scan covered (the address it scanned, for a hostname); None: not known exactly (an import).
+        self.target = (scan.job.extra_vars or {}).get("scanner_target") if scan.job is not None else None
         dialect = connection.dialect
         self._time = Asset.__table__.c.first_seen.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+        if dialect.name == "postgresql":
+            # One asset update at a time: two scans of overlapping hosts would otherwise lock asset rows in different
+            # orders, and the deadlock would roll one scan's results back. Held until this transaction ends.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7263)")
 
     def add(self, hosts: list[dict[str, Any]]) -> None:
         """Make an asset of every new address among `hosts` (the others are brought up to date by `finish`)."""
@@ -146,17 +161,21 @@ class AssetUpdate:
         for statement in (UPDATE_ASSETS, LINK_SCANS, RECORD_CHANGES, upsert):
             self.connection.execute(text(statement), params)
         if self.probed:
-            self._unlisted()
+            self._close(self.connection.execute(text(UNLISTED), {"scan": self.scan_id}))
+            if self.open_only and self.target:
+                low, high = network_keys(self.target)
+                self._close(self.connection.execute(text(UNREPORTED), {"scan": self.scan_id, "low": low, "high": high}))
 
-    def _unlisted(self) -> None:
-        """The ports an asset has that this scan probed and did not list: nmap's <extraports> state for them, or
-        closed for an open-only tool (masscan, zmap), where it was open."""
+    def _close(self, rows: Iterable[Any]) -> None:
+        """Asset ports this scan probed and did not list (`rows`: id, asset_id, protocol, port, state, extra_state):
+        nmap's <extraports> state for them; for an open-only tool (masscan, zmap), which lists open ports only and
+        hosts only through them, closed where they were open."""
         changes: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
-        for row in self.connection.execute(text(UNLISTED), {"scan": self.scan_id}):
+        for row in list(rows):  # read before the changes are looked up and written
             state = NOT_OPEN if self.open_only else row.extra_state
             if state is None or row.state == state or (row.protocol, row.port) not in self.probed:
-                continue  # nmap listed every port it probed, or nothing changed, or the scan did not probe it
+                continue  # no one state for what nmap did not list, or nothing changed, or the scan did not probe it
             if self.open_only and row.state != OPEN:
                 continue  # an open-only tool tells closed from filtered no better than the last scan did
             changes.append(self._change(row.asset_id, row.protocol, row.port, state, row.state))
@@ -194,26 +213,6 @@ def _key_or_none(value: Any) -> str | None:
 # --- reading ------------------------------------------------------------------------------------------------
 
 
-def assets_query(network: str | None, port: int | None, service: str | None, seen_since: datetime | None) -> Select[Any]:
-    query = select(Asset)
-    if network:
-        try:
-            low, high = network_keys(network)
-        except ValueError:
-            raise ValidationError("network must be an address or a CIDR network such as 192.0.2.0/24", field="network") from None
-        query = query.where(Asset.sort_key.between(low, high))
-    if port is not None or service:
-        conditions = [AssetPort.asset_id == Asset.id, AssetPort.state == OPEN]
-        if port is not None:
-            conditions.append(AssetPort.port == port)
-        if service:
-            conditions.append(or_(AssetPort.service == service, AssetPort.product == service))
-        query = query.where(exists().where(and_(*conditions)))
-    if seen_since is not None:
-        query = query.where(Asset.last_seen >= seen_since)
-    return query
-
-
 def assets_page(
     session: Session,
     limit: int,
@@ -223,12 +222,36 @@ def assets_page(
     service: str | None = None,
     seen_since: datetime | None = None,
 ) -> tuple[list[Asset], str | None]:
-    """A page of assets in address order; the cursor is the last one's key (keyset paging)."""
-    query = assets_query(network, port, service, seen_since)
-    if cursor:
-        query = query.where(Asset.sort_key > cursor)
-    rows = list(session.scalars(query.order_by(Asset.sort_key).limit(limit + 1)))
+    """A page of assets in address order; the cursor is the last one's key (keyset paging). A port or service filter
+    walks asset_ports' (port|service, state, sort_key) index: a page costs its rows, whatever the filter matches."""
+    low_high = _keys(network) if network else None
+    if port is None and not service:
+        query = select(Asset)
+        if low_high:
+            query = query.where(Asset.sort_key.between(*low_high))
+        if cursor:
+            query = query.where(Asset.sort_key > cursor)
+        if seen_since is not None:
+            query = query.where(Asset.last_seen >= seen_since)
+        rows = list(session.scalars(query.order_by(Asset.sort_key).limit(limit + 1)))
+    else:
+        keys = select(AssetPort.sort_key).where(AssetPort.state == OPEN)
+        keys = keys.where(AssetPort.port == port) if port is not None else keys
+        keys = keys.where(AssetPort.service == service) if service else keys
+        keys = keys.where(AssetPort.sort_key.between(*low_high)) if low_high else keys
+        keys = keys.where(AssetPort.sort_key > cursor) if cursor else keys
+        if seen_since is not None:
+            keys = keys.join(Asset, Asset.id == AssetPort.asset_id).where(Asset.last_seen >= seen_since)
+        found = list(session.scalars(keys.distinct().order_by(AssetPort.sort_key).limit(limit + 1)))
+        rows = list(session.scalars(select(Asset).where(Asset.sort_key.in_(found)).order_by(Asset.sort_key))) if found else []
     return rows[:limit], (rows[limit - 1].sort_key if len(rows) > limit else None)
+
+
+def _keys(network: str) -> tuple[str, str]:
+    try:
+        return network_keys(network)
+    except ValueError:
+        raise ValidationError("network must be an address or a CIDR network such as 192.0.2.0/24", field="network") from None
 
 
 def open_ports(session: Session, asset_ids: list[int]) -> dict[int, list[AssetPort]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controller.errors import Conflict, ValidationError
@@ -58,7 +58,7 @@ def _deployment_results(session: Session) -> list[tuple[Job, JobHostSummary]]:
         select(Job, JobHostSummary)
         .join(JobHostSummary, JobHostSummary.job_id == Job.id)
         .where(Job.kind == "deploy", Job.status.in_(FINAL_STATUSES))
-        .order_by(Job.finished_at, Job.id)
+        .order_by(func.coalesce(Job.finished_at, Job.created_at), Job.id)  # NULLs sort apart in SQLite and PostgreSQL
     )
     return [(job, summary) for job, summary in session.execute(query)]
 

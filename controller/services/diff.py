@@ -10,7 +10,10 @@ and the differences found. What can be compared:
   is "not open" for masscan and zmap, which report open ports only. A host that is not up has no comparable ports.
 - When either scan's tool reports open ports only, only open versus not open is compared (mode open_ports).
 - A host outside the other scan's target is not comparable, never new or gone. masscan and zmap see a host only
-  through an open port or an echo reply: a host they covered and did not report is gone.
+  through an open port or an echo reply. Host discovery (masscan ping_scan, zmap icmp_echo): a host up that they
+  covered and did not report is gone (or new). A port scan of theirs says only that the ports it probed are not
+  open: a host it did not report is gone (or new) only if it had an open port among them; otherwise its ports both
+  probed are not open on both sides (no change), and with none such the host is not comparable.
 - A scan that did not run to its end (not successful, or its summary's state not completed: timed out, stopped,
   truncated) covers only the hosts it reported, and of them only the ports it listed.
 """
@@ -29,7 +32,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from controller.errors import Conflict, NotFound, ValidationError
 from controller.scanlib import scanner
-from controller.services.probed import Probed, probed
+from controller.services.probed import PortSet, Probed, probed
 from controller.services.scans import get_scan
 from controller.store import jsontext
 from controller.store.models import Job, Scan, ScanHost, ScanPort
@@ -69,16 +72,24 @@ class Side:
     probed: Probed | None  # None: not known (an nmap scan stored before probed ports were, or one cut short)
     open_only: bool
     complete: bool  # it ran to its end: a host it did not report was not up, a port it probed and did not list not open
+    exact: bool = True  # its target is known exactly (an import whose file does not say: it covers only what it reported)
 
     def covers(self, address: str) -> bool:
-        """Whether this scan would have reported the host had it been up."""
-        if not self.complete:
+        """Whether this scan ran to its end over the host's address: had the host been up, it would have reported it
+        (an open-only port scan: had one of the ports it probed been open, see `probes_ports`)."""
+        if not self.complete or not self.exact:
             return False
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
         return ip.version == self.network.version and ip in self.network
+
+    @property
+    def probes_ports(self) -> bool:
+        """An open-only port scan (not host discovery): a host it did not report has its probed ports not open, no
+        more (it may be up with them closed, or with open ports elsewhere)."""
+        return self.open_only and bool(self.probed)
 
     def state(self, host: Host, key: PortKey) -> str | None:
         """The port's state in this scan, or None when it is not comparable."""
@@ -98,7 +109,7 @@ def scan_diff(session: Session, job_id: str, against: str | None) -> dict[str, A
     _check_ended(new)
     old = get_scan(session, against) if against is not None else _previous(session, new)
     _check_ended(old)
-    old_side, new_side = _side(old), _side(new)
+    old_side, new_side = _side(old, "against"), _side(new, "job_id")
     if old_side.network.version != new_side.network.version or not old_side.network.overlaps(new_side.network):
         covered = f"scan {old.job_id} covers {old_side.network}, scan {new.job_id} {new_side.network}"
         raise ValidationError(f"the targets do not overlap: {covered}", field="against")
@@ -132,12 +143,14 @@ def _previous(session: Session, scan: Scan) -> Scan:
     return previous
 
 
-def _side(scan: Scan) -> Side:
+def _side(scan: Scan, field: str) -> Side:
+    """The scan as the diff reads it; `field` names it in an error (job_id: the path's scan, against: the other)."""
     network = _network(scan)
     if network is None:
-        raise ValidationError(f"scan {scan.job_id}: its target {scan.target} is not an address or a network", field="against")
+        raise ValidationError(f"scan {scan.job_id}: its target {scan.target} is not an address or a network", field=field)
     complete = scan.job.status == "successful" and (scan.summary or {}).get("state") == "completed"
-    return Side(scan, network, _probed(scan) if complete else None, scan.tool in OPEN_ONLY_TOOLS, complete)
+    exact = (scan.summary or {}).get("targets_exact") is not False
+    return Side(scan, network, _probed(scan) if complete else None, scan.tool in OPEN_ONLY_TOOLS, complete, exact)
 
 
 def _network(scan: Scan) -> Network | None:
@@ -204,6 +217,40 @@ def _pairs(old: Iterator[Host], new: Iterator[Host]) -> Iterator[tuple[Host | No
 
 
 # --- comparing -------------------------------------------------------------------------------------------------
+
+
+def _open_in(host: Host, side: Side) -> bool:
+    """Whether one of the host's open ports is among the ports `side` probed."""
+    assert side.probed is not None
+    return any(row[0] == "open" and key in side.probed for key, row in host.ports.items())
+
+
+def _comparable(host: Host, mine: Side, other: Side) -> bool:
+    """Whether a port of a host only `mine` reported was probed by both scans and has a state in `mine`: a port it
+    listed, or one it did not list but probed, where its unlisted ports have a state (masscan/zmap: not open; nmap:
+    its extraports state)."""
+    assert other.probed is not None
+    if any(key in other.probed for key in host.ports):
+        return True
+    if mine.probed is None or not (mine.open_only or host.extra_state):
+        return False
+    return any(
+        _overlap(ports, theirs) for protocol, ports in mine.probed.by_protocol.items() if (theirs := other.probed.get(protocol)) is not None
+    )
+
+
+def _overlap(a: PortSet, b: PortSet) -> bool:
+    ranges, others = a.ranges(), b.ranges()
+    i = j = 0
+    while i < len(ranges) and j < len(others):
+        (low, high), (other_low, other_high) = ranges[i], others[j]
+        if low <= other_high and other_low <= high:
+            return True
+        if high < other_high:
+            i += 1
+        else:
+            j += 1
+    return False
 
 
 def same_state(a: str, b: str) -> bool:
@@ -274,11 +321,16 @@ class _Diff:
             self._record("down" if old.status == "up" else "up", old, new)
 
     def _one_side(self, old: Host | None, new: Host | None) -> None:
-        """A host only one scan reported: new or gone if the other scan covered it and it is up."""
-        host, other = (old, self.new) if old is not None else (new, self.old)
+        """A host only one scan reported: new or gone if the other scan covered it and it is up; against an open-only
+        port scan, only if one of its open ports was among the ports that scan probed."""
+        host, mine, other = (old, self.old, self.new) if old is not None else (new, self.new, self.old)
         assert host is not None
         if not other.covers(host.address):
             self.counts["hosts_not_comparable"] += 1
+            return
+        if host.status == "up" and other.probes_ports and not _open_in(host, other):
+            # Not reported: each port it probed is not open, as this host's were; the same where both probed a port.
+            self.counts["hosts_compared" if _comparable(host, mine, other) else "hosts_not_comparable"] += 1
             return
         self.counts["hosts_compared"] += 1
         if host.status == "up":

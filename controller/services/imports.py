@@ -3,12 +3,20 @@
 An imported scan is a job of kind `import`, created already final (no worker ever claims it), and a scan whose
 results are the scanner role's own parsers' reading of the file, stored the way a real scan's are: the file, its
 summary.json and hosts.jsonl are written into the scan's results directory (`import/`, where a real scan has one
-per scanner host) and `controller.services.scans.store_results` reads them, updating the assets in the same
-transaction. The file is written to disk as it arrives (never held in memory) under its own size limit
-(CLOUDX_IMPORT_MAX_BYTES). Nothing is stored of a file that is refused: entity declarations and external
-entities, a format that is not the tool's, a malformed document, one too large. A truncated file is stored, with
-`truncated: true` in its summary. The API (`POST /api/imports`) and the CLI (`cloudx import`) both call
-`import_scan`.
+per scanner host) and `controller.services.scans.store_results_in` reads them, updating the assets, in the one
+transaction that also creates the job and the scan and sets its final status: an import is stored whole or not at all.
+Every host read is checked against what the store takes (an IP address, stored canonically; ports 0-65535 of tcp,
+udp, sctp or ip with a state; texts within their columns), and a file with one that is not is refused. The file
+is written to disk as it arrives (never held in memory) under its own size limit (CLOUDX_IMPORT_MAX_BYTES). Nothing
+is stored of a file that is refused: entity declarations and external entities, a format that is not the tool's, a
+malformed document, one too large. A truncated file is stored, with `truncated: true` in its summary.
+
+An import claims only what the file shows it scanned: the network nmap's arguments name exactly (see
+`_nmap_targets`), else only the hosts it reported. Then its summary says `targets_exact: false`, and its job's
+`scanner_target` (what a diff or the assets take as the network it covered) is unset, or its one host's address; the
+scan's `target` is then the smallest network covering the hosts, a description, not a claim.
+
+The API (`POST /api/imports`) and the CLI (`cloudx import`) both call `import_scan`.
 """
 
 from __future__ import annotations
@@ -26,15 +34,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
-
-from sqlalchemy import delete, update
+from xml.parsers import expat
 
 from controller.config import Config
 from controller.errors import ApiError, ValidationError
 from controller.scanlib import scanner
-from controller.services.scans import results_root, store_results
+from controller.services.scans import results_root, store_results_in
 from controller.store.database import Database
-from controller.store.models import Job, Scan, utcnow
+from controller.store.models import Job, Scan, ScanHost, ScanPort, utcnow
 
 KIND = "import"
 IMPORT_DIR = "import"  # the scan's results directory: a real scan has one per scanner host
@@ -50,6 +57,8 @@ FORMATS = {
 TOOL_FORMATS = {"nmap": "nmap XML (-oX)", "masscan": "masscan JSON (-oJ) or output", "zmap": "zmap CSV (a header naming saddr)"}
 RAW_FILES = {"nmap": "raw.xml", "masscan": "raw.json", "zmap": "raw.csv"}
 UPLOAD = "upload"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")  # an IPv4 address as ipaddress writes it
 NAME_CHARS = re.compile(r"[^A-Za-z0-9._+@()-]+")
 _DISCOVERED = re.compile(rb"^Discovered open port [0-9]+/[a-z]+ on ", re.MULTILINE)
 # nmap options that take the next argument as their value: what is left are the targets.
@@ -110,9 +119,18 @@ NMAP_VALUE_OPTIONS = frozenset(
         "--exclude-ports",
         "--script-timeout",
         "--max-os-tries",
-        "--defeat-icmp-ratelimit",
+        "--scanflags",
+        "--script-help",
+        "--nsock-engine",
     }
 )
+# nmap options that make its targets other than the ones its arguments name: read from a file, random, or excluded.
+NMAP_TARGET_OPTIONS = frozenset({"-iL", "-iR", "--exclude", "--excludefile", "--resolve-all"})
+PROTOCOLS = ("tcp", "udp", "sctp", "ip")  # what a port's protocol may be
+# The texts of a host and of a port, and their columns' lengths (the store refuses longer ones).
+HOST_LIMITS = tuple((c, ScanHost.__table__.c[c].type.length) for c in ("status", "reason", "mac", "extra_state"))
+PORT_LIMITS = tuple((c, ScanPort.__table__.c[c].type.length) for c in ("state", "reason", "service", "product", "version"))
+ADDRESS_LIMIT = ScanHost.__table__.c.address.type.length
 
 
 class TooLarge(ApiError):
@@ -182,6 +200,22 @@ class Tally:
             span[0] += 1
             span[1], span[2] = min(span[1], int(ip)), max(span[2], int(ip))
 
+    def single(self) -> str | None:
+        """The one address the hosts have, if they have one."""
+        if len(self.spans) != 1:
+            return None
+        version, (_, low, high) = next(iter(self.spans.items()))
+        kind = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address  # an int alone would be read as IPv4
+        return str(kind(low)) if low == high else None
+
+    def within(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        """Whether every host's address is in `network` (a network is one range: the lowest and highest are)."""
+        spans = [span for version, span in self.spans.items() if version != network.version]
+        if spans:
+            return False
+        span = self.spans.get(network.version)
+        return span is None or int(network.network_address) <= span[1] <= span[2] <= int(network.broadcast_address)
+
     def covering(self) -> str | None:
         """The smallest network covering the hosts' addresses (of the family most of them have); one address as itself."""
         if not self.spans:
@@ -199,7 +233,10 @@ class Meta(NamedTuple):
     scan_type: str
     ports: str | None
     target: str | None
-    scanned: str | None  # the address or network it covered, for comparisons (a real scan's scanner_target)
+    # The address or network it covered, for comparisons (a real scan's scanner_target): only what it is known to
+    # have covered entirely (the network its arguments name, or its one host); None when that is not known.
+    scanned: str | None
+    exact: bool = False  # the file says exactly which addresses were scanned (summary["targets_exact"])
 
 
 @dataclass
@@ -301,7 +338,8 @@ def _parse(staging: Path, tool: str | None) -> Parsed:
             if found == "zmap-csv":
                 parsed.header = [name.strip() for name in stream.readline().split(",")]
                 stream.seek(0)
-            scanner.write_jsonl(_hosts(found, stream, parsed.info), str(staging / "hosts.jsonl"), parsed.tally.add)
+            hosts = map(_checked, enumerate(_hosts(found, stream, parsed.info), 1))
+            scanner.write_jsonl(hosts, str(staging / "hosts.jsonl"), parsed.tally.add)
     except scanner.UnsafeXMLError as exc:
         raise ValidationError(f"{exc}; nothing was stored", field="body") from None
     except (ValueError, TypeError, AttributeError, KeyError, csv.Error) as exc:
@@ -318,12 +356,136 @@ def _open(path: Path, found: str) -> IO[Any]:
 
 def _hosts(found: str, stream: IO[Any], info: dict[str, Any]) -> Iterator[dict[str, Any]]:
     if found == "nmap-xml":
-        return scanner.parse_nmap_xml(stream, info)
+        return _nmap_hosts(stream, info)
     if found == "masscan-json":
         return scanner.parse_masscan(stream, None, info)
     if found == "masscan-stdout":
         return scanner.parse_masscan(None, stream, info)
     return scanner.parse_zmap_csv(stream, info)
+
+
+class _NmapReader(scanner._NmapReader):
+    """The scanner role's reader of nmap XML, except that a <host> without an address is refused (the role's skips
+    it: a scan it ran itself never has one, a file sent in may)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        super().__init__(info)
+        self.count = 0
+
+    def close_host(self) -> None:
+        host = self.host
+        if host is not None and "host" in self.ends:
+            self.count += 1
+            if not host["address"]:
+                problem = "a <host> without an IP address (<address addr=...>)"
+                raise ValidationError(f"host {self.count}: {problem}; nothing was stored", field="body")
+        super().close_host()
+
+
+def _nmap_hosts(stream: IO[bytes], info: dict[str, Any], chunk_size: int = 1 << 16) -> Iterator[dict[str, Any]]:
+    """scanner.parse_nmap_xml (the same parse: entities refused, a document that stops early yields the hosts complete
+    in it), with _NmapReader."""
+    info.setdefault("truncated", False)
+    reader = _NmapReader(info)
+    parser = scanner._nmap_parser(reader)
+    done = reader.done
+    try:
+        while chunk := stream.read(chunk_size):
+            parser.Parse(chunk, False)
+            if done:
+                yield from done
+                del done[:]
+        parser.Parse(b"", True)
+    except expat.ExpatError as exc:
+        info["truncated"] = True
+        if expat.ErrorString(exc.code) not in scanner._END_OF_INPUT_ERRORS:
+            info["error"] = f"malformed nmap XML: {exc}"
+    reader.close_host()
+    yield from done
+    if "exit" not in info:
+        info["truncated"] = True
+
+
+def _checked(numbered: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+    """A parsed host as the store takes it, or ValidationError naming the host and what is wrong: an IP address
+    (stored canonically), a status, each port a number 0-65535 of tcp, udp, sctp or ip with a state, and every
+    text within its column (controller.store.models.ScanHost, ScanPort)."""
+    number, host = numbered
+    address = host.get("address")
+    problem = _host_problem(host, canonical := _canonical(address))
+    if problem is not None:
+        shown = canonical or (repr(str(address)[:80]) if address else None)
+        raise ValidationError(f"host {number}{f' ({shown})' if shown else ''}: {problem}; nothing was stored", field="body")
+    host["address"] = canonical
+    return host
+
+
+def _canonical(address: Any) -> str | None:
+    """The address as ipaddress writes it, or None; a dotted quad already so is taken as is (ip_address took most of
+    the time the checks of a 65,536-host file cost)."""
+    if type(address) is not str:
+        return None
+    if _IPV4.fullmatch(address):
+        return address
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
+def _host_problem(host: dict[str, Any], canonical: str | None) -> str | None:
+    if canonical is None:
+        return "its address is not an IP address" if host.get("address") else "it has no address"
+    if len(canonical) > ADDRESS_LIMIT:  # an IPv6 address with a long zone (fe80::1%...)
+        return f"its address is longer than {ADDRESS_LIMIT} characters"
+    status = host.get("status")
+    if type(status) is not str or not status:
+        return "it has no status"
+    return _text_problem(host, HOST_LIMITS, "its ") or _lists_problem(host)
+
+
+def _lists_problem(host: dict[str, Any]) -> str | None:
+    if host.get("hostnames") is None:
+        host["hostnames"] = []
+    hostnames = host["hostnames"]
+    if type(hostnames) is not list or not all(type(h) is str and h for h in hostnames):
+        return "its hostnames are not a list of names"
+    if host.get("ports") is None:
+        host["ports"] = []
+    ports = host["ports"]
+    if type(ports) is not list:
+        return "its ports are not a list"
+    for port in ports:
+        if type(port) is not dict:
+            return "a port is not a record"
+        number, protocol, state = port.get("port"), port.get("protocol"), port.get("state")
+        if type(number) is not int or not 0 <= number <= 65535 or protocol not in PROTOCOLS or type(state) is not str or not state:
+            return _port_problem(number, protocol)
+        problem = _text_problem(port, PORT_LIMITS, None)
+        if problem is not None:
+            return f"port {protocol}/{number}'s {problem}"
+    return None
+
+
+def _port_problem(number: Any, protocol: Any) -> str:
+    if type(number) is not int or not 0 <= number <= 65535:
+        return f"port {str(number)[:20]!r} is not a port number from 0 to 65535"
+    if protocol not in PROTOCOLS:
+        problem = "has no protocol" if protocol is None else f"has protocol {str(protocol)[:20]!r}"
+        return f"port {number} {problem}, not one of {', '.join(PROTOCOLS)}"
+    return f"port {protocol}/{number} has no state"
+
+
+def _text_problem(record: dict[str, Any], limits: tuple[tuple[str, int], ...], what: str | None) -> str | None:
+    get = record.get
+    for column, limit in limits:
+        value = get(column)
+        if value is not None and (type(value) is not str or len(value) > limit):
+            problem = f"{column} is not a text" if type(value) is not str else f"{column} is longer than {limit} characters"
+            return f"{what or ''}{problem}"
+    return None
 
 
 def _check_parsed(parsed: Parsed) -> None:
@@ -356,11 +518,30 @@ def _nmap_meta(parsed: Parsed) -> Meta:
         tokens = args.split()
     options, targets = _nmap_split(tokens[1:])
     ports = _valid_ports(options.get("-p"))
-    covering = parsed.tally.covering()
-    valid = [t for t in map(_valid_target, targets) if t]
-    target = valid[0] if len(valid) == 1 else covering
-    scanned = target if target and _is_network(target) else covering
-    return Meta(_nmap_scan_type(options, parsed.info), ports, target, scanned)
+    target, exact = _nmap_targets(options, targets, parsed.tally)
+    scan_type = _nmap_scan_type(options, parsed.info)
+    return Meta(scan_type, ports, target or parsed.tally.covering(), exact or parsed.tally.single(), exact is not None)
+
+
+def _nmap_targets(options: dict[str, str], targets: list[str], tally: Tally) -> tuple[str | None, str | None]:
+    """The target the arguments name (one address, network or hostname), and the network they name exactly: only
+    when every target is an address or a network, together one network, holding every host reported, and no option
+    adds or removes targets (-iL, -iR, --exclude, --excludefile, --resolve-all). A range (10.0.0.1-5), a wildcard
+    or a name nmap reads otherwise is no exact target; nor is a hostname (the scan then covered its one host's address,
+    the one the file reports, if it reports one)."""
+    named = [_valid_target(t) for t in targets]
+    if not named or not all(named) or NMAP_TARGET_OPTIONS & set(options):
+        return None, None
+    target = named[0] if len(named) == 1 else None
+    try:
+        networks = list(ipaddress.collapse_addresses(ipaddress.ip_network(t, strict=False) for t in named if t))
+    except (TypeError, ValueError):  # a hostname, or IPv4 and IPv6 together
+        networks = []
+    if len(networks) != 1 or not tally.within(networks[0]):
+        return target, None
+    network = networks[0]
+    exact = str(network.network_address) if network.prefixlen == network.max_prefixlen else network.with_prefixlen
+    return target or exact, exact
 
 
 def _nmap_split(tokens: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -411,27 +592,19 @@ def _valid_target(target: str) -> str | None:
         return None
 
 
-def _is_network(text: str) -> bool:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return False
-    return True
-
-
 def _masscan_meta(parsed: Parsed) -> Meta:
     protocols = parsed.tally.protocols
     scan_type = "ping_scan" if not protocols else "udp_scan" if protocols == {"udp"} else "tcp_scan"
-    covering = parsed.tally.covering()
-    return Meta(scan_type, None, covering, covering)  # masscan's file does not say which ports it probed
+    # masscan's file says neither which ports nor which addresses it probed: it covered only the hosts it reported.
+    return Meta(scan_type, None, parsed.tally.covering(), parsed.tally.single())
 
 
 def _zmap_meta(parsed: Parsed) -> Meta:
     tcp = "sport" in parsed.header
     # zmap probes one port: the one its replies came from.
     ports = str(next(iter(parsed.tally.ports))) if tcp and len(parsed.tally.ports) == 1 else None
-    covering = parsed.tally.covering()
-    return Meta("tcp_syn" if tcp else "icmp_echo", ports, covering, covering)
+    # Nor does zmap's say which addresses it probed.
+    return Meta("tcp_syn" if tcp else "icmp_echo", ports, parsed.tally.covering(), parsed.tally.single())
 
 
 def _summary(parsed: Parsed, meta: Meta, source: str, size: int) -> dict[str, Any]:
@@ -445,6 +618,10 @@ def _summary(parsed: Parsed, meta: Meta, source: str, size: int) -> dict[str, An
         "tool": parsed.tool,
         "scan_type": meta.scan_type,
         "target": meta.target,
+        # false: the file does not say exactly which addresses were scanned (several targets, -iL, --exclude, a range;
+        # masscan, zmap): the scan covered only the hosts it reported, and job.extra_vars.scanner_target is unset
+        # (or its one host's address).
+        "targets_exact": meta.exact,
         "ports": meta.ports,
         "argv": info.get("args"),
         "rc": None,
@@ -464,12 +641,14 @@ def _summary(parsed: Parsed, meta: Meta, source: str, size: int) -> dict[str, An
 
 
 def _record(db: Database, config: Config, created_by: str, staging: Path, parsed: Parsed, meta: Meta, summary: dict[str, Any]) -> Imported:
-    """The job (already final: never claimed), the scan, and its results stored through the scans' own path."""
+    """The job (already final: never claimed), the scan, its results through the scans' own path, the assets and the
+    final status: one transaction, so that an import is stored whole or not at all."""
     job_id = str(uuid.uuid4())
     directory = results_root(config, job_id) / job_id / IMPORT_DIR
     directory.parent.mkdir(parents=True)
     os.replace(staging, directory)
     reason = "imported from a truncated file: the hosts complete in it were stored" if summary["truncated"] else None
+    source = summary["imported"]["source"]
     try:
         with db.session() as session:
             now = utcnow()
@@ -483,7 +662,7 @@ def _record(db: Database, config: Config, created_by: str, staging: Path, parsed
                     "scanner_scan_type": meta.scan_type,
                     "scanner_target": meta.scanned,
                     "scanner_ports": meta.ports or "",
-                    "import_source": summary["imported"]["source"],
+                    "import_source": source,
                 },
                 status="successful",
                 status_reason=reason,
@@ -495,16 +674,12 @@ def _record(db: Database, config: Config, created_by: str, staging: Path, parsed
                 final_counter=0,
             )
             session.add(job)
-            source = summary["imported"]["source"]
             session.add(Scan(job=job, tool=parsed.tool, target=str(meta.target), scan_type=meta.scan_type, ports=meta.ports, source=source))
-        status, reason = store_results(db, config, job_id, "successful", reason)
-        if status != "successful":
-            with db.session() as session:
-                session.execute(update(Job).where(Job.id == job_id).values(status=status, status_reason=reason))
+            session.flush()
+            status, reason = store_results_in(session, config, job_id, "successful", reason)
+            job.status, job.status_reason = status, reason
     except BaseException:
-        with db.session() as session:
-            session.execute(delete(Job).where(Job.id == job_id))
-        shutil.rmtree(results_root(config, job_id).parent, ignore_errors=True)
+        shutil.rmtree(results_root(config, job_id).parent, ignore_errors=True)  # nothing of it was committed
         raise
     return Imported(
         job_id=job_id,

@@ -109,22 +109,28 @@ def result_dirs(config: Config, job_id: str) -> list[Path]:
 
 
 def store_results(db: Database, config: Config, job_id: str, status: str, reason: str | None) -> tuple[str, str | None]:
-    """Read the role's summary.json and hosts.jsonl into the scan's hosts and ports, streaming."""
+    """Read the role's summary.json and hosts.jsonl into the scan's hosts and ports, streaming, in one transaction."""
     with db.session() as session:
-        scan = session.scalar(select(Scan).where(Scan.job_id == job_id))
-        if scan is None:
-            return status, reason
-        summary: dict[str, Any] | None = None
-        seen_at = utcnow()
-        for directory in result_dirs(config, job_id):
-            summary_file = directory / "summary.json"
-            if summary_file.is_file():
-                summary = json.loads(summary_file.read_text(encoding="utf-8"))
-                summary["scanner"] = directory.name
-            hosts_file = directory / "hosts.jsonl"
-            if hosts_file.is_file():
-                _store_hosts(session, scan.id, hosts_file, assets=AssetUpdate(session.connection(), scan, summary, seen_at))
-        scan.summary = summary
+        return store_results_in(session, config, job_id, status, reason)
+
+
+def store_results_in(session: Session, config: Config, job_id: str, status: str, reason: str | None) -> tuple[str, str | None]:
+    """store_results in the caller's session (its transaction: nothing is committed here); the job's status and
+    reason as the summary tells them."""
+    scan = session.scalar(select(Scan).where(Scan.job_id == job_id))
+    if scan is None:
+        return status, reason
+    summary: dict[str, Any] | None = None
+    seen_at = utcnow()
+    for directory in result_dirs(config, job_id):
+        summary_file = directory / "summary.json"
+        if summary_file.is_file():
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
+            summary["scanner"] = directory.name
+        hosts_file = directory / "hosts.jsonl"
+        if hosts_file.is_file():
+            _store_hosts(session, scan.id, hosts_file, assets=AssetUpdate(session.connection(), scan, summary, seen_at))
+    scan.summary = summary
     state = (summary or {}).get("state")
     if state == "timeout":
         return "timeout", f"the scan reached its timeout after {summary.get('elapsed')} s; partial results kept" if summary else reason

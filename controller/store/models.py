@@ -200,8 +200,8 @@ class Asset(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     address: Mapped[str] = mapped_column(String(64), unique=True)
-    # The address as 32 hex digits in the IPv6 space (IPv4 mapped): a network is a range of keys, in order.
-    sort_key: Mapped[str] = mapped_column(String(32), index=True)
+    # The address as a key in address order (services.assets.address_key): a network is a range of keys.
+    sort_key: Mapped[str] = mapped_column(String(33), index=True)
     hostnames: Mapped[list[Any]] = mapped_column(default=list)
     mac: Mapped[str | None] = mapped_column(String(17))
     status: Mapped[str] = mapped_column(String(16))  # as the last scan that reported it saw it
@@ -223,17 +223,20 @@ class AssetPort(Base):
     """An asset's port as the latest scan that probed it found it."""
 
     __tablename__ = "asset_ports"
+    # The asset's sort_key here too: "assets with port 22 open", in address order, is one walk of an index.
     __table_args__ = (
         UniqueConstraint("asset_id", "protocol", "port", name="uq_asset_ports"),
-        Index("ix_asset_ports_port", "port", "state"),
+        Index("ix_asset_ports_port", "port", "state", "sort_key"),
+        Index("ix_asset_ports_service", "service", "state", "sort_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"))
+    sort_key: Mapped[str] = mapped_column(String(33))
     protocol: Mapped[str] = mapped_column(String(8))
     port: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(24))
-    service: Mapped[str | None] = mapped_column(String(128), index=True)
+    service: Mapped[str | None] = mapped_column(String(128))
     product: Mapped[str | None] = mapped_column(String(255))
     version: Mapped[str | None] = mapped_column(String(255))
     first_seen: Mapped[datetime] = mapped_column()

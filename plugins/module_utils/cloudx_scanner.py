@@ -460,7 +460,7 @@ class _NmapReader:
     statistics start, or when the document stops, and only if its end tag was read.
     """
 
-    __slots__ = ("done", "ends", "host", "info", "port", "starts")
+    __slots__ = ("done", "ends", "host", "info", "mixed", "port", "starts")
 
     def __init__(self, info: Dict[str, Any]) -> None:
         self.info = info
@@ -468,6 +468,7 @@ class _NmapReader:
         self.ends: List[str] = []
         self.host: Dict[str, Any] | None = None
         self.port: Dict[str, Any] | None = None
+        self.mixed = False  # the host being read has <extraports> groups that no one state describes
         self.starts: Dict[str, Callable[[Dict[str, str]], None]] = {
             "host": self.on_host,
             "status": self.on_status,
@@ -499,6 +500,7 @@ class _NmapReader:
 
     def on_host(self, _attrs: Dict[str, str]) -> None:
         self.close_host()
+        self.mixed = False
         self.host = {"address": None, "status": "unknown", "reason": None, "hostnames": [], "mac": None, "ports": [], "extra_state": None}
 
     def on_status(self, attrs: Dict[str, str]) -> None:
@@ -553,7 +555,14 @@ class _NmapReader:
         host, state = self.host, attrs.get("state")
         if host is not None and state:
             known = host["extra_state"]
-            host["extra_state"] = state if known in (None, state) else "closed|filtered"
+            if self.mixed or (known is not None and {known, state} - {"closed", "filtered", "closed|filtered"}):
+                # Groups of other kinds (-sSU: TCP closed, UDP open|filtered): no one state says what an unlisted port is.
+                self.mixed = True
+                host["extra_state"] = None
+            elif known in (None, state):
+                host["extra_state"] = state
+            else:
+                host["extra_state"] = "closed|filtered"
 
     def on_scaninfo(self, attrs: Dict[str, str]) -> None:
         # The ports nmap probed, per protocol: what a later scan can be compared on.

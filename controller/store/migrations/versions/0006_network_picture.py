@@ -27,7 +27,7 @@ def upgrade() -> None:
         "assets",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("address", sa.String(length=64), nullable=False),
-        sa.Column("sort_key", sa.String(length=32), nullable=False),
+        sa.Column("sort_key", sa.String(length=33), nullable=False),
         sa.Column("hostnames", sa.JSON(), nullable=False),
         sa.Column("mac", sa.String(length=17), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -53,6 +53,7 @@ def upgrade() -> None:
         "asset_ports",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("asset_id", sa.Integer(), nullable=False),
+        sa.Column("sort_key", sa.String(length=33), nullable=False),
         sa.Column("protocol", sa.String(length=8), nullable=False),
         sa.Column("port", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(length=24), nullable=False),
@@ -65,8 +66,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("asset_id", "protocol", "port", name="uq_asset_ports"),
     )
-    op.create_index("ix_asset_ports_port", "asset_ports", ["port", "state"], unique=False)
-    op.create_index(op.f("ix_asset_ports_service"), "asset_ports", ["service"], unique=False)
+    op.create_index("ix_asset_ports_port", "asset_ports", ["port", "state", "sort_key"], unique=False)
+    op.create_index("ix_asset_ports_service", "asset_ports", ["service", "state", "sort_key"], unique=False)
     op.create_table(
         "asset_port_changes",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
