@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +33,23 @@ def write_inventory(directory: Path) -> Path:
     return directory
 
 
+@functools.cache
+def _migrated_template() -> Path:
+    """An empty database at the newest migration, made once per test process: a test's database starts as a copy
+    (migrating each one anew cost 0.2 s a test, a third of the fast tier)."""
+    from controller.store.database import Database
+
+    path = Path(tempfile.mkdtemp(prefix="cloudx-template-")) / "scans.db"
+    database = Database(f"sqlite:///{path}")
+    database.upgrade()
+    database.dispose()
+    return path
+
+
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
+    if "DATABASE_URL" not in overrides and not (tmp_path / "scans.db").exists():
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_migrated_template(), tmp_path / "scans.db")
     inventory = write_inventory(tmp_path / "inventory")
     settings = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'scans.db'}",
