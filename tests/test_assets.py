@@ -151,3 +151,12 @@ def test_addresses_of_each_version_sort_apart():
     assert not low <= address_key("10.0.0.1") <= high  # an IPv6 network holds no IPv4 address (as ipaddress says)
     low, high = network_keys("10.0.0.0/8")
     assert low <= address_key("10.255.255.255") <= high and not low <= address_key("11.0.0.0") <= high
+
+
+def test_the_list_views_built_by_hand_are_the_models(app, client, first):
+    """GET /api/assets builds its views without the model (its hot path): they must be what the model says."""
+    from controller.schemas.assets import AssetPage
+
+    store_scan(app, client, _changed(first), TARGET, probed=PROBED)
+    page = client.get("/api/assets").get_json()
+    assert page["assets"] and AssetPage.model_validate(page).model_dump(mode="json") == page

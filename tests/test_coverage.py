@@ -89,3 +89,27 @@ def test_a_deployment_to_what_is_uncovered_goes_to_those_hosts_through_the_same_
     assert len(client.get("/api/jobs").get_json()["jobs"]) == before
     both = client.post("/api/deployments", json={**body, "hosts": ["198.18.5.2"]})
     assert both.status_code == 400 and both.get_json()["field"] == "hosts"
+
+
+def test_cloudx_coverage_and_deploy_uncovered_refusals(app, client, runner, tmp_path):
+    """The CLI reads the same records; `deploy --uncovered` goes through the same request and refuses the same way
+    (no job runs here: nothing is uncovered, or the options are incomplete)."""
+    from controller.cli import cli
+
+    store_scan(app, client, [_host("198.18.5.1")], TARGET, ports="22")
+    _deployed(app, client, ["198.18.5.1"])
+    shown = runner.invoke(cli, ["coverage", "--network", TARGET])
+    assert shown.exit_code == 0 and "1 assets seen up, 1 with the agent, 0 without" in shown.output, shown.output
+    as_json = runner.invoke(cli, ["coverage", "--json"])
+    assert as_json.exit_code == 0 and '"uncovered": 0' in as_json.output
+    key = tmp_path / "id_test"
+    key.write_text(KEY)
+    jobs = len(client.get("/api/jobs").get_json()["jobs"])
+    for args, words in (
+        (["--uncovered"], "--uncovered and --network go together"),
+        (["--uncovered", "--network", TARGET], "no asset in 198.18.5.0/24 is without the agent"),
+        (["198.18.5.1", "--uncovered", "--network", TARGET], "give one of hosts"),
+    ):
+        result = runner.invoke(cli, ["deploy", *args, "--user", "root", "--ssh-key", str(key)])
+        assert result.exit_code != 0 and words in result.output, (args, result.output)
+    assert len(client.get("/api/jobs").get_json()["jobs"]) == jobs

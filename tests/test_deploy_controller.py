@@ -12,7 +12,7 @@ from controller.store.models import Job
 from tests.support.agent import ENROLLMENT_PASSWORD, write_agent_vars
 from tests.support.app import running_app
 from tests.support.cluster import stored_bytes
-from tests.support.waiting import wait_job
+from tests.support.waiting import wait_job, wait_scan
 
 pytestmark = pytest.mark.integration
 SSH_PASSWORD = "Ssh-Pa55word-4e2d91"
@@ -72,6 +72,19 @@ def test_deploy_to_host_list_pins_keys_and_keeps_secrets_out(deploy_app, booted_
     again = wait_job(client, client.post("/api/deployments", json=body).get_json()["job_id"])
     assert again["status"] == "successful"
     assert all(s["changed"] == 0 for s in client.get(f"/api/jobs/{again['id']}/hosts").get_json()["hosts"])
+
+    # Coverage from these real records: both hosts have the agent; a real scan sees the first, so it is covered and
+    # the second (no scan saw it) is unseen.
+    scan = client.post("/api/scans", json={"target": hosts[0].address, "tool": "nmap", "scan_type": "default", "ports": "22"})
+    assert scan.status_code == 202, scan.get_json()
+    scanned = wait_scan(client, scan.get_json()["job_id"], 300)
+    assert scanned["status"] == "successful", (scanned["status_reason"], scanned["results"]["summary"])
+    network = f"{hosts[0].address.rsplit('.', 2)[0]}.0.0/16"
+    report = client.get("/api/coverage", query_string={"network": network}).get_json()
+    assert report["counts"]["assets"] == 1 and report["counts"]["covered"] == 1 and report["counts"]["uncovered"] == 0, report
+    assert {u["address"] for u in report["unseen"]} == {hosts[1].address}, report
+    nothing = client.post("/api/deployments", json={**body, "coverage": {"network": network}, "hosts": None})
+    assert nothing.status_code == 409 and nothing.get_json()["field"] == "coverage", nothing.get_json()
 
     out, err = capfd.readouterr()
     stored = all_stored_bytes(deploy_app, tmp_path) + out.encode() + err.encode()

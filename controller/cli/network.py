@@ -153,7 +153,7 @@ def assets(
 ) -> None:
     """The hosts the scans have seen, with their open ports; with ADDRESS, that asset's ports, history and scans."""
     from controller.schemas.assets import AssetDetail, AssetPage, AssetQuery
-    from controller.services.assets import asset_views, assets_page, get_asset
+    from controller.services.assets import assets_page, get_asset
 
     if address is not None:
         try:
@@ -169,7 +169,7 @@ def assets(
     try:
         with ctx.db.session() as session:
             rows, next_cursor = assets_page(session, query.limit, None, query.network, query.port, query.service, query.since)
-            page = AssetPage.dump({"assets": asset_views(session, rows), "next_cursor": next_cursor})
+            page = AssetPage.dump({"assets": rows, "next_cursor": next_cursor})
     except _database_errors() as exc:
         raise _unreadable("the assets", exc) from None
     if as_json:

@@ -20,6 +20,7 @@ from controller.scanlib import scanner
 from controller.services.probed import Probed, probed
 from controller.store import jsontext
 from controller.store.database import insert_rows
+from controller.store.jsontext import iso
 from controller.store.models import Asset, AssetPort, AssetPortChange, AssetScan, Scan
 
 OPEN = "open"
@@ -213,6 +214,10 @@ def _key_or_none(value: Any) -> str | None:
 # --- reading ------------------------------------------------------------------------------------------------
 
 
+ASSET_VIEW = ("address", "hostnames", "mac", "status", "first_seen", "last_seen")  # schemas.assets.Asset, less open_ports
+PORT_VIEW = ("protocol", "port", "state", "service", "product", "version", "first_seen", "last_seen")  # schemas.assets.AssetPort
+
+
 def assets_page(
     session: Session,
     limit: int,
@@ -221,19 +226,23 @@ def assets_page(
     port: int | None = None,
     service: str | None = None,
     seen_since: datetime | None = None,
-) -> tuple[list[Asset], str | None]:
-    """A page of assets in address order; the cursor is the last one's key (keyset paging). A port or service filter
-    walks asset_ports' (port|service, state, sort_key) index: a page costs its rows, whatever the filter matches."""
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of assets as lists show them (schemas.assets.Asset), in address order; the cursor is the last one's key
+    (keyset paging). A port or service filter walks asset_ports' (port|service, state, sort_key) index: a page costs
+    its rows, whatever the filter matches. Built by hand from the rows (the list's hot path: tests/test_assets.py
+    checks the views against the model)."""
     low_high = _keys(network) if network else None
+    table = Asset.__table__.c
+    columns = (table.id, table.sort_key, *(table[name] for name in ASSET_VIEW))
     if port is None and not service:
-        query = select(Asset)
+        query = select(*columns)
         if low_high:
-            query = query.where(Asset.sort_key.between(*low_high))
+            query = query.where(table.sort_key.between(*low_high))
         if cursor:
-            query = query.where(Asset.sort_key > cursor)
+            query = query.where(table.sort_key > cursor)
         if seen_since is not None:
-            query = query.where(Asset.last_seen >= seen_since)
-        rows = list(session.scalars(query.order_by(Asset.sort_key).limit(limit + 1)))
+            query = query.where(table.last_seen >= seen_since)
+        rows = session.execute(query.order_by(table.sort_key).limit(limit + 1)).all()
     else:
         keys = select(AssetPort.sort_key).where(AssetPort.state == OPEN)
         keys = keys.where(AssetPort.port == port) if port is not None else keys
@@ -243,8 +252,22 @@ def assets_page(
         if seen_since is not None:
             keys = keys.join(Asset, Asset.id == AssetPort.asset_id).where(Asset.last_seen >= seen_since)
         found = list(session.scalars(keys.distinct().order_by(AssetPort.sort_key).limit(limit + 1)))
-        rows = list(session.scalars(select(Asset).where(Asset.sort_key.in_(found)).order_by(Asset.sort_key))) if found else []
-    return rows[:limit], (rows[limit - 1].sort_key if len(rows) > limit else None)
+        rows = session.execute(select(*columns).where(table.sort_key.in_(found)).order_by(table.sort_key)).all() if found else []
+    page = rows[:limit]
+    ports = open_ports(session, [r.id for r in page])
+    views = [
+        {
+            "address": r.address,
+            "hostnames": r.hostnames,
+            "mac": r.mac,
+            "status": r.status,
+            "first_seen": iso(r.first_seen),
+            "last_seen": iso(r.last_seen),
+            "open_ports": ports[r.id],
+        }
+        for r in page
+    ]
+    return views, (rows[limit - 1].sort_key if len(rows) > limit else None)
 
 
 def _keys(network: str) -> tuple[str, str]:
@@ -254,11 +277,30 @@ def _keys(network: str) -> tuple[str, str]:
         raise ValidationError("network must be an address or a CIDR network such as 192.0.2.0/24", field="network") from None
 
 
-def open_ports(session: Session, asset_ids: list[int]) -> dict[int, list[AssetPort]]:
-    ports: dict[int, list[AssetPort]] = {i: [] for i in asset_ids}
-    query = select(AssetPort).where(AssetPort.asset_id.in_(asset_ids), AssetPort.state == OPEN).order_by(AssetPort.protocol, AssetPort.port)
-    for port in session.scalars(query):
-        ports[port.asset_id].append(port)
+def open_ports(session: Session, asset_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The open ports of these assets, as lists show them (schemas.assets.AssetPort)."""
+    ports: dict[int, list[dict[str, Any]]] = {i: [] for i in asset_ids}
+    if not asset_ids:
+        return ports
+    table = AssetPort.__table__.c
+    query = (
+        select(table.asset_id, *(table[name] for name in PORT_VIEW))
+        .where(table.asset_id.in_(asset_ids), table.state == OPEN)
+        .order_by(table.asset_id, table.protocol, table.port)
+    )
+    for r in session.execute(query):
+        ports[r.asset_id].append(
+            {
+                "protocol": r.protocol,
+                "port": r.port,
+                "state": r.state,
+                "service": r.service,
+                "product": r.product,
+                "version": r.version,
+                "first_seen": iso(r.first_seen),
+                "last_seen": iso(r.last_seen),
+            }
+        )
     return ports
 
 
@@ -290,10 +332,3 @@ def get_asset(session: Session, address: str) -> dict[str, Any]:
     ]
     fields = ("address", "hostnames", "mac", "status", "first_seen", "last_seen")
     return {**{k: getattr(asset, k) for k in fields}, "ports": ports, "history": changes, "scans": [r._asdict() for r in scans]}
-
-
-def asset_views(session: Session, assets: list[Asset]) -> list[dict[str, Any]]:
-    """Assets as lists show them (schemas.assets.Asset): with their open ports."""
-    ports = open_ports(session, [a.id for a in assets])
-    fields = ("address", "hostnames", "mac", "status", "first_seen", "last_seen")
-    return [{**{k: getattr(a, k) for k in fields}, "open_ports": ports[a.id]} for a in assets]
