@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
-from xml.parsers import expat
 
 from controller.config import Config
 from controller.errors import ApiError, ValidationError
@@ -364,48 +363,13 @@ def _hosts(found: str, stream: IO[Any], info: dict[str, Any]) -> Iterator[dict[s
     return scanner.parse_zmap_csv(stream, info)
 
 
-class _NmapReader(scanner._NmapReader):
-    """The scanner role's reader of nmap XML, except that a <host> without an address is refused (the role's skips
-    it: a scan it ran itself never has one, a file sent in may)."""
-
-    __slots__ = ("count",)
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        super().__init__(info)
-        self.count = 0
-
-    def close_host(self) -> None:
-        host = self.host
-        if host is not None and "host" in self.ends:
-            self.count += 1
-            if not host["address"]:
-                problem = "a <host> without an IP address (<address addr=...>)"
-                raise ValidationError(f"host {self.count}: {problem}; nothing was stored", field="body")
-        super().close_host()
-
-
-def _nmap_hosts(stream: IO[bytes], info: dict[str, Any], chunk_size: int = 1 << 16) -> Iterator[dict[str, Any]]:
-    """scanner.parse_nmap_xml (the same parse: entities refused, a document that stops early yields the hosts complete
-    in it), with _NmapReader."""
-    info.setdefault("truncated", False)
-    reader = _NmapReader(info)
-    parser = scanner._nmap_parser(reader)
-    done = reader.done
-    try:
-        while chunk := stream.read(chunk_size):
-            parser.Parse(chunk, False)
-            if done:
-                yield from done
-                del done[:]
-        parser.Parse(b"", True)
-    except expat.ExpatError as exc:
-        info["truncated"] = True
-        if expat.ErrorString(exc.code) not in scanner._END_OF_INPUT_ERRORS:
-            info["error"] = f"malformed nmap XML: {exc}"
-    reader.close_host()
-    yield from done
-    if "exit" not in info:
-        info["truncated"] = True
+def _nmap_hosts(stream: IO[bytes], info: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The role's parse (scanner.parse_nmap_xml), and a <host> without an address refused: the role skips one (a scan
+    it ran itself never has one), a file sent in may. Raised once the file is read: nothing is stored either way."""
+    yield from scanner.parse_nmap_xml(stream, info)
+    if "host_without_address" in info:
+        problem = "a <host> without an IP address (<address addr=...>)"
+        raise ValidationError(f"host {info['host_without_address']}: {problem}; nothing was stored", field="body")
 
 
 def _checked(numbered: tuple[int, dict[str, Any]]) -> dict[str, Any]:

@@ -460,7 +460,7 @@ class _NmapReader:
     statistics start, or when the document stops, and only if its end tag was read.
     """
 
-    __slots__ = ("done", "ends", "host", "info", "mixed", "port", "starts")
+    __slots__ = ("closed", "done", "ends", "host", "info", "mixed", "port", "starts")
 
     def __init__(self, info: Dict[str, Any]) -> None:
         self.info = info
@@ -469,6 +469,7 @@ class _NmapReader:
         self.host: Dict[str, Any] | None = None
         self.port: Dict[str, Any] | None = None
         self.mixed = False  # the host being read has <extraports> groups that no one state describes
+        self.closed = 0  # complete <host> elements read
         self.starts: Dict[str, Callable[[Dict[str, str]], None]] = {
             "host": self.on_host,
             "status": self.on_status,
@@ -489,8 +490,12 @@ class _NmapReader:
 
     def close_host(self) -> None:
         host = self.host
-        if host is not None and host["address"] and "host" in self.ends:
-            self.done.append(host)
+        if host is not None and "host" in self.ends:
+            self.closed += 1
+            if host["address"]:
+                self.done.append(host)
+            else:  # never in nmap's own output; a file from elsewhere may have one (an import refuses it)
+                self.info.setdefault("host_without_address", self.closed)
         self.host = self.port = None
         del self.ends[:]
 
