@@ -99,7 +99,8 @@ SELECT ap.id, ap.asset_id, ap.protocol, ap.port, ap.state, h.extra_state
 FROM asset_ports AS ap
 JOIN assets AS a ON a.id = ap.asset_id
 JOIN scan_hosts AS h ON h.address = a.address AND h.scan_id = :scan AND h.status = 'up'
-WHERE NOT EXISTS (SELECT 1 FROM scan_ports AS p WHERE p.host_id = h.id AND p.protocol = ap.protocol AND p.port = ap.port)
+WHERE (CASE WHEN :open_only THEN ap.state = 'open' ELSE h.extra_state IS NOT NULL AND ap.state <> h.extra_state END)
+AND NOT EXISTS (SELECT 1 FROM scan_ports AS p WHERE p.host_id = h.id AND p.protocol = ap.protocol AND p.port = ap.port)
 """
 UPSERT_PORTS_GROUPED = UPSERT_PORTS.format(
     columns="a.id, a.sort_key, p.protocol, p.port, MAX(COALESCE(p.state, 'unknown')), MAX(p.service), MAX(p.product), MAX(p.version), "
@@ -116,6 +117,37 @@ FROM asset_ports AS ap
 JOIN assets AS a ON a.id = ap.asset_id
 WHERE a.sort_key BETWEEN :low AND :high AND ap.state = 'open'
 AND NOT EXISTS (SELECT 1 FROM scan_hosts AS h WHERE h.scan_id = :scan AND h.address = a.address)
+"""
+# SQLite: the upsert split by what it changes. Most reported ports are as they were: only their last sighting
+# is written (no index touched); the few that changed get their state and service; the new ones are inserted.
+REPORTED = """
+SELECT a.id AS asset_id, p.protocol, p.port, COALESCE(p.state, 'unknown') AS state, p.service, p.product, p.version
+FROM scan_ports AS p JOIN scan_hosts AS h ON h.id = p.host_id JOIN assets AS a ON a.address = h.address
+WHERE h.scan_id = :scan
+"""
+CHANGED_PORTS = f"""
+UPDATE asset_ports SET
+    state = r.state,
+    service = COALESCE(r.service, asset_ports.service),
+    product = COALESCE(r.product, asset_ports.product),
+    version = COALESCE(r.version, asset_ports.version)
+FROM ({REPORTED}) AS r
+WHERE asset_ports.asset_id = r.asset_id AND asset_ports.protocol = r.protocol AND asset_ports.port = r.port
+AND (asset_ports.state <> r.state OR COALESCE(r.service, asset_ports.service) IS NOT asset_ports.service
+     OR COALESCE(r.product, asset_ports.product) IS NOT asset_ports.product
+     OR COALESCE(r.version, asset_ports.version) IS NOT asset_ports.version)
+"""
+SEEN_PORTS = f"""
+UPDATE asset_ports SET last_seen = :at
+FROM ({REPORTED}) AS r
+WHERE asset_ports.asset_id = r.asset_id AND asset_ports.protocol = r.protocol AND asset_ports.port = r.port
+"""
+NEW_PORTS = f"""
+INSERT INTO asset_ports (asset_id, sort_key, protocol, port, state, service, product, version, first_seen, last_seen)
+SELECT r.asset_id, a.sort_key, r.protocol, r.port, r.state, r.service, r.product, r.version, :at, :at
+FROM ({REPORTED}) AS r JOIN assets AS a ON a.id = r.asset_id
+WHERE true
+ON CONFLICT DO NOTHING
 """
 OPENED_BEFORE = """
 SELECT 1 FROM asset_port_changes WHERE asset_id = :asset AND protocol = :protocol AND port = :port AND state = 'open' LIMIT 1
@@ -158,11 +190,15 @@ class AssetUpdate:
 
     def finish(self) -> None:
         params = {"scan": self.scan_id, "at": self._time(self.at)}  # as the column stores it (text() has no types)
-        upsert = UPSERT_PORTS_GROUPED if self.connection.dialect.name == "postgresql" else UPSERT_PORTS_EACH
-        for statement in (UPDATE_ASSETS, LINK_SCANS, RECORD_CHANGES, upsert):
+        if self.connection.dialect.name == "postgresql":
+            statements: tuple[str, ...] = (UPDATE_ASSETS, LINK_SCANS, RECORD_CHANGES, UPSERT_PORTS_GROUPED)
+        else:
+            statements = (UPDATE_ASSETS, LINK_SCANS, RECORD_CHANGES, CHANGED_PORTS, SEEN_PORTS, NEW_PORTS)
+        for statement in statements:
             self.connection.execute(text(statement), params)
         if self.probed:
-            self._close(self.connection.execute(text(UNLISTED), {"scan": self.scan_id}))
+            # Only the rows that can change: open ones for an open-only tool, others than nmap's state for the rest.
+            self._close(self.connection.execute(text(UNLISTED), {"scan": self.scan_id, "open_only": self.open_only}))
             if self.open_only and self.target:
                 low, high = network_keys(self.target)
                 self._close(self.connection.execute(text(UNREPORTED), {"scan": self.scan_id, "low": low, "high": high}))
