@@ -57,9 +57,25 @@ def debugger_allowed(config: Config, host: str) -> bool:
 
 
 def start_executor(app: Flask) -> Executor:
+    """Start the executor, and the scheduler that feeds it (unless switched off); stop both with stop_executor."""
     executor: Executor = app.extensions["cloudx.executor"]
-    if app.extensions["cloudx.config"].EXECUTOR_ENABLED:
-        executor.start()
-    else:
-        logging.getLogger("cloudx").warning("CLOUDX_EXECUTOR_ENABLED is off: jobs are queued here but not run")
+    config: Config = app.extensions["cloudx.config"]
+    if not config.EXECUTOR_ENABLED:
+        logging.getLogger("cloudx").warning("CLOUDX_EXECUTOR_ENABLED is off: jobs are queued here but not run, nor schedules started")
+        return executor
+    executor.start()
+    if config.SCHEDULER_ENABLED:
+        from controller.services.scheduler import Scheduler
+
+        scheduler = Scheduler(config, app.extensions["cloudx.db"], executor)
+        scheduler.start()
+        app.extensions["cloudx.scheduler"] = scheduler
     return executor
+
+
+def stop_executor(app: Flask) -> None:
+    """Stop starting scheduled runs, then the executor (its running jobs record why they stopped)."""
+    scheduler = app.extensions.pop("cloudx.scheduler", None)
+    if scheduler is not None:
+        scheduler.shutdown()
+    app.extensions["cloudx.executor"].shutdown()

@@ -90,6 +90,12 @@ class Config(BaseSettings):
     WORKER_LOST_AFTER: int = setting(
         60, "a running job whose worker has not beaten for this long ends as `error` (workers beat every sixth of it)"
     )
+    SCHEDULER_ENABLED: bool = setting(True, "0: this process starts no scheduled run (another `cloudx serve` does; runs are claimed once)")
+    SCHEDULE_MIN_INTERVAL: int = setting(60, "the shortest time in seconds a schedule may leave between two runs", ge=1)
+    SCHEDULE_POLL_SECONDS: float = setting(5.0, "how often the scheduler looks for due runs", gt=0)
+    SCHEDULE_MISFIRE_GRACE: int = setting(
+        120, "a due time not started within this many seconds (the controller was down) is recorded as missed", ge=1
+    )
     CELERY_BROKER_URL: str = setting(
         "redis://127.0.0.1:6379/0",
         "the Celery broker (API and workers); `CLOUDX_CELERY_BROKER_URL` wins over `CELERY_BROKER_URL`",

@@ -29,6 +29,7 @@ from controller.api import (
     jobs,
     openapi,
     scans,
+    schedules,
     scripts,
     system,
 )
@@ -47,7 +48,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-BLUEPRINTS = (system, scans, exports, imports, assets, coverage, jobs, deployments, scripts, admin, openapi)
+BLUEPRINTS = (system, scans, exports, imports, assets, coverage, jobs, deployments, schedules, scripts, admin, openapi)
 log = logging.getLogger("cloudx.api")
 
 

@@ -49,6 +49,7 @@ PATH_PARAMS = {
     "host": "The host as known_hosts names it: an address, or [address]:port.",
     "name": "The name of the token or credential.",
     "os_dir": "The operating system.",
+    "schedule_id": "The schedule's id or its name.",
 }
 # A path segment: Flask's default converter takes no "/", and clients resolve "." and "..".
 SEGMENT = r"^(?!\.\.?$)[^/]+$"
@@ -72,6 +73,7 @@ TAGS = {
     "assets": "The hosts the stored scans have seen, their ports now and how they changed.",
     "jobs": "Every playbook run, its events and per-host counts.",
     "deployments": "Agent deployments and trusted SSH host keys.",
+    "schedules": "Scans and deployments started at times a cron expression or an interval gives.",
     "scripts": "Standalone agent scripts for hosts installed by hand.",
     "admin": "Tokens, the scope policy, stored credentials and the audit log.",
 }
@@ -102,6 +104,11 @@ def _schemas(models: list[type[BaseModel]], cfg: Config) -> dict[str, Schema]:
         if issubclass(model, Response) and model.sends_every_field and name in schemas:
             # A view sends every field, null ones included.
             schemas[name]["required"] = list(schemas[name].get("properties", {}))
+    for name in ("ScanSchedule", "DeploymentSchedule", "SchedulePatch"):  # this configuration's shortest interval
+        every = schemas.get(name, {}).get("properties", {}).get("every_seconds", {})
+        for branch in every.get("anyOf", []):
+            if branch.get("type") == "integer":
+                branch["minimum"] = cfg.SCHEDULE_MIN_INTERVAL
     timeout = schemas.get("ScanRequest", {}).get("properties", {}).get("timeout")
     if timeout is not None:  # limits of this configuration
         timeout["default"] = cfg.SCAN_TIMEOUT

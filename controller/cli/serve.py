@@ -91,7 +91,7 @@ def _serve_debug(config: Config, host: str, port: int, processes: int) -> None:
     Its interactive debugger runs code for whoever reaches it, so it runs on a loopback address only."""
     from werkzeug.serving import is_running_from_reloader, run_simple
 
-    from controller.app import create_app, debugger_allowed, start_executor
+    from controller.app import create_app, debugger_allowed, start_executor, stop_executor
 
     debugger = debugger_allowed(config, host)
     options: dict[str, Any] = {"use_reloader": True, "use_debugger": debugger, "threaded": True}
@@ -111,11 +111,11 @@ def _serve_debug(config: Config, host: str, port: int, processes: int) -> None:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         return
     app = create_app(config)
-    executor = start_executor(app)
+    start_executor(app)
     try:
         run_simple(host, port, app, **options)
     finally:  # the reloader ends this process (SystemExit) when a file changes; Ctrl-C too
-        executor.shutdown()
+        stop_executor(app)
 
 
 def _serve_process(config: Config, listener: Any, threads: int) -> None:
@@ -123,7 +123,7 @@ def _serve_process(config: Config, listener: Any, threads: int) -> None:
 
     import waitress
 
-    from controller.app import create_app, start_executor
+    from controller.app import create_app, start_executor, stop_executor
 
     # Every open connection is a file descriptor: take the soft limit up to the hard one, and keep the
     # connection limit below it (accept() failing with EMFILE would leave waitress spinning on the listener).
@@ -145,7 +145,7 @@ def _serve_process(config: Config, listener: Any, threads: int) -> None:
             SERVE_CONNECTION_LIMIT,
         )
     app = create_app(config)
-    executor = start_executor(app)
+    start_executor(app)
 
     def shutdown(*_: Any) -> None:
         raise KeyboardInterrupt
@@ -156,7 +156,7 @@ def _serve_process(config: Config, listener: Any, threads: int) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        executor.shutdown()
+        stop_executor(app)
 
 
 def waitress_options(config: Config, listener: Any, threads: int, connection_limit: int) -> dict[str, Any]:

@@ -347,3 +347,52 @@ class Credential(Base):
     ciphertext: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Schedule(Base):
+    """A scan or deployment request run at times a cron expression or an interval gives (controller.services.schedules)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_due", "enabled", "next_run_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # scan | deployment
+    # The body of POST /api/scans or /api/deployments, validated; it holds no secret (a stored credential's name at most).
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cron: Mapped[str | None] = mapped_column(String(128))
+    every_seconds: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    catch_up: Mapped[str] = mapped_column(String(8), default="none")
+    # Why the controller paused it (its creator's token revoked, ...); None when paused by a user or enabled.
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    # Runs with its creator's rights, checked at every run (services.policy.principal_for).
+    created_by: Mapped[str] = mapped_column(String(128))
+    # The next due time (UTC); a run is claimed by moving it on while `revision` is unchanged.
+    next_run_at: Mapped[datetime | None]
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_at: Mapped[datetime | None]
+    last_job_id: Mapped[str | None] = mapped_column(String(36))
+    missed_runs: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_runs: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ScheduleRun(Base):
+    """What became of one due time of a schedule: started (its job), missed, skipped or refused (why)."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "due_at", name="uq_schedule_runs_due"),
+        Index("ix_schedule_runs_schedule", "schedule_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    due_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))  # started | missed | skipped | refused | paused
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

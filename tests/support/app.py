@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from controller.app import create_app, start_executor
+from controller.app import create_app, start_executor, stop_executor
 from controller.config import Config
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -121,11 +121,11 @@ def running_app(
         workers = Workers(cluster.worker_env(config), tmp_path)
         app.extensions["cloudx.test_workers"] = workers
         workers.start_many(list(workers_started), "--concurrency", "2")
-    executor = start_executor(app)
+    start_executor(app)
     try:
         yield app
     finally:
-        executor.shutdown()
+        stop_executor(app)
         if workers is not None:
             workers.close()
         app.extensions["cloudx.db"].dispose()

@@ -1,0 +1,50 @@
+"""The scheduler: a thread of each `cloudx serve` process that starts the schedules' due runs (services.schedules
+claims each once, whatever the number of processes) and hands their jobs to that process's executor."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from controller.config import Config
+from controller.errors import Unavailable
+from controller.queue.local import Executor
+from controller.services.schedules import run_due
+from controller.store.database import Database
+
+log = logging.getLogger("cloudx.schedules")
+
+
+class Scheduler:
+    def __init__(self, config: Config, db: Database, executor: Executor) -> None:
+        self.config = config
+        self.db = db
+        self.executor = executor
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def tick(self) -> int:
+        """Start what is due now; how many jobs were queued."""
+        started = run_due(self.db, self.config, self.executor.holder_id)
+        for run in started:
+            try:
+                self.executor.submit(run.job_id, run.secrets)
+            except Unavailable as exc:  # the executor ended the job as "error" and says why on it
+                log.error("schedule %s: job %s could not be handed to the executor: %s", run.schedule, run.job_id, exc.message)
+        return len(started)
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.config.SCHEDULE_POLL_SECONDS):
+            try:
+                self.tick()
+            except Exception:  # keep going: a locked database is tried again at the next tick, nothing was claimed
+                log.exception("scheduler tick failed")
