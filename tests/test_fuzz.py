@@ -60,6 +60,10 @@ STATE_REFUSALS = [
     # known_hosts may name only hosts the deployment reaches: the hosts of an inventory pattern are not in the
     # request (checked after the scope, so only with a scope policy).
     ("POST", "/api/deployments", "known_hosts", "known_hosts line for "),
+    # A schedule's request is checked as its POST would be: the same state-dependent refusals, named request.<field>.
+    ("POST", "/api/schedules", "request.credential", "no stored credential "),
+    ("POST", "/api/schedules", "request.limit", "no inventory host matches "),
+    ("POST", "/api/schedules", "request.known_hosts", "known_hosts line for "),
     # The cursor is opaque: only next_cursor of an earlier page is one.
     ("GET", "/api/jobs", "cursor", "cursor is not valid"),
 ]
@@ -141,9 +145,13 @@ class Oracle:
 
 
 def _value(case: schemathesis.Case, field: str) -> Any:
+    """The value a field names; a field of a nested object (request.ports of a schedule) is looked up in it, and when
+    that object holds it under another name (port for ports), the object is the value."""
+    head, _, rest = field.partition(".")
     for values in (case.body, case.query, case.path_parameters):
-        if isinstance(values, dict) and field in values:
-            return values[field]
+        if isinstance(values, dict) and head in values:
+            value = values[head]
+            return value.get(rest, value) if rest and isinstance(value, dict) else value
     return None
 
 

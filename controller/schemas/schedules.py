@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 
 from controller.errors import ValidationError
@@ -28,6 +28,7 @@ MAX_EVERY = 366 * 86400
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 # The gaps of a cron expression are checked against the minimum interval over this many of its next runs.
 CRON_GAPS_CHECKED = 500
+RANDOM = re.compile(r"(?<![A-Za-z])R(?![A-Za-z])", re.IGNORECASE)
 
 
 @functools.cache
@@ -50,14 +51,19 @@ def cron_expression(value: str, min_interval: int = 60, field: str = "cron") -> 
         raise FieldError(
             field, f"{field} must be a cron expression of five fields (minute hour day month weekday), such as '0 3 * * 1-5', or @daily"
         )
-    if min_interval > 60:  # five fields run at most once a minute
+    if RANDOM.search(text):  # croniter's R draws a new time whenever it is read: no due time would hold
+        raise FieldError(field, f"{field}: random fields (R) are not supported")
+    try:
         runs = croniter(text, datetime(2026, 1, 1, tzinfo=UTC))
         last = runs.get_next(datetime)
-        for _ in range(CRON_GAPS_CHECKED):
+        # Five fields run at most once a minute; a larger minimum is checked over the next runs.
+        for _ in range(CRON_GAPS_CHECKED if min_interval > 60 else 0):
             following = runs.get_next(datetime)
             if (following - last).total_seconds() < min_interval:
                 raise FieldError(field, f"{field} runs more often than every {min_interval} s (CLOUDX_SCHEDULE_MIN_INTERVAL)")
             last = following
+    except CroniterError:
+        raise FieldError(field, f"{field} never runs (such as on the 31st of February)") from None
     return text
 
 

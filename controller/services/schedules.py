@@ -115,6 +115,10 @@ def check_request(session: Session, config: Config, principal: Principal, kind: 
         if exc.field != "coverage" or not isinstance(parsed, CoverageDeployment):
             raise
         check_targets(session, principal, [parsed.coverage.network])
+    except ApiError as exc:
+        if exc.field and not exc.field.startswith("request."):  # a field of the request, as the schedule names it
+            exc.field = f"request.{exc.field}"
+        raise
     finally:
         if savepoint.is_active:
             savepoint.rollback()
@@ -328,8 +332,8 @@ def _start(
             raise Forbidden(f"the token {schedule.created_by!r} that made it is now a {creator.role}, and may not start jobs")
     except Forbidden as exc:
         schedule.enabled, schedule.next_run_at = False, None
-        schedule.paused_reason = exc.message
-        _record(session, schedule, due, "paused", exc.message)
+        schedule.paused_reason = f"paused: its creator may no longer start jobs ({exc.message})"
+        _record(session, schedule, due, "paused", schedule.paused_reason)
         log.warning("schedule %s paused: %s", schedule.name, exc.message)
         return None
     previous = session.get(Job, schedule.last_job_id) if schedule.last_job_id else None

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from controller.scanlib import ScanInputError, scanner
 from controller.schemas.admin import parse_expires_in
 from controller.schemas.assets import since
+from controller.schemas.schedules import cron_expression, time_zone, time_zones
 from controller.schemas.types import KEY_TYPES, FieldError, host, known_hosts_lines, private_key
 
 
@@ -86,6 +87,9 @@ CHECKS: dict[str, Callable[[object], bool]] = {
     "cloudx-address": _accepts(_ip_rule(ipaddress.ip_address)),
     "cloudx-cidr": _accepts(_ip_rule(lambda value: ipaddress.ip_network(value, strict=False))),
     "cloudx-since": _accepts(_ip_rule(since)),
+    # The fuzzed service runs with the default CLOUDX_SCHEDULE_MIN_INTERVAL (60 s).
+    "cloudx-cron": _accepts(cron_expression),
+    "cloudx-timezone": _accepts(time_zone),
 }
 
 # --- known-good shapes ----------------------------------------------------------------------------------------
@@ -155,6 +159,11 @@ SHAPES: dict[str, st.SearchStrategy[str]] = {
         st.datetimes().map(lambda moment: moment.isoformat()),
     ),
     "cloudx-lifetime": st.builds(lambda n, unit: f"{n}{unit}", st.integers(1, 999999), st.sampled_from("smhd")),
+    "cloudx-cron": st.one_of(
+        st.sampled_from(["@daily", "@hourly", "@weekly", "0 3 * * 1-5", "*/15 * * * *", "0 0 29 2 *", "30 2 * mar-oct sun"]),
+        st.builds(lambda m, h, dow: f"{m} {h} * * {dow}", st.integers(0, 59), st.integers(0, 23), st.sampled_from(["*", "1-5", "0", "6"])),
+    ),
+    "cloudx-timezone": st.sampled_from(sorted(time_zones())),
 }
 assert SHAPES.keys() == CHECKS.keys()
 
