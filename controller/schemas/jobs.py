@@ -46,6 +46,7 @@ class Job(Response):
     final_counter: int | None
     node: str | None = Field(description="The executor node that took the job: local@HOST, or a Celery worker's name.")
     created_by: str | None
+    relaunched_from: str | None = Field(description="The job this one runs again, for some of its hosts.")
     created_at: Timestamp
     started_at: MaybeTimestamp
     finished_at: MaybeTimestamp

@@ -62,6 +62,8 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None]
     # When the job was last sent to the Celery broker (a queued job whose message was lost is sent again).
     dispatched_at: Mapped[datetime | None]
+    # The job this one runs again, for some of its hosts (POST /api/jobs/<id>/relaunch).
+    relaunched_from: Mapped[str | None] = mapped_column(String(36), index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     scan: Mapped[Scan | None] = relationship(back_populates="job", uselist=False)
