@@ -64,18 +64,19 @@ def start_executor(app: Flask) -> Executor:
         logging.getLogger("cloudx").warning("CLOUDX_EXECUTOR_ENABLED is off: jobs are queued here but not run, nor schedules started")
         return executor
     executor.start()
+    background = []
     if config.SCHEDULER_ENABLED:
         from controller.services.scheduler import Scheduler
 
-        scheduler = Scheduler(config, app.extensions["cloudx.db"], executor)
-        scheduler.start()
-        app.extensions["cloudx.scheduler"] = scheduler
+        background.append(Scheduler(config, app.extensions["cloudx.db"], executor))
+    for service in background:
+        service.start()
+    app.extensions["cloudx.background"] = background
     return executor
 
 
 def stop_executor(app: Flask) -> None:
-    """Stop starting scheduled runs, then the executor (its running jobs record why they stopped)."""
-    scheduler = app.extensions.pop("cloudx.scheduler", None)
-    if scheduler is not None:
-        scheduler.shutdown()
+    """Stop the background threads (scheduled runs first), then the executor (its running jobs record why they stopped)."""
+    for service in app.extensions.pop("cloudx.background", []):
+        service.shutdown()
     app.extensions["cloudx.executor"].shutdown()
