@@ -8,11 +8,12 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import select
 
 from controller.api.auth import requires
-from controller.api.body import doc, query, reply
-from controller.api.context import executor, principal, session
+from controller.api.body import body, doc, query, reply
+from controller.api.context import config, executor, principal, session
 from controller.errors import Conflict
 from controller.queue.jobs import cancel_job, check_owner, events_page_json, get_job, jobs_page
-from controller.schemas.jobs import EventPage, EventQuery, HostSummaries, Job, JobListQuery, JobPage
+from controller.schemas.jobs import EventPage, EventQuery, HostSummaries, Job, JobListQuery, JobPage, Relaunched, RelaunchRequest
+from controller.services.relaunch import relaunch
 from controller.store.models import JobHostSummary
 
 bp = Blueprint("jobs", __name__)
@@ -77,3 +78,30 @@ def cancel(job_id: str) -> Any:
         view = Job.dump(job)
     executor().cancel(job_id)
     return jsonify(view), 202
+
+
+@bp.post("/jobs/<job_id>/relaunch")
+@requires("operator")
+@body(RelaunchRequest)
+@doc(
+    "relaunch_job",
+    "jobs",
+    "Run an ended job again on its failed or unreachable hosts (or all)",
+    {202: Relaunched},
+    errors={
+        **NO_JOB,
+        400: "The input is not valid, or the job pasted a secret that is not given again.",
+        403: "Not the job's creator nor an admin, or a host is now outside the scope.",
+        409: "The job is still active, it is an import, or no host matches.",
+        429: None,
+    },
+    description="A new job with the same playbook and variables, limited to those hosts and linked by relaunched_from; it goes through "
+    "every check a new request does. A scan runs again whole.",
+)
+def relaunch_job(job_id: str, body: RelaunchRequest) -> Any:
+    run = executor()
+    with session() as s:
+        done = relaunch(s, config(), principal(), job_id, body, run.holder_id)
+        view = {"job_id": done.job.id, "status": done.job.status, "relaunched_from": job_id, "hosts": done.hosts}
+    run.submit(view["job_id"], done.secrets)
+    return reply(Relaunched, view, 202)

@@ -203,6 +203,47 @@ def deploy(
         raise click.ClickException(f"deployment {status}: see `cloudx events {job_id}`")
 
 
+@cli.command()
+@click.argument("job_id")
+@click.option("--failed", "which", flag_value="failed", help="Its hosts that failed.")
+@click.option("--unreachable", "which", flag_value="unreachable", help="Its hosts that were unreachable.")
+@click.option("--all", "which", flag_value="all", help="All its hosts.")
+@click.option("--ssh-key", "ssh_key_file", type=click.Path(exists=True, dir_okay=False), help="The private key the job was given.")
+@click.option("--ask-password", is_flag=True, help="Prompt for the login password the job was given.")
+@click.option("--enrollment-password-file", type=click.Path(exists=True, dir_okay=False), help="File holding the enrollment password.")
+@pass_ctx
+def relaunch(
+    ctx: Context, job_id: str, which: str | None, ssh_key_file: str | None, ask_password: bool, enrollment_password_file: str | None
+) -> None:
+    """Run ended job JOB_ID again on its failed or unreachable hosts (default: both), following it as `deploy` does."""
+    from pathlib import Path
+
+    from controller.schemas.jobs import RelaunchRequest
+    from controller.services.relaunch import relaunch as relaunch_job
+
+    body: dict[str, Any] = {"hosts": which or "failed_or_unreachable"}
+    if ssh_key_file:
+        body["ssh_key"] = Path(ssh_key_file).read_text()
+    if ask_password:
+        body["password"] = click.prompt("Password", hide_input=True)
+    if enrollment_password_file:
+        body["enrollment_password"] = Path(enrollment_password_file).read_text().strip()
+    kind: list[str] = []
+
+    def create(session: Session, holder: str) -> tuple[str, dict[str, Any] | None]:
+        done = relaunch_job(session, ctx.config, cli_principal(), job_id, RelaunchRequest.parse(body), holder)
+        kind.append(done.job.kind)
+        click.echo(f"relaunching {job_id} on {', '.join(done.hosts)}", err=True)
+        return done.job.id, done.secrets
+
+    def follow(ctx: Context, new_job: str) -> str:
+        return (_follow_hosts if kind == ["deploy"] else _follow_progress)(ctx, new_job)
+
+    new_id, status, _ = submit_and_follow(ctx, "relaunch", create, "job {}: relaunched from " + job_id, follow)
+    if status != "successful":
+        raise click.ClickException(f"relaunched job {status}: see `cloudx events {new_id}`")
+
+
 _RESULTS = {"runner_on_ok": "ok", "runner_on_failed": "FAILED", "runner_on_unreachable": "UNREACHABLE", "runner_on_skipped": "skipped"}
 
 

@@ -39,6 +39,8 @@ HostList = Annotated[list[Host], Field(min_length=1, max_length=MAX_HOSTS), Afte
 
 
 LOGINS = ("password", "ssh_key", "credential")
+# The fields that hold secrets pasted into a request: kept in memory for its job, never stored.
+PASTED_SECRETS = ("password", "ssh_key", "become_password", "enrollment_password")
 
 
 def _given(name: str) -> dict[str, Any]:
@@ -228,6 +230,8 @@ class DeploySettings(BaseModel):
     port: int | None = None
     addresses: dict[str, str] | None = None  # each listed host's address as the scope check resolved it
     credential: str | None = None  # the stored credential's name
+    # The secrets the request pasted (never stored): a relaunch must be given them again.
+    pasted: list[str] | None = None
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

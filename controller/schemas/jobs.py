@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from controller.schemas.base import Query, Response
-from controller.schemas.types import JOB_STATUSES, MAX_PAGE, MaybeTimestamp, PageSize, QueryInt, Timestamp
+from controller.schemas.base import Query, Request, Response
+from controller.schemas.types import JOB_STATUSES, MAX_PAGE, MaybeTimestamp, PageSize, PrivateKey, QueryInt, Secret, Timestamp
 
 JobStatus = Literal["queued", "running", "successful", "failed", "canceled", "timeout", "error"]
 assert JobStatus.__args__ == JOB_STATUSES  # type: ignore[attr-defined]
@@ -95,3 +95,31 @@ class HostSummary(Response):
 class HostSummaries(Response):
     job_id: str
     hosts: list[HostSummary]
+
+
+class RelaunchRequest(Request):
+    """POST /api/jobs/<id>/relaunch: which of the job's hosts to run it again on, and the secrets it pasted (never
+    stored), given again."""
+
+    messages = {
+        "hosts": "hosts must be one of: failed, unreachable, failed_or_unreachable, all",
+        **{f: f"{f} must be a non-empty string" for f in ("password", "ssh_key", "become_password", "enrollment_password")},
+    }
+
+    hosts: Literal["failed", "unreachable", "failed_or_unreachable", "all"] = Field(
+        default="failed_or_unreachable",
+        description="From the job's per-host summaries and its events (also after a cancel or a lost worker).",
+    )
+    password: Secret | None = None
+    ssh_key: PrivateKey | None = None
+    become_password: Secret | None = None
+    enrollment_password: Secret | None = None
+
+
+class Relaunched(Response):
+    """The new job, queued, and the hosts it runs on."""
+
+    job_id: str
+    status: JobStatus
+    relaunched_from: str
+    hosts: list[str]

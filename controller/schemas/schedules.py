@@ -14,7 +14,7 @@ from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, ValidationI
 
 from controller.errors import ValidationError
 from controller.schemas.base import Query, Request, Response
-from controller.schemas.deployments import CoverageDeployment, DeploymentRequest, HostsDeployment, PatternDeployment
+from controller.schemas.deployments import PASTED_SECRETS, CoverageDeployment, DeploymentRequest, HostsDeployment, PatternDeployment
 from controller.schemas.scans import ScanRequest
 from controller.schemas.types import MAX_PAGE, Documented, FieldError, MaybeTimestamp, PageSize, QueryInt, Timestamp, matching
 
@@ -22,8 +22,6 @@ SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 SCHEDULE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 KINDS = ("scan", "deployment")
 OUTCOMES = ("started", "missed", "skipped", "refused", "paused")
-# A schedule keeps no pasted secret: a deployment it runs names a stored credential, or uses the inventory's login.
-PASTED_SECRETS = ("password", "ssh_key", "become_password", "enrollment_password")
 MAX_EVERY = 366 * 86400
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 # The gaps of a cron expression are checked against the minimum interval over this many of its next runs.

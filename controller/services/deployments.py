@@ -20,7 +20,15 @@ from controller.config import Config
 from controller.errors import Forbidden, ValidationError
 from controller.principal import Principal
 from controller.queue.jobs import create_job
-from controller.schemas.deployments import PLAYBOOKS, AgentRequest, CoverageDeployment, DeployRequest, DeploySettings, PatternDeployment
+from controller.schemas.deployments import (
+    PASTED_SECRETS,
+    PLAYBOOKS,
+    AgentRequest,
+    CoverageDeployment,
+    DeployRequest,
+    DeploySettings,
+    PatternDeployment,
+)
 from controller.schemas.types import MAX_HOSTS, FieldError
 from controller.schemas.types import host as one_host
 from controller.services import hostkeys
@@ -80,6 +88,7 @@ def plan(request: DeployRequest) -> tuple[dict[str, Any], dict[str, Any]]:
         hosts=list(request.hosts) if request.hosts is not None else None,
         username=request.username,
         port=request.port if isinstance(request, AgentRequest) else None,
+        pasted=[name for name in PASTED_SECRETS if getattr(request, name) is not None] or None,
     )
     state = "present" if isinstance(request, AgentRequest) else request.state
     job = {

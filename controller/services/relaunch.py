@@ -1,0 +1,122 @@
+"""Relaunch: a new job with the same playbook and variables as an ended one, limited to some of its hosts.
+
+The hosts come from the job's stored records: its per-host summaries (playbook_on_stats) and, for a job that
+never reached its recap (canceled, timed out, its worker lost), its runner_on_failed and runner_on_unreachable
+events. The new job goes through every check a new request does (scope, credential, host keys, quotas).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.config import Config
+from controller.errors import Conflict, ValidationError
+from controller.principal import Principal
+from controller.queue.jobs import check_owner, get_job
+from controller.schemas.deployments import PASTED_SECRETS, PLAYBOOKS, AgentRequest, DeploySettings, HostsDeployment, PatternDeployment
+from controller.schemas.jobs import RelaunchRequest
+from controller.schemas.scans import ScanRequest
+from controller.services.deployments import create_deployment
+from controller.services.scans import create_scan
+from controller.store.models import Job, JobEvent, JobHostSummary, Scan
+
+HOST_EVENTS = ("runner_on_failed", "runner_on_unreachable", "runner_on_ok", "runner_on_skipped")
+WORDS = {"failed": "failed", "unreachable": "was unreachable", "failed_or_unreachable": "failed or was unreachable", "all": "ran"}
+
+
+class Relaunched(NamedTuple):
+    job: Job
+    secrets: dict[str, Any] | None
+    hosts: list[str]
+
+
+def job_hosts(session: Session, job: Job) -> dict[str, set[str]]:
+    """The job's hosts that failed, that were unreachable, and all it ran on (or was to run on)."""
+    found: dict[str, set[str]] = {"failed": set(), "unreachable": set(), "all": set()}
+    for s in session.scalars(select(JobHostSummary).where(JobHostSummary.job_id == job.id)):
+        found["all"].add(s.host)
+        if s.failed:
+            found["failed"].add(s.host)
+        if s.unreachable:
+            found["unreachable"].add(s.host)
+    rows = session.execute(
+        select(JobEvent.host, JobEvent.event, JobEvent.event_data).where(
+            JobEvent.job_id == job.id, JobEvent.event.in_(HOST_EVENTS), JobEvent.host.is_not(None)
+        )
+    )
+    for host, event, data in rows:
+        found["all"].add(host)
+        if event == "runner_on_failed" and not (data or {}).get("ignore_errors"):
+            found["failed"].add(host)
+        elif event == "runner_on_unreachable":
+            found["unreachable"].add(host)
+    listed = (job.settings or {}).get("hosts")
+    if listed:
+        found["all"].update(listed)
+    return found
+
+
+def relaunch(session: Session, config: Config, principal: Principal, job_id: str, body: RelaunchRequest, holder: str) -> Relaunched:
+    job = get_job(session, job_id)
+    check_owner(job, principal)
+    if job.active:
+        raise Conflict(f"job {job_id} is still {job.status}: relaunch it once it has ended")
+    if job.kind not in ("deploy", "scan"):
+        raise Conflict(f"job {job_id} is an {job.kind}: it ran no playbook to run again")
+    found = job_hosts(session, job)
+    chosen = found["failed"] | found["unreachable"] if body.hosts == "failed_or_unreachable" else found[body.hosts]
+    if job.kind == "deploy" and (job.settings or {}).get("hosts") is not None:
+        chosen &= set(job.settings["hosts"])  # the generated inventory's hosts; never another one
+    if not chosen:
+        raise Conflict(f"no host of job {job_id} {WORDS[body.hosts]}: there is nothing to relaunch", field="hosts")
+    hosts = sorted(chosen)
+    if job.kind == "scan":
+        new, secrets = _scan_again(session, config, principal, job), None
+    else:
+        new, secrets = create_deployment(session, config, principal, _deploy_request(job, hosts, body), holder)
+    new.relaunched_from = job.id
+    session.flush()
+    return Relaunched(new, secrets, hosts)
+
+
+def _scan_again(session: Session, config: Config, principal: Principal, job: Job) -> Job:
+    """A scan is run again whole: its hosts are the scanners, and its target is what it scans."""
+    scan = session.scalar(select(Scan).where(Scan.job_id == job.id))
+    if scan is None:
+        raise Conflict(f"job {job.id} has no scan record left to run again")
+    given: dict[str, Any] = {"tool": scan.tool, "scan_type": scan.scan_type, "target": scan.target}
+    if scan.ports:
+        given["ports"] = scan.ports
+    if isinstance(job.extra_vars.get("scanner_timeout"), int):
+        given["timeout"] = job.extra_vars["scanner_timeout"]
+    return create_scan(session, config, principal, ScanRequest.parse(given, config=config)).job
+
+
+def _deploy_request(job: Job, hosts: list[str], body: RelaunchRequest) -> AgentRequest | HostsDeployment | PatternDeployment:
+    """The original request, for these hosts, with the secrets it pasted given again."""
+    settings = DeploySettings.model_validate(job.settings)
+    extra = job.extra_vars or {}
+    given: dict[str, Any] = {
+        "os_type": settings.os_type,
+        "username": settings.username,
+        "credential": settings.credential,
+        "known_hosts": settings.known_hosts or None,
+        "manager_ip": extra.get("cloudx_agent_manager_address"),
+        "group": extra.get("cloudx_agent_group"),
+    }
+    pasted = set(settings.pasted or ()) | {"key": {"ssh_key"}, "password": {"password"}}.get(settings.auth, set())
+    for name in sorted(pasted):
+        if getattr(body, name) is None:
+            raise ValidationError(f"job {job.id} was run with a pasted {name}, which is never stored: give it again", field=name)
+    given.update({name: getattr(body, name) for name in PASTED_SECRETS if getattr(body, name) is not None})
+    given = {name: value for name, value in given.items() if value is not None}
+    state = next(state for state, playbook in PLAYBOOKS.items() if playbook == job.playbook)
+    if settings.hosts is None:
+        return PatternDeployment.parse({**given, "limit": ",".join(hosts), "state": state})
+    if settings.port is not None or "cloudx_agent_name" in extra:  # POST /api/deploy/agent: one host
+        agent = {"target": hosts[0], "port": settings.port, "agent_name": extra.get("cloudx_agent_name")}
+        return AgentRequest.parse({**given, **{k: v for k, v in agent.items() if v is not None}})
+    return HostsDeployment.parse({**given, "hosts": hosts, "state": state})
