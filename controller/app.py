@@ -69,6 +69,13 @@ def start_executor(app: Flask) -> Executor:
         from controller.services.scheduler import Scheduler
 
         background.append(Scheduler(config, app.extensions["cloudx.db"], executor))
+    from controller.services.webhook_sender import WebhookSender
+
+    background.append(WebhookSender(config, app.extensions["cloudx.db"]))
+    if config.RETENTION_DAYS > 0:
+        from controller.services.retention import Pruner
+
+        background.append(Pruner(config, app.extensions["cloudx.db"]))
     for service in background:
         service.start()
     app.extensions["cloudx.background"] = background

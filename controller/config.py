@@ -11,6 +11,7 @@ checks it against.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
@@ -90,12 +91,57 @@ class Config(BaseSettings):
     WORKER_LOST_AFTER: int = setting(
         60, "a running job whose worker has not beaten for this long ends as `error` (workers beat every sixth of it)"
     )
+    STREAM_MAX: int = setting(
+        64, "live streams (SSE) one API process serves at once, each on a thread of its own beside the request threads", ge=1, le=4096
+    )
+    STREAM_POLL_SECONDS: float = setting(0.1, "how often the live streams look for new events and job changes", gt=0)
+    STREAM_HEARTBEAT: float = setting(15.0, "seconds of silence after which a live stream sends a comment line", gt=0)
     SCHEDULER_ENABLED: bool = setting(True, "0: this process starts no scheduled run (another `cloudx serve` does; runs are claimed once)")
     SCHEDULE_MIN_INTERVAL: int = setting(60, "the shortest time in seconds a schedule may leave between two runs", ge=1)
     SCHEDULE_POLL_SECONDS: float = setting(5.0, "how often the scheduler looks for due runs", gt=0)
     SCHEDULE_MISFIRE_GRACE: int = setting(
         120, "a due time not started within this many seconds (the controller was down) is recorded as missed", ge=1
     )
+    RETENTION_DAYS: int = setting(
+        30,
+        "events and artifact folders of jobs finished more than this many days ago are pruned by `cloudx serve` (every "
+        "`CLOUDX_PRUNE_INTERVAL`) and by `cloudx prune`; job rows, host summaries, scans and assets are kept (0: no automatic prune)",
+        ge=0,
+    )
+    PRUNE_INTERVAL: float = setting(
+        3600.0, "seconds between two automatic prunes (the first one within a minute of start)", gt=0, shown="3600"
+    )
+    WEBHOOK_ALLOW: str = setting(
+        "",
+        "comma-separated hosts (names as in the URL) and networks (CIDR) webhooks may reach besides public https addresses: "
+        "plain http, and loopback, private or link-local addresses ([Webhooks](#webhooks))",
+    )
+    WEBHOOK_CONNECT_TIMEOUT: float = setting(5.0, "seconds a webhook delivery waits to connect", gt=0)
+    WEBHOOK_READ_TIMEOUT: float = setting(10.0, "seconds a webhook delivery waits for the receiver's answer", gt=0)
+    WEBHOOK_MAX_ATTEMPTS: int = setting(6, "attempts to deliver one event before it is given up (recorded as `failed`)", ge=1, le=100)
+    WEBHOOK_BACKOFF_SECONDS: float = setting(
+        10.0, "the wait before a webhook's second attempt; each later one waits three times longer (at most an hour)", ge=0
+    )
+    WEBHOOK_POLL_SECONDS: float = setting(2.0, "how often each `cloudx serve` process looks for ended jobs and webhook events due", gt=0)
+
+    @field_validator("SCHEDULE_MISFIRE_GRACE")
+    @classmethod
+    def _grace_over_poll(cls, value: int, info: ValidationInfo) -> int:
+        """A due time waits up to a poll interval to be seen: a shorter grace would call on-time runs missed."""
+        poll = info.data.get("SCHEDULE_POLL_SECONDS")
+        if poll is not None and value <= poll:
+            raise ValueError(f"must be longer than CLOUDX_SCHEDULE_POLL_SECONDS ({poll} s)")
+        return value
+
+    @field_validator("WEBHOOK_ALLOW")
+    @classmethod
+    def _webhook_allow(cls, value: str) -> str:
+        """Each entry a network (CIDR or address) or a host name: a typo must not silently allow nothing."""
+        for entry in (e.strip() for e in value.split(",")):
+            if entry and not re.fullmatch(r"[0-9A-Fa-f:.]+(/[0-9]{1,3})?|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", entry):
+                raise ValueError(f"entries must be host names or CIDR networks, separated by commas: {entry[:64]!r}")
+        return value
+
     CELERY_BROKER_URL: str = setting(
         "redis://127.0.0.1:6379/0",
         "the Celery broker (API and workers); `CLOUDX_CELERY_BROKER_URL` wins over `CELERY_BROKER_URL`",

@@ -131,7 +131,7 @@ def test_a_failed_scan_is_run_again_whole(app, client):
 
 @pytest.mark.integration
 def test_the_failed_host_of_a_real_deployment_is_relaunched(request, tmp_path, agent_package, booted_hosts, ssh_key, manager):
-    """Two booted hosts; one made to fail (a file where the agent installs its directory); fixed, then only it is relaunched."""
+    """Two booted hosts; one made to fail (its Python made unrunnable), fixed, then only it is relaunched."""
     from tests.support.agent import ENROLLMENT_PASSWORD, write_agent_vars
 
     agent_vars = write_agent_vars(tmp_path / "agent-vars.json", *agent_package)
@@ -148,13 +148,15 @@ def test_the_failed_host_of_a_real_deployment_is_relaunched(request, tmp_path, a
         }
         removal = wait_job(client, client.post("/api/deployments", json={**body, "state": "absent"}).get_json()["job_id"])
         assert removal["status"] == "successful", removal
-        bad.shell("rm -rf /var/ossec && touch /var/ossec")
+        # Its Python cannot be run: every module fails there (a failed host, not an unreachable one).
+        python = bad.shell("readlink -f /usr/bin/python3").stdout.strip()
+        bad.shell(f"chmod 000 {python}")
         try:
             first = wait_job(client, client.post("/api/deployments", json=body).get_json()["job_id"])
             summaries = {s["host"]: s for s in client.get(f"/api/jobs/{first['id']}/hosts").get_json()["hosts"]}
             assert first["status"] == "failed" and summaries[bad.address]["failed"] and not summaries[good.address]["failed"], summaries
         finally:
-            bad.shell("rm -f /var/ossec")
+            bad.shell(f"chmod 755 {python}")
         response = _relaunch(client, first["id"], hosts="failed", **secrets)
         assert response.status_code == 202 and response.get_json()["hosts"] == [bad.address], response.get_json()
         second = wait_job(client, response.get_json()["job_id"])

@@ -233,9 +233,12 @@ def test_a_revoked_creator_pauses_the_schedule_and_a_narrowed_scope_refuses_the_
     assert [r["outcome"] for r in refused] == ["refused"] and "outside the policy scope" in refused[0]["reason"]
     with db.session() as session:
         assert session.query(Job).count() == 0
-    # Resumed: from now, the reason cleared (the next run checks the creator again).
-    resumed = client.patch("/api/schedules/op", json={"enabled": True}).get_json()
-    assert resumed["enabled"] and resumed["paused_reason"] is None and resumed["next_run_at"] is not None
+    # Resuming it is refused while its creator may not start jobs; the admin's own schedule resumes from now.
+    refused_resume = client.patch("/api/schedules/op", json={"enabled": True})
+    assert refused_resume.status_code == 403 and "revoked" in refused_resume.get_json()["error"]
+    client.patch("/api/schedules/admin", json={"enabled": False})
+    resumed = client.patch("/api/schedules/admin", json={"enabled": True}).get_json()
+    assert resumed["enabled"] and resumed["paused_reason"] is None and _next(client, "admin") > datetime.now(UTC)
 
 
 def test_concurrent_schedulers_start_each_due_run_once(app, client):
@@ -378,3 +381,77 @@ def _runs_http(http: requests.Session, url: str) -> list[dict]:
 
 def _started(http: requests.Session, url: str) -> list[dict]:
     return [r for r in _runs_http(http, url) if r["outcome"] == "started"]
+
+
+# --- found in review ----------------------------------------------------------------------------------------------
+
+
+def test_a_daily_cron_runs_once_on_the_night_clocks_go_back_and_stored_times_are_utc():
+    from zoneinfo import ZoneInfo
+
+    # 2026-10-25: Paris goes from 03:00 CEST back to 02:00 CET; 02:30 comes twice.
+    moment = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+    runs = []
+    for _ in range(3):
+        moment = schedules.next_due("30 2 * * *", None, "Europe/Paris", moment)
+        runs.append(moment)
+    assert [r.astimezone(ZoneInfo("Europe/Paris")).strftime("%d %H:%M") for r in runs] == ["25 02:30", "26 02:30", "27 02:30"]
+    # A time given back in another zone (PostgreSQL's session zone) is the same instant, in UTC: intervals add real time.
+    paris = datetime(2026, 3, 29, 1, 30, tzinfo=ZoneInfo("Europe/Paris"))
+    assert schedules.aware(paris) == datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    assert schedules.next_due(None, 1800, "UTC", schedules.aware(paris)) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+
+
+def test_one_broken_schedule_does_not_stop_the_others(app, client):
+    _create(client, name="broken")
+    _create(client, name="fine")
+    db = app.extensions["cloudx.db"]
+    with db.session() as session:
+        broken = session.query(Schedule).filter_by(name="broken").one()
+        # A row already there for its due time: starting it fails on the unique due time.
+        session.add(ScheduleRun(schedule_id=broken.id, due_at=broken.next_run_at, outcome="started"))
+        due = schedules.aware(broken.next_run_at)
+    started = _due(app, "x", due + timedelta(seconds=5))
+    assert [s.schedule for s in started] == [client.get("/api/schedules/fine").get_json()["id"]]
+    view = client.get("/api/schedules/broken").get_json()
+    assert view["enabled"] and _next(client, "broken") > due + timedelta(seconds=5)
+    assert _due(app, "x", due + timedelta(seconds=6)) == []  # moved on: not tried again at every tick
+
+
+def test_review_refusals(app, client, runner):
+    from controller.cli import cli
+
+    # An admin scoped narrower may not widen an operator's schedule beyond the admin's own scope.
+    operator = {"Authorization": f"Bearer {make_token(app, 'operator', 'op1')}"}
+    assert (
+        client.post(
+            "/api/schedules", headers=operator, json={"name": "ops", "kind": "scan", "request": SCAN, "every_seconds": 60}
+        ).status_code
+        == 201
+    )
+    narrow_admin = {"Authorization": f"Bearer {make_token(app, 'admin', 'nadmin', scope=['192.0.2.0/28'])}"}
+    wider = client.patch("/api/schedules/ops", headers=narrow_admin, json={"request": {**SCAN, "target": "192.0.2.200"}})
+    assert wider.status_code == 403 and "nadmin" in wider.get_json()["error"]
+    # A coverage schedule names a credential that must exist, even with no uncovered host today.
+    coverage = {"coverage": {"network": "192.0.2.0/28"}, "os_type": "linux", "credential": "does-not-exist"}
+    refused = client.post("/api/schedules", json={"name": "cov", "kind": "deployment", "request": coverage, "every_seconds": 60})
+    assert refused.status_code == 400 and refused.get_json()["field"] == "request.credential", refused.get_json()
+    # A name shaped like an id could never be reached by name.
+    uuid_name = client.post(
+        "/api/schedules", json={"name": "12345678-1234-1234-1234-123456789abc", "kind": "scan", "request": SCAN, "every_seconds": 60}
+    )
+    assert uuid_name.status_code == 400 and uuid_name.get_json()["field"] == "name"
+    long_cron = client.post(
+        "/api/schedules", json={"name": "l", "kind": "scan", "request": SCAN, "cron": ",".join(map(str, range(60))) + " * * * *"}
+    )
+    assert long_cron.status_code == 400 and "at most 128" in long_cron.get_json()["error"]
+    # Resuming a schedule whose creator was revoked is refused, with why.
+    client.patch("/api/schedules/ops", json={"enabled": False})
+    with app.extensions["cloudx.db"].session() as session:
+        revoke_token(session, "op1")
+    resumed = client.patch("/api/schedules/ops", json={"enabled": True})
+    assert resumed.status_code == 403 and "revoked" in resumed.get_json()["error"]
+    # The CLI: a request that is not JSON, or a file that cannot be read, is one line.
+    for text in ("{not json", "@/nonexistent/request.json"):
+        result = runner.invoke(cli, ["schedule", "add", "n", "--kind", "scan", "--request", text, "--every", "60"])
+        assert result.exit_code == 1 and result.output.count("\n") == 1 and "--request" in result.output, result.output

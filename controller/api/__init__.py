@@ -27,16 +27,20 @@ from controller.api import (
     exports,
     imports,
     jobs,
+    metrics,
     openapi,
     scans,
     schedules,
     scripts,
+    streams,
     system,
+    webhooks,
 )
 from controller.api.auth import PUBLIC, requires
 from controller.api.body import json_object
 from controller.api.context import config, db, executor, principal, session
 from controller.principal import Principal
+from controller.services.metrics import observe_request
 
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -48,13 +52,14 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-BLUEPRINTS = (system, scans, exports, imports, assets, coverage, jobs, deployments, schedules, scripts, admin, openapi)
+BLUEPRINTS = (system, scans, exports, imports, assets, coverage, jobs, streams, deployments, schedules, webhooks, scripts, admin, openapi)
 log = logging.getLogger("cloudx.api")
 
 
 def init_app(app: Flask) -> None:
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp, url_prefix="/api")
+    app.register_blueprint(metrics.bp)  # /metrics, where Prometheus looks by default
     denials = audit.AnonymousDenials()
     app.before_request(begin)
     cors.init_app(app)  # the preflight is answered before authentication
@@ -66,6 +71,8 @@ def init_app(app: Flask) -> None:
         headers(response)
         principal: Principal | None = g.get("principal")
         access_log(response, principal)
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"  # the route, never the path: bounded labels
+        observe_request(request.method, rule, response.status_code, time.perf_counter() - g.get("started", time.perf_counter()))
         if request.method in MUTATING:
             audit.record(db(), denials, response, principal)
         return response

@@ -50,6 +50,7 @@ PATH_PARAMS = {
     "name": "The name of the token or credential.",
     "os_dir": "The operating system.",
     "schedule_id": "The schedule's id or its name.",
+    "webhook_id": "The webhook's id.",
 }
 # A path segment: Flask's default converter takes no "/", and clients resolve "." and "..".
 SEGMENT = r"^(?!\.\.?$)[^/]+$"
@@ -74,6 +75,7 @@ TAGS = {
     "jobs": "Every playbook run, its events and per-host counts.",
     "deployments": "Agent deployments and trusted SSH host keys.",
     "schedules": "Scans and deployments started at times a cron expression or an interval gives.",
+    "webhooks": "HTTP endpoints told of job and scan events (signed, retried), and every delivery attempt.",
     "scripts": "Standalone agent scripts for hosts installed by hand.",
     "admin": "Tokens, the scope policy, stored credentials and the audit log.",
 }

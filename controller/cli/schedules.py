@@ -18,17 +18,17 @@ def schedule() -> None:
 
 
 def _request(value: str) -> Any:
-    """A JSON object, or @FILE holding one."""
+    """A JSON object, or @FILE holding one; ApiError (field request) when it is neither."""
     text = value
     if value.startswith("@"):
         try:
-            text = Path(value[1:]).read_text()
-        except OSError as exc:
-            raise click.BadParameter(f"cannot read {value[1:]}: {exc.strerror}", param_hint="--request") from None
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ApiError(f"--request: cannot read {value[1:]}: {getattr(exc, 'strerror', None) or exc}", field="request") from None
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--request") from None
+        raise ApiError(f"--request is not JSON: {exc}", field="request") from None
 
 
 @schedule.command("add")
@@ -63,16 +63,9 @@ def schedule_add(
     from controller.services.auth import cli_principal
     from controller.services.schedules import create_schedule, schedule_views
 
-    given = {
-        "name": name,
-        "kind": kind,
-        "request": _request(request_text),
-        "timezone": timezone,
-        "catch_up": catch_up,
-        "enabled": not paused,
-    }
-    given |= {key: value for key, value in (("cron", cron), ("every_seconds", every_seconds)) if value is not None}
     try:
+        given = {"name": name, "kind": kind, "request": _request(request_text), "timezone": timezone, "catch_up": catch_up}
+        given |= {"enabled": not paused, **{k: v for k, v in (("cron", cron), ("every_seconds", every_seconds)) if v is not None}}
         body = ScheduleRequest.parse(given, config=ctx.config)
     except ApiError as exc:
         raise refused(ctx, "schedule add", exc) from None

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -48,9 +49,34 @@ def serve(host: str | None, port: int | None, threads: int, processes: int) -> N
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     click.echo(f"cloudx: serving on http://{host}:{port} (database {config.database_shown})", err=True)
-    if processes == 1:
-        _serve_process(config, listener, threads)
-        return
+    with _metrics_directory():
+        if processes == 1:
+            _serve_process(config, listener, threads)
+            return
+        _serve_processes(config, listener, threads, processes)
+
+
+@contextlib.contextmanager
+def _metrics_directory() -> Any:
+    """prometheus-client's multiprocess directory, shared by the API processes (GET /metrics reports them all):
+    PROMETHEUS_MULTIPROC_DIR if set (emptied first, as its documentation asks), else a new one, removed at the end."""
+    import shutil
+    import tempfile
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="cloudx-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve_processes(config: Config, listener: Any, threads: int, processes: int) -> None:
     # Python spends the CPU of a request under one GIL: more processes on one port use more cores. Each runs
     # its own executor; claims are atomic across processes, and a job with credentials runs only in the
     # process that received them.
@@ -165,7 +191,8 @@ def waitress_options(config: Config, listener: Any, threads: int, connection_lim
     and a smaller limit stops waitress buffering more than the app will read."""
     return {
         "sockets": [listener],
-        "threads": threads,
+        # Live streams hold a thread each for as long as they are open: they get threads of their own.
+        "threads": threads + config.STREAM_MAX,
         "ident": "cloudx",
         "asyncore_use_poll": SERVE_USE_POLL,
         "connection_limit": connection_limit,

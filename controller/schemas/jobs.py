@@ -123,3 +123,9 @@ class Relaunched(Response):
     status: JobStatus
     relaunched_from: str
     hosts: list[str]
+
+
+class StreamQuery(Query):
+    messages = {"after": "after must be an event counter (an integer)"}
+
+    after: QueryInt | None = Field(default=None, description="Send the events after this counter (a reconnect sends Last-Event-ID).")

@@ -23,6 +23,7 @@ SCHEDULE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 KINDS = ("scan", "deployment")
 OUTCOMES = ("started", "missed", "skipped", "refused", "paused")
 MAX_EVERY = 366 * 86400
+MAX_CRON = 128  # the column's size
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 # The gaps of a cron expression are checked against the minimum interval over this many of its next runs.
 CRON_GAPS_CHECKED = 500
@@ -45,6 +46,8 @@ def cron_expression(value: str, min_interval: int = 60, field: str = "cron") -> 
     """A cron expression of five fields (minute hour day month weekday) or a macro such as @daily, parsed by croniter,
     whose runs are at least min_interval seconds apart."""
     text = " ".join(value.split())
+    if len(text) > MAX_CRON:
+        raise FieldError(field, f"{field} must be at most {MAX_CRON} characters")
     if not (text in CRON_MACROS or (len(text.split(" ")) == 5 and croniter.is_valid(text))):
         raise FieldError(
             field, f"{field} must be a cron expression of five fields (minute hour day month weekday), such as '0 3 * * 1-5', or @daily"
@@ -83,11 +86,21 @@ def _every(value: int, info: ValidationInfo) -> int:
     return value
 
 
-ScheduleName = matching(SCHEDULE_NAME, "{field} must match {pattern}")
+def _not_an_id(value: str, info: ValidationInfo) -> str:
+    if SCHEDULE_ID.fullmatch(value):  # paths name a schedule by id or name: a name shaped like an id could not be reached
+        raise FieldError(info.field_name or "name", f"{info.field_name} may not have the shape of a schedule id")
+    return value
+
+
+ScheduleName = Annotated[
+    matching(SCHEDULE_NAME, "{field} must match {pattern}"),
+    AfterValidator(_not_an_id),
+    Documented(**{"not": {"pattern": SCHEDULE_ID.pattern}}),
+]
 Cron = Annotated[
     str,
     AfterValidator(_cron),
-    Documented(format="cloudx-cron", maxLength=128, description="Five fields (minute hour day month weekday) or @daily, @hourly, ..."),
+    Documented(format="cloudx-cron", maxLength=MAX_CRON, description="Five fields (minute hour day month weekday) or @daily, @hourly, ..."),
 ]
 TimeZone = Annotated[str, AfterValidator(_zone), Documented(format="cloudx-timezone", maxLength=64, description="An IANA time zone.")]
 # The least value is CLOUDX_SCHEDULE_MIN_INTERVAL: the document states this configuration's (controller.api.openapi).

@@ -8,6 +8,7 @@ import threading
 
 from controller.config import Config
 from controller.errors import Unavailable
+from controller.queue.jobs import fail_job
 from controller.queue.local import Executor
 from controller.services.schedules import run_due
 from controller.store.database import Database
@@ -40,7 +41,17 @@ class Scheduler:
                 self.executor.submit(run.job_id, run.secrets)
             except Unavailable as exc:  # the executor ended the job as "error" and says why on it
                 log.error("schedule %s: job %s could not be handed to the executor: %s", run.schedule, run.job_id, exc.message)
+            except Exception as exc:  # the next runs are still handed on; this job ends with why
+                log.exception("schedule %s: job %s could not be handed to the executor", run.schedule, run.job_id)
+                self._fail(run.job_id, f"the scheduler could not hand the job to the executor: {type(exc).__name__}")
         return len(started)
+
+    def _fail(self, job_id: str, reason: str) -> None:
+        try:
+            with self.db.session() as session:
+                fail_job(session, job_id, "error", reason)
+        except Exception:
+            log.exception("job %s could not be ended; the executor's reconcile will", job_id)
 
     def _loop(self) -> None:
         while not self._stopping.wait(self.config.SCHEDULE_POLL_SECONDS):

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller.config import Config
-from controller.errors import ApiError, Conflict, Forbidden, NotFound, TooBusy
+from controller.errors import ApiError, Conflict, Forbidden, NotFound, TooBusy, ValidationError
 from controller.principal import Principal
 from controller.schemas.deployments import CoverageDeployment
 from controller.schemas.schedules import SCHEDULE_ID, DeploymentSchedule, ScanSchedule, SchedulePatch, parse_request, time_zone
@@ -29,7 +29,7 @@ from controller.services.deployments import create_deployment
 from controller.services.policy import check_targets, principal_for
 from controller.services.scans import create_scan
 from controller.store.database import Database
-from controller.store.models import Job, Schedule, ScheduleRun, utcnow
+from controller.store.models import Credential, Job, Schedule, ScheduleRun, utcnow
 
 log = logging.getLogger("cloudx.schedules")
 
@@ -49,8 +49,9 @@ class Started(NamedTuple):
 
 
 def aware(value: datetime) -> datetime:
-    """A stored time as UTC (SQLite gives it back without its zone)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """A stored time in UTC: SQLite gives it back without its zone, PostgreSQL in the session's (adding seconds to a
+    time in a zone with daylight saving would add wall-clock time)."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def next_due(cron: str | None, every: int | None, zone: str, after: datetime) -> datetime:
@@ -59,7 +60,13 @@ def next_due(cron: str | None, every: int | None, zone: str, after: datetime) ->
         return after + timedelta(seconds=every)
     assert cron is not None
     local = aware(after).astimezone(time_zone(zone))
-    return croniter(cron, local).get_next(datetime).astimezone(UTC)
+    runs = croniter(cron, local)
+    while True:
+        following = runs.get_next(datetime)
+        # When clocks go back an hour, croniter gives the repeated local times twice: a daily 02:30 would run
+        # twice that night. A wall-clock time already run is skipped (as Vixie cron does).
+        if following.replace(tzinfo=None) > local.replace(tzinfo=None):
+            return following.astimezone(UTC)
 
 
 def _due_until(schedule: Schedule, now: datetime) -> tuple[int, list[datetime]]:
@@ -107,14 +114,7 @@ def check_request(session: Session, config: Config, principal: Principal, kind: 
     against it: a full queue, or a network with no uncovered host today."""
     savepoint = session.begin_nested()
     try:
-        submit_request(session, config, principal, kind, request, holder)
-    except TooBusy:
-        pass
-    except Conflict as exc:
-        parsed = parse_request(kind, request, config=config)
-        if exc.field != "coverage" or not isinstance(parsed, CoverageDeployment):
-            raise
-        check_targets(session, principal, [parsed.coverage.network])
+        _dry_run(session, config, principal, kind, request, holder)
     except ApiError as exc:
         if exc.field and not exc.field.startswith("request."):  # a field of the request, as the schedule names it
             exc.field = f"request.{exc.field}"
@@ -122,6 +122,27 @@ def check_request(session: Session, config: Config, principal: Principal, kind: 
     finally:
         if savepoint.is_active:
             savepoint.rollback()
+
+
+def _dry_run(session: Session, config: Config, principal: Principal, kind: str, request: dict[str, Any], holder: str) -> None:
+    try:
+        submit_request(session, config, principal, kind, request, holder)
+    except TooBusy:
+        pass
+    except Conflict as exc:
+        parsed = parse_request(kind, request, config=config)
+        if exc.field != "coverage" or not isinstance(parsed, CoverageDeployment):
+            raise
+        _check_coverage(session, principal, parsed)
+
+
+def _check_coverage(session: Session, principal: Principal, parsed: CoverageDeployment) -> None:
+    """A coverage deployment with no uncovered host today: what does not depend on which hosts it will reach (the
+    network, the manager, the platform, the stored credential's existence). The rest is checked at each run."""
+    manager = [parsed.manager_ip] if parsed.manager_ip else []
+    check_targets(session, principal, [parsed.coverage.network, *manager], windows=parsed.os_type == "windows")
+    if parsed.credential is not None and session.scalar(select(Credential.id).where(Credential.name == parsed.credential)) is None:
+        raise ValidationError(f"no stored credential {parsed.credential!r}", field="credential")
 
 
 # --- create, read, change, delete ---------------------------------------------------------------------------------
@@ -166,38 +187,58 @@ def create_schedule(
 
 
 def update_schedule(session: Session, config: Config, principal: Principal, ident: str, patch: SchedulePatch, holder: str) -> Schedule:
-    """Change what was given; a new request is checked as a new schedule's is, with its creator's rights and the
-    caller's (an admin changing another's schedule may not widen it beyond its creator's scope)."""
+    """Change what was given. A new request is checked as a new schedule's is, with its creator's rights and, when
+    another (an admin) changes it, with the caller's too: no one widens a schedule beyond their own scope."""
     schedule = get_schedule(session, ident)
     check_owner_of(schedule, principal)
-    given = patch.model_fields_set
-    if "name" in given and patch.name is not None and patch.name != schedule.name:
+    # Written first: on SQLite the transaction then holds the write lock, and the checks below (which read, then
+    # write in a savepoint) never find their snapshot stale because another process wrote meanwhile.
+    schedule.revision += 1  # and a claim computed from what was here before does not apply
+    session.flush()
+    if patch.name is not None and patch.name != schedule.name:
         if session.scalar(select(Schedule.id).where(Schedule.name == patch.name)) is not None:
             raise Conflict(f"a schedule named {patch.name!r} exists", field="name")
         schedule.name = patch.name
     if patch.request is not None:
-        creator = principal_for(session, schedule.created_by)
         parse_request(schedule.kind, patch.request, config=config)
-        check_request(session, config, creator, schedule.kind, patch.request, holder)
+        for who in {schedule.created_by, principal.name}:
+            rights = principal if who == principal.name else principal_for(session, who)
+            check_request(session, config, rights, schedule.kind, patch.request, holder)
         schedule.request = patch.request
-    timing = False
-    if patch.cron is not None:
-        schedule.cron, schedule.every_seconds, timing = patch.cron, None, True
-    if patch.every_seconds is not None:
-        schedule.cron, schedule.every_seconds, timing = None, patch.every_seconds, True
-    if patch.timezone is not None:
-        schedule.timezone, timing = patch.timezone, True
+    timing = _retime(schedule, patch)
     if patch.catch_up is not None:
         schedule.catch_up = patch.catch_up
     if patch.enabled is not None and patch.enabled != schedule.enabled:
-        schedule.enabled, timing = patch.enabled, True
-        schedule.paused_reason = None
+        if patch.enabled:
+            _may_run(session, schedule)  # a schedule paused because its creator lost the right stays paused
+        schedule.enabled, schedule.paused_reason, timing = patch.enabled, None, True
     if timing:
         # Paused: no due time. Resumed or retimed: the next one from now (the paused time holds no missed runs).
         schedule.next_run_at = next_due(schedule.cron, schedule.every_seconds, schedule.timezone, utcnow()) if schedule.enabled else None
-    schedule.revision += 1  # a claim computed from what was here before does not apply
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a schedule named {patch.name!r} exists", field="name") from None
     return schedule
+
+
+def _retime(schedule: Schedule, patch: SchedulePatch) -> bool:
+    """Apply a new cron expression, interval or time zone; whether the due time must be computed again."""
+    if patch.cron is not None:
+        schedule.cron, schedule.every_seconds = patch.cron, None
+    if patch.every_seconds is not None:
+        schedule.cron, schedule.every_seconds = None, patch.every_seconds
+    if patch.timezone is not None:
+        schedule.timezone = patch.timezone
+    return patch.cron is not None or patch.every_seconds is not None or patch.timezone is not None
+
+
+def _may_run(session: Session, schedule: Schedule) -> Principal:
+    """The creator's rights now; Forbidden (with why) when they may no longer start jobs."""
+    creator = principal_for(session, schedule.created_by)
+    if not creator.has("operator"):
+        raise Forbidden(f"the token {schedule.created_by!r} that made it is now a {creator.role}, and may not start jobs")
+    return creator
 
 
 def check_owner_of(schedule: Schedule, principal: Principal) -> None:
@@ -264,6 +305,7 @@ def runs_page(session: Session, ident: str, limit: int, before: int | None) -> d
 
 def run_due(db: Database, config: Config, holder: str, now: datetime | None = None) -> list[Started]:
     """Claim and start every schedule due by now; the jobs queued, for the caller to hand to its executor."""
+    fixed = now
     now = now or utcnow()
     with db.session() as session:
         due = list(
@@ -276,11 +318,36 @@ def run_due(db: Database, config: Config, holder: str, now: datetime | None = No
         )
     started = []
     for schedule_id, revision in due:
-        with db.session() as session:
-            job = run_one(session, config, holder, schedule_id, revision, now)
+        # Lateness is measured when each schedule is claimed, not when the tick began.
+        moment = fixed or utcnow()
+        try:
+            with db.session() as session:
+                job = run_one(session, config, holder, schedule_id, revision, moment)
+        except Exception as exc:  # one broken schedule must not stop the others, tick after tick
+            log.exception("schedule %s: starting its due run failed", schedule_id)
+            _move_on(db, schedule_id, moment, exc)
+            continue
         if job is not None:
             started.append(job)
     return started
+
+
+def _move_on(db: Database, schedule_id: str, now: datetime, exc: Exception) -> None:
+    """After an error that is not a refusal: the due time is recorded as refused, and the schedule moves on."""
+    try:
+        with db.session() as session:
+            schedule = session.get(Schedule, schedule_id)
+            if schedule is None or not schedule.enabled or schedule.next_run_at is None:
+                return
+            due = aware(schedule.next_run_at)
+            schedule.revision += 1
+            schedule.next_run_at = next_due(schedule.cron, schedule.every_seconds, schedule.timezone, max(due, now))
+            schedule.skipped_runs += 1
+            reason = f"an internal error stopped this run ({type(exc).__name__}); see the controller's log"
+            if session.scalar(select(ScheduleRun.id).where(ScheduleRun.schedule_id == schedule_id, ScheduleRun.due_at == due)) is None:
+                _record(session, schedule, due, "refused", reason)
+    except Exception:
+        log.exception("schedule %s: moving it past the failed run failed too", schedule_id)
 
 
 def run_one(session: Session, config: Config, holder: str, schedule_id: str, revision: int, now: datetime) -> Started | None:
@@ -327,9 +394,7 @@ def _start(
     session: Session, config: Config, holder: str, schedule: Schedule, due: datetime, now: datetime, note: str | None
 ) -> Started | None:
     try:
-        creator = principal_for(session, schedule.created_by)
-        if not creator.has("operator"):
-            raise Forbidden(f"the token {schedule.created_by!r} that made it is now a {creator.role}, and may not start jobs")
+        creator = _may_run(session, schedule)
     except Forbidden as exc:
         schedule.enabled, schedule.next_run_at = False, None
         schedule.paused_reason = f"paused: its creator may no longer start jobs ({exc.message})"

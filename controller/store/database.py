@@ -30,6 +30,9 @@ def make_engine(url: str, busy_timeout: float = 30) -> Engine:
         kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
+        # Times come back in UTC whatever the server's time zone (code adding seconds to a time in a zone with
+        # daylight saving would add wall-clock time).
+        kwargs["connect_args"] = {"options": "-c timezone=UTC"}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 

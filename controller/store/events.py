@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import queue
 import threading
 import time
@@ -12,6 +13,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Insert, update
 from sqlalchemy.orm import Session
 
+from controller.store import counters
 from controller.store.database import Database, insert_rows, retrying
 from controller.store.jsontext import dumps
 from controller.store.models import Job, JobHostSummary, utcnow
@@ -105,6 +107,9 @@ class EventWriter:
         self.progress: float | None = None
         self.error: BaseException | None = None
         self.heartbeat_every = heartbeat_every
+        # How long each batch took to store, added to the database's counters when the writer closes (GET /metrics).
+        self.batch_seconds = counters.Histogram("cloudx_event_ingest_batch_seconds", counters.BATCH_BUCKETS)
+        self._first_stored = False
         self._encoder = threading.Thread(target=self._encode_loop, name=f"events-{job_id}", daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name=f"events-db-{job_id}", daemon=True)
         self._encoder.start()
@@ -123,7 +128,18 @@ class EventWriter:
         self._writer.join()
         if self.error is not None:
             raise self.error
+        self._add_counters()
         return self.last_counter
+
+    def _add_counters(self) -> None:
+        def add() -> None:
+            with self.db.session() as session:
+                counters.add(session.connection(), self.batch_seconds.rows())
+
+        try:
+            retrying(add, self.retry_seconds, f"adding the event counters of job {self.job_id}")
+        except Exception as exc:  # a metric is not worth failing a job whose events are all stored
+            logging.getLogger("cloudx.events").warning("job %s: the event batch counters were not stored: %s", self.job_id, exc)
 
     def _encode_loop(self) -> None:
         last_beat = 0.0
@@ -172,6 +188,9 @@ class EventWriter:
             values["heartbeat_at"] = utcnow()
         if self.progress is not None:
             values["progress"] = min(99, int(self.progress))
+        if rows and not self._first_stored:
+            values["first_event_at"] = utcnow()
+            self._first_stored = True
         return _Batch(rows, summaries, values)
 
     def _write(self, batch: _Batch) -> None:
@@ -184,8 +203,10 @@ class EventWriter:
                     session.execute(update(Job).where(Job.id == self.job_id).values(**batch.values))
 
         # A locked or full database holds the batch here (the playbook goes on) until it can be written.
+        started = time.monotonic()
         retrying(write, self.retry_seconds, f"storing events of job {self.job_id}")
         if batch.rows:
+            self.batch_seconds.observe(time.monotonic() - started)
             self.last_counter = max(self.last_counter, batch.rows[-1][1])
             self.stored += len(batch.rows)
 

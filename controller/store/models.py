@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Job lifecycle: queued -> running -> successful | failed | canceled | timeout | error
@@ -26,7 +26,11 @@ class Job(Base):
     """One ansible-runner run of a playbook."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"), Index("ix_jobs_created", "created_at", "id"))
+    __table_args__ = (
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_updated", "updated_at"),  # the live streams read the jobs changed since their last look
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
     kind: Mapped[str] = mapped_column(String(32))
@@ -64,6 +68,8 @@ class Job(Base):
     dispatched_at: Mapped[datetime | None]
     # The job this one runs again, for some of its hosts (POST /api/jobs/<id>/relaunch).
     relaunched_from: Mapped[str | None] = mapped_column(String(36), index=True)
+    # When its first event was stored (the submit-to-first-event latency of GET /metrics).
+    first_event_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     scan: Mapped[Scan | None] = relationship(back_populates="job", uselist=False)
@@ -351,6 +357,17 @@ class Credential(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class MetricCounter(Base):
+    """A cumulative counter that processes on any machine add to (a histogram's buckets, sum and count): what
+    GET /metrics reports of work done outside the API processes, such as the job workers' event batches."""
+
+    __tablename__ = "metric_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(255), primary_key=True, default="")
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class Schedule(Base):
     """A scan or deployment request run at times a cron expression or an interval gives (controller.services.schedules)."""
 
@@ -398,3 +415,87 @@ class ScheduleRun(Base):
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Webhook(Base):
+    """An HTTP endpoint told of job and scan events (controller.services.webhooks), its signing secret sealed."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[Any]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The signing secret, sealed (AES-256-GCM under CLOUDX_CREDENTIALS_KEY, bound to the id and url); None: unsigned.
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    ciphertext: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookOutbox(Base):
+    """One event to deliver to one webhook: its body, fixed when queued, and where its delivery stands."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (
+        # Senders in every process queue the events of a job: the second insert of the same one is a no-op.
+        UniqueConstraint("webhook_id", "event", "job_id", name="uq_webhook_outbox_event"),
+        Index("ix_webhook_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))  # X-Cloudx-Delivery
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str] = mapped_column(String(36))  # no foreign key: a deleted job's event is still delivered
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A sender claims a row until lease_until; a sender that died holding it leaves it to be claimed again then.
+    lease_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver an outbox row: what was sent and what came back."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    outbox_id: Mapped[str] = mapped_column(ForeignKey("webhook_outbox.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str] = mapped_column(String(36))
+    attempt: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | retry | failed (the last attempt) | refused
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookCursor(Base):
+    """How far the senders have looked for ended jobs (one row): jobs.finished_at of the newest seen."""
+
+    __tablename__ = "webhook_cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    finished_at: Mapped[datetime]
+
+
+class WebhookSeenJob(Base):
+    """An ended job whose events were queued; kept for a while behind the cursor, so a late one is not missed."""
+
+    __tablename__ = "webhook_seen_jobs"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    finished_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# The webhook senders look for jobs by the time they ended.
+Index("ix_jobs_finished", Job.finished_at)

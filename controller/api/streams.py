@@ -1,0 +1,74 @@
+"""Live streams (Server-Sent Events): a job's events as they are stored, and every job's changes (services.streams)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from controller.api.auth import requires
+from controller.api.body import doc, query
+from controller.api.context import config, db
+from controller.errors import ValidationError
+from controller.schemas.jobs import StreamQuery
+from controller.services.streams import StreamHub, all_jobs_stream, job_stream
+
+bp = Blueprint("streams", __name__)
+STREAM = ("text/event-stream.", {"text/event-stream": {"schema": {"type": "string"}}})
+BUSY = {429: "CLOUDX_STREAM_MAX streams are already open in this API process (Retry-After is sent)."}
+
+
+def hub() -> StreamHub:
+    found = current_app.extensions.get("cloudx.streams")
+    if found is None:
+        cfg = config()
+        found = current_app.extensions.setdefault("cloudx.streams", StreamHub(db(), cfg.STREAM_POLL_SECONDS, cfg.STREAM_MAX))
+    return found
+
+
+def _gone() -> Any:
+    """Whether the client went away (waitress tells; other servers end the stream when a write fails)."""
+    return request.environ.get("waitress.client_disconnected") or (lambda: False)
+
+
+def _events(body: Any) -> Response:
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # no proxy may hold the events back
+    return Response(body, content_type="text/event-stream; charset=utf-8", headers=headers)
+
+
+@bp.get("/jobs/<job_id>/stream")
+@requires("viewer")
+@query(StreamQuery)
+@doc(
+    "stream_job",
+    "jobs",
+    "Follow a job's events live (Server-Sent Events)",
+    {200: STREAM},
+    errors={404: "No such job.", 400: "after or Last-Event-ID is not an event counter.", **BUSY},
+    description="Every stored event after `after` (or the Last-Event-ID header of a reconnecting client) as `event: ansible` with "
+    "`id:` its counter and data the event as GET /api/jobs/<id>/events gives it; `event: progress` when the job's progress "
+    "changes; a final `event: end` with the job's status once every event is sent. Comment lines keep a quiet stream open.",
+)
+def stream_job(job_id: str, query: StreamQuery) -> Any:
+    after = query.after or 0
+    resumed = request.headers.get("Last-Event-ID")
+    if resumed is not None:
+        if not resumed.isdigit() or len(resumed) > 12:
+            raise ValidationError("Last-Event-ID must be an event counter", field="Last-Event-ID")
+        after = max(after, int(resumed))
+    return _events(job_stream(hub(), job_id, after, config().STREAM_HEARTBEAT, _gone()))
+
+
+@bp.get("/stream")
+@requires("viewer")
+@doc(
+    "stream_jobs",
+    "jobs",
+    "Follow every job's changes live (Server-Sent Events)",
+    {200: STREAM},
+    errors=BUSY,
+    description="`event: job` with `{job_id, kind, status, status_reason, progress, created_at, started_at, finished_at}`: each queued "
+    "and running job when the stream opens, then each job created or changing status or progress.",
+)
+def stream_jobs() -> Any:
+    return _events(all_jobs_stream(hub(), config().STREAM_HEARTBEAT, _gone()))
