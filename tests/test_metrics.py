@@ -10,7 +10,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.store.events import EventWriter
-from controller.store.models import Job, Scan, Schedule, ScheduleRun, utcnow
+from controller.store.models import Job, Scan, Schedule, ScheduleRun, Webhook, WebhookDelivery, WebhookOutbox, utcnow
 from tests.support.app import make_token
 from tests.support.service import Service
 from tests.support.waiting import wait_scan
@@ -61,6 +61,18 @@ def test_the_metrics_are_read_from_the_stored_records(app, client):
                 for i, o in enumerate(["started", "missed", "missed"])
             ]
         )
+        hook = Webhook(url="https://hooks.example/x", events=["job.failed"], created_by="tests")
+        session.add(hook)
+        session.flush()
+        box = WebhookOutbox(webhook_id=hook.id, event="job.failed", job_id=fast.id, body="{}")
+        session.add(box)
+        session.flush()
+        for attempt, outcome in enumerate(["retry", "retry", "delivered"], 1):
+            session.add(
+                WebhookDelivery(
+                    webhook_id=hook.id, outbox_id=box.id, event="job.failed", job_id=fast.id, attempt=attempt, outcome=outcome, body="{}"
+                )
+            )
     # A real event writer: 4,500 events in batches of at most 2,000, whose times it adds to the counters.
     writer = EventWriter(app.extensions["cloudx.db"], running.id)
     for counter in range(1, 4501):
@@ -92,6 +104,8 @@ def test_the_metrics_are_read_from_the_stored_records(app, client):
     assert samples[("cloudx_scans", (("status", "successful"), ("tool", "nmap")))] == 1
     assert samples[("cloudx_schedule_runs_total", (("outcome", "missed"),))] == 2
     assert samples[("cloudx_schedule_missed_runs_total", ())] == 7
+    assert samples[("cloudx_webhook_deliveries_total", (("outcome", "retry"),))] == 2
+    assert samples[("cloudx_webhook_deliveries_total", (("outcome", "delivered"),))] == 1
     with app.extensions["cloudx.db"].session() as session:
         assert session.get(Job, running.id).first_event_at is not None  # set by the writer's first batch
     # The API's own requests, by route (never by path: ids do not make new series) and status. (This process's

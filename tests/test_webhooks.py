@@ -503,3 +503,25 @@ def test_two_senders_deliver_each_event_once_on_postgresql(cluster, tmp_path, re
         test_two_senders_on_one_database_deliver_each_event_once(app, receiver)
     finally:
         app.extensions["cloudx.db"].dispose()
+
+
+def test_the_webhook_commands(runner, tmp_path, monkeypatch):
+    from controller.cli import cli
+    from controller.store.sealing import keygen
+
+    monkeypatch.setenv("CLOUDX_CREDENTIALS_KEY", keygen())
+    monkeypatch.setenv("CLOUDX_WEBHOOK_ALLOW", "127.0.0.1")
+    secret = tmp_path / "secret"
+    secret.write_text("a-signing-secret-of-some-length\n")
+    added = runner.invoke(cli, ["webhook", "add", "http://127.0.0.1:9/hook", "--event", "job.failed", "--secret-file", str(secret)])
+    assert added.exit_code == 0, added.output
+    webhook_id = added.output.split()[1].rstrip(":")
+    listed = runner.invoke(cli, ["webhook", "list", "--json"])
+    assert listed.exit_code == 0 and '"signed": true' in listed.output and "a-signing-secret" not in listed.output
+    assert "paused" in runner.invoke(cli, ["webhook", "pause", webhook_id]).output
+    assert runner.invoke(cli, ["webhook", "deliveries", webhook_id]).exit_code == 0
+    assert runner.invoke(cli, ["webhook", "delete", webhook_id]).exit_code == 0
+    refused = runner.invoke(cli, ["webhook", "add", "http://10.1.2.3/hook", "--event", "job.failed"])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+    gone = runner.invoke(cli, ["webhook", "deliveries", webhook_id])
+    assert gone.exit_code == 1 and "no webhook" in gone.output

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from controller.cli import admin, imports, jobs, network, operations, schedules, serve
+from controller.cli import admin, imports, jobs, network, operations, schedules, serve, webhooks
 from controller.cli.context import cli
 
-COMMANDS = (admin, imports, jobs, network, operations, schedules, serve)  # imported for the commands they register on `cli`
+COMMANDS = (admin, imports, jobs, network, operations, schedules, serve, webhooks)  # imported for the commands they register on `cli`
 
 
 def main() -> None:

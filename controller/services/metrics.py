@@ -1,6 +1,6 @@
 """GET /metrics: Prometheus metrics (prometheus-client), from two sources.
 
-- The database, for everything about jobs, events, scans and schedules: the same figures from whichever API process
+- The database, for everything about jobs, events, scans, schedules and webhook deliveries: the same figures from whichever API process
   is scraped, counting work done anywhere (local workers, Celery workers on other machines). Job durations and
   latencies are histograms computed from the jobs' own timestamps; the event writers' batch times are counters the
   workers add to (controller.store.counters).
@@ -25,7 +25,17 @@ from sqlalchemy.orm import Session
 
 from controller.store.counters import BATCH_BUCKETS
 from controller.store.database import Database
-from controller.store.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, MetricCounter, Scan, Schedule, ScheduleRun
+from controller.store.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    Job,
+    JobEvent,
+    MetricCounter,
+    Scan,
+    Schedule,
+    ScheduleRun,
+    WebhookDelivery,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # the *_created series double the text for what Prometheus derives itself
@@ -132,6 +142,12 @@ def _scans_and_schedules(session: Session) -> Iterator[Metric]:
     missed = CounterMetricFamily("cloudx_schedule_missed_runs", "Due times missed while no controller ran (every one counted)")
     missed.add_metric([], float(session.scalar(select(func.coalesce(func.sum(Schedule.missed_runs), 0))) or 0))
     yield missed
+    deliveries = CounterMetricFamily(
+        "cloudx_webhook_deliveries", "Webhook delivery attempts by outcome (delivered, retry, failed, refused)", labels=["outcome"]
+    )
+    for outcome, n in session.execute(select(WebhookDelivery.outcome, func.count()).group_by(WebhookDelivery.outcome)):
+        deliveries.add_metric([outcome], n)
+    yield deliveries
 
 
 class DatabaseCollector(Collector):
