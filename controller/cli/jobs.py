@@ -174,12 +174,7 @@ def deploy(
     body: dict[str, Any] = {"os_type": os_type}
     optional = {"username": username, "manager_ip": manager_ip, "group": group, "credential": credential}
     body.update({k: v for k, v in optional.items() if v is not None})
-    if ssh_key_file:
-        body["ssh_key"] = Path(ssh_key_file).read_text()
-    if ask_password:
-        body["password"] = click.prompt("Password", hide_input=True)
-    if enrollment_password_file:
-        body["enrollment_password"] = Path(enrollment_password_file).read_text().strip()
+    body.update(pasted_secrets(ssh_key_file, ask_password, enrollment_password_file))
     if known_hosts_file:
         body["known_hosts"] = Path(known_hosts_file).read_text()
     if agent_name is not None and (len(hosts) != 1 or pattern or state != "present"):
@@ -216,18 +211,14 @@ def relaunch(
     ctx: Context, job_id: str, which: str | None, ssh_key_file: str | None, ask_password: bool, enrollment_password_file: str | None
 ) -> None:
     """Run ended job JOB_ID again on its failed or unreachable hosts (default: both), following it as `deploy` does."""
-    from pathlib import Path
 
     from controller.schemas.jobs import RelaunchRequest
     from controller.services.relaunch import relaunch as relaunch_job
 
-    body: dict[str, Any] = {"hosts": which or "failed_or_unreachable"}
-    if ssh_key_file:
-        body["ssh_key"] = Path(ssh_key_file).read_text()
-    if ask_password:
-        body["password"] = click.prompt("Password", hide_input=True)
-    if enrollment_password_file:
-        body["enrollment_password"] = Path(enrollment_password_file).read_text().strip()
+    body: dict[str, Any] = {
+        "hosts": which or "failed_or_unreachable",
+        **pasted_secrets(ssh_key_file, ask_password, enrollment_password_file),
+    }
     kind: list[str] = []
 
     def create(session: Session, holder: str) -> tuple[str, dict[str, Any] | None]:
@@ -242,6 +233,20 @@ def relaunch(
     new_id, status, _ = submit_and_follow(ctx, "relaunch", create, "job {}: relaunched from " + job_id, follow)
     if status != "successful":
         raise click.ClickException(f"relaunched job {status}: see `cloudx events {new_id}`")
+
+
+def pasted_secrets(ssh_key_file: str | None, ask_password: bool, enrollment_password_file: str | None) -> dict[str, str]:
+    """The secrets `deploy` and `relaunch` take from files or a prompt (in memory only)."""
+    from pathlib import Path
+
+    secrets = {}
+    if ssh_key_file:
+        secrets["ssh_key"] = Path(ssh_key_file).read_text()
+    if ask_password:
+        secrets["password"] = click.prompt("Password", hide_input=True)
+    if enrollment_password_file:
+        secrets["enrollment_password"] = Path(enrollment_password_file).read_text().strip()
+    return secrets
 
 
 _RESULTS = {"runner_on_ok": "ok", "runner_on_failed": "FAILED", "runner_on_unreachable": "UNREACHABLE", "runner_on_skipped": "skipped"}

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from controller.config import Config
 from controller.errors import ApiError, Conflict, NotFound, ValidationError
+from controller.services.background import Periodic
 from controller.store.database import Database
 from controller.store.models import ACTIVE_STATUSES, FINAL_STATUSES, AssetScan, Job, JobEvent, Scan, ScanHost, ScanPort, utcnow
 
@@ -342,25 +342,23 @@ def _no_conversion(db: Database, size: int, convert_max_bytes: int | None) -> st
 # --- the recurring task ---------------------------------------------------------------------------------------------
 
 
-class Pruner:
+class Pruner(Periodic):
     """A thread of each `cloudx serve` process: prunes with CLOUDX_RETENTION_DAYS every CLOUDX_PRUNE_INTERVAL seconds
     (never scans: only `cloudx prune --scans` removes them). Several processes may prune at once: deletes are idempotent."""
 
+    name = "pruner"
+
     def __init__(self, config: Config, db: Database) -> None:
+        super().__init__()
         self.config = config
         self.db = db
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._noted: str | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="pruner", daemon=True)
-        self._thread.start()
+    def first_wait(self) -> float:
+        return min(self.config.PRUNE_INTERVAL, FIRST_PRUNE_AFTER)
 
-    def shutdown(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
+    def interval(self) -> float:
+        return self.config.PRUNE_INTERVAL
 
     def tick(self) -> PruneReport | None:
         if self.config.RETENTION_DAYS <= 0:
@@ -375,15 +373,6 @@ class Pruner:
         for error in report.errors:
             log.warning("retention: cannot remove %s", error)
         return report
-
-    def _loop(self) -> None:
-        wait = min(self.config.PRUNE_INTERVAL, FIRST_PRUNE_AFTER)
-        while not self._stopping.wait(wait):
-            try:
-                self.tick()
-            except Exception:  # a locked or unreachable database: the next tick tries again, nothing is half-done
-                log.exception("prune failed")
-            wait = self.config.PRUNE_INTERVAL
 
 
 def summary(report: PruneReport) -> str:

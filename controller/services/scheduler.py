@@ -4,34 +4,29 @@ claims each once, whatever the number of processes) and hands their jobs to that
 from __future__ import annotations
 
 import logging
-import threading
 
 from controller.config import Config
 from controller.errors import Unavailable
 from controller.queue.jobs import fail_job
 from controller.queue.local import Executor
+from controller.services.background import Periodic
 from controller.services.schedules import run_due
 from controller.store.database import Database
 
 log = logging.getLogger("cloudx.schedules")
 
 
-class Scheduler:
+class Scheduler(Periodic):
+    name = "scheduler"
+
     def __init__(self, config: Config, db: Database, executor: Executor) -> None:
+        super().__init__()
         self.config = config
         self.db = db
         self.executor = executor
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
+    def interval(self) -> float:
+        return self.config.SCHEDULE_POLL_SECONDS
 
     def tick(self) -> int:
         """Start what is due now; how many jobs were queued."""
@@ -52,10 +47,3 @@ class Scheduler:
                 fail_job(session, job_id, "error", reason)
         except Exception:
             log.exception("job %s could not be ended; the executor's reconcile will", job_id)
-
-    def _loop(self) -> None:
-        while not self._stopping.wait(self.config.SCHEDULE_POLL_SECONDS):
-            try:
-                self.tick()
-            except Exception:  # keep going: a locked database is tried again at the next tick, nothing was claimed
-                log.exception("scheduler tick failed")

@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import os
 import socket
-import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +23,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionErro
 
 from controller.config import Config
 from controller.errors import ApiError
+from controller.services.background import Periodic
 from controller.services.webhooks import (
     Address,
     Allow,
@@ -146,34 +146,29 @@ def _reason(exc: BaseException) -> str:
     return str(inner)[:500]
 
 
-class WebhookSender:
+class WebhookSender(Periodic):
+    name = "webhook-sender"
+
     def __init__(self, config: Config, db: Database, holder: str | None = None) -> None:
+        super().__init__()
         self.config = config
         self.db = db
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.allow = Allow.parse(config.WEBHOOK_ALLOW)
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def lease(self) -> float:
         """Longer than one attempt can take (a few addresses tried, then the answer), so a live sender keeps its row."""
         return 3 * self.config.WEBHOOK_CONNECT_TIMEOUT + self.config.WEBHOOK_READ_TIMEOUT + 30
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="webhook-sender", daemon=True)
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
+    def interval(self) -> float:
+        return self.config.WEBHOOK_POLL_SECONDS
 
     def tick(self) -> int:
         """Queue the events of jobs that ended, then deliver what is due; how many attempts were made."""
         queue_ended_jobs(self.db)
         attempts = 0
-        while attempts < PER_TICK and not self._stopping.is_set():
+        while attempts < PER_TICK and not self.stopping:
             claimed = claim(self.db, self.holder, self.lease)
             if claimed is None:
                 break
@@ -214,13 +209,6 @@ class WebhookSender:
             return Attempt(False, error=f"{_host_of(url)} does not resolve: {exc}"[:1000])
         body = claimed.body.encode()
         return post(target, addresses, body, headers_for(claimed, target, secret, body), self.config)
-
-    def _loop(self) -> None:
-        while not self._stopping.wait(self.config.WEBHOOK_POLL_SECONDS):
-            try:
-                self.tick()
-            except Exception:  # keep going: a locked database is tried again at the next tick; claimed rows' leases end
-                log.exception("webhook sender tick failed")
 
 
 def _host_of(url: str) -> str:
