@@ -84,6 +84,9 @@ def start_executor(app: Flask) -> Executor:
 
 def stop_executor(app: Flask) -> None:
     """Stop the background threads (scheduled runs first), then the executor (its running jobs record why they stopped)."""
+    streams = app.extensions.get("cloudx.streams")
+    if streams is not None:  # open streams end now, not after waitress's wait for their threads
+        streams.shutdown()
     for service in app.extensions.pop("cloudx.background", []):
         service.shutdown()
     app.extensions["cloudx.executor"].shutdown()

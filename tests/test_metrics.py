@@ -117,6 +117,10 @@ def test_the_metrics_are_read_from_the_stored_records(app, client):
     samples = _scrape(client, viewer)
     assert samples[route] == before + 2
     assert samples[("cloudx_http_request_duration_seconds_count", (("method", "GET"), ("route", "/metrics")))] >= 1
+    # A method HTTP does not define makes no series of its own.
+    client.open("/api/health", method="FOO1")
+    names = {labels for (name, labels) in _scrape(client, viewer) if name == "cloudx_http_requests_total"}
+    assert not any(("method", "FOO1") in labels for labels in names) and any(("method", "other") in labels for labels in names)
 
 
 def test_metrics_need_a_token(client):
@@ -142,7 +146,8 @@ def test_metrics_of_a_real_scan_with_each_executor(live_app, target):
 
 @pytest.mark.integration
 def test_two_api_processes_report_every_request(tmp_path):
-    service = Service(tmp_path)
+    shared = tmp_path / "metrics"
+    service = Service(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(shared))
     try:
         service.start("--processes", "2")
         route = (("method", "GET"), ("route", "/api/ping"), ("status", "200"))
@@ -155,5 +160,7 @@ def test_two_api_processes_report_every_request(tmp_path):
         for _ in range(6):
             text = requests.get(metrics, headers=dict(service.http.headers), timeout=5).text
             assert _samples(text)[("cloudx_http_requests_total", route)] == before + 30  # the start-up check pinged too
+        # Both processes served and counted (each writes files of its own, named by its pid).
+        assert len({path.stem.rsplit("_", 1)[-1] for path in shared.glob("counter_*.db")}) == 2
     finally:
         service.stop()

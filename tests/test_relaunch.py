@@ -165,3 +165,20 @@ def test_the_failed_host_of_a_real_deployment_is_relaunched(request, tmp_path, a
         assert bad.shell("systemctl is-active wazuh-agent").stdout.strip() == "active"
         stored = b"".join(p.read_bytes() for p in Path(app.extensions["cloudx.config"].ARTIFACTS_DIR).rglob("*") if p.is_file())
         assert ENROLLMENT_PASSWORD.encode() not in stored
+
+
+def test_a_relaunch_keeps_only_the_known_hosts_lines_of_its_hosts_and_trusts_the_recap(app, client):
+    lines = [f"{host} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" for i, host in enumerate(HOSTS)]
+    job_id = _deploy(client, enrollment_password=None, known_hosts=lines)
+    # The recap says HOSTS[0] rescued its failure: its runner_on_failed event does not make it failed.
+    _ended(
+        app,
+        job_id,
+        summaries={HOSTS[0]: {"ok": 3, "rescued": 1}, HOSTS[1]: {"failed": 1}},
+        events=[("runner_on_failed", HOSTS[0], {}), ("runner_on_failed", HOSTS[1], {})],
+    )
+    response = _relaunch(client, job_id, hosts="failed", ssh_key=KEY)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["hosts"] == [HOSTS[1]]
+    with app.extensions["cloudx.db"].session() as session:
+        assert session.get(Job, response.get_json()["job_id"]).settings["known_hosts"] == [lines[1]]

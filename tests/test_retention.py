@@ -198,9 +198,9 @@ def test_dry_run_prints_what_would_go_and_changes_nothing(runner, config, jobs):
     assert _state(config) == before
     report = _prune(runner, "--older-than", "30d", "--scans", "--dry-run")
     assert (report["events"], report["artifact_folders"], report["scans"], report["vacuum"]) == (18, 4, 1, None)
-    # Nothing was audited, and the database was not converted (a VACUUM is a change).
+    # Nothing was audited, and the database was not vacuumed (a VACUUM is a change).
     assert _sql(database, "SELECT count(*) FROM audit_log WHERE action = 'prune'") == [(0,)]
-    assert _sql(database, "PRAGMA auto_vacuum") == [(0,)]
+    assert _sql(database, "PRAGMA auto_vacuum") == [(2,)]  # a new database starts incremental
     assert _state(config) == before
 
 
@@ -277,8 +277,7 @@ def test_the_pruner_thread_prunes_and_start_executor_runs_it(config, jobs, tmp_p
     assert set(after["events"]) == {jobs[k] for k in ("new_ok", "running", "queued", "running_unfinished", "new_scan")}
     assert after["counts"]["scans"] == 2  # never scans automatically
     assert not (Path(fast.ARTIFACTS_DIR) / jobs["old_ok"]).exists()
-    # A new (small) database is converted to incremental vacuum by the thread itself... once no job is active.
-    assert _sql(Path(fast.DATABASE_URL.removeprefix("sqlite:///")), "PRAGMA auto_vacuum") == [(0,)]  # jobs are active here
+    assert _sql(Path(fast.DATABASE_URL.removeprefix("sqlite:///")), "PRAGMA auto_vacuum") == [(2,)]  # made incremental
 
     # `cloudx serve` runs one (start_executor), unless CLOUDX_RETENTION_DAYS is 0.
     for days, expected in ((30, True), (0, False)):
@@ -289,6 +288,15 @@ def test_the_pruner_thread_prunes_and_start_executor_runs_it(config, jobs, tmp_p
         finally:
             stop_executor(app)
             app.extensions["cloudx.db"].dispose()
+
+
+def _made_before(path: Path) -> None:
+    """The database as versions before incremental vacuum made it: auto_vacuum NONE (a new one starts INCREMENTAL)."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.executescript("PRAGMA auto_vacuum = NONE; VACUUM;")
+    finally:
+        connection.close()
 
 
 def _pages(path: Path) -> tuple[int, ...]:
@@ -302,11 +310,15 @@ def test_incremental_vacuum_gives_the_space_back(runner, config):
     first = _job(db, config, "successful", OLD, events=1)
     _events(db, first, 20000, start=2, stdout="y" * 400)
     db.dispose()
+    _made_before(database)
     auto_vacuum, pages, _ = _pages(database)
     assert auto_vacuum == 0  # every database made before: NONE
 
-    # The first prune converts it (a one-time VACUUM, said so) and the file shrinks.
-    result = runner.invoke(cli, ["prune", "--older-than", "30d"])
+    # A prune does not VACUUM unless asked (it holds the write lock): it says how.
+    result = runner.invoke(cli, ["prune", "--older-than", "30d", "--dry-run"])
+    assert result.exit_code == 0 and _pages(database)[0] == 0
+    # Asked: the prune converts it (a one-time VACUUM, said so) and the file shrinks.
+    result = runner.invoke(cli, ["prune", "--older-than", "30d", "--vacuum"])
     assert result.exit_code == 0, result.output
     assert "converted to incremental vacuum (a one-time VACUUM)" in result.stderr
     assert result.stdout.splitlines()[0].startswith("events: 20001 removed")
@@ -332,6 +344,7 @@ def test_incremental_vacuum_gives_the_space_back(runner, config):
 
 
 def test_no_conversion_while_jobs_are_active_or_beyond_the_size_limit(config):
+    _made_before(Path(config.DATABASE_URL.removeprefix("sqlite:///")))
     db = _db(config)
     queued = _job(db, config, "queued", NEW)
     vacuum = retention.give_space_back(db)
@@ -339,7 +352,7 @@ def test_no_conversion_while_jobs_are_active_or_beyond_the_size_limit(config):
     with db.session() as session:
         session.get(Job, queued).status = "canceled"
     vacuum = retention.give_space_back(db, convert_max_bytes=1024)
-    assert not vacuum.converted and "run `cloudx prune` once while no job runs" in vacuum.note
+    assert not vacuum.converted and "run `cloudx prune --vacuum` once while no job runs" in vacuum.note
     assert retention.give_space_back(db, convert_max_bytes=0).note  # 0: never
     assert retention.give_space_back(db, convert_max_bytes=retention.AUTO_CONVERT_MAX_BYTES).converted
     db.dispose()
@@ -463,3 +476,31 @@ def test_a_prune_while_a_job_writes_its_events_leaves_them_all(runner, config):
     counters = [row[0] for row in _sql(database, "SELECT counter FROM job_events WHERE job_id = ? ORDER BY counter", live)]
     assert counters == list(range(1, writer.stored + 1)) and writer.stored > 0
     assert _sql(database, "SELECT count(*) FROM job_events WHERE job_id = ?", old) == [(0,)]
+
+
+def test_delivered_webhook_events_go_with_the_retention_and_pending_ones_stay(runner, config):
+    from controller.store.models import Webhook, WebhookDelivery, WebhookOutbox
+
+    db = _db(config)
+    old_time = utcnow() - timedelta(days=OLD)
+    with db.session() as session:
+        hook = Webhook(url="https://hooks.example/x", events=["job.failed"], created_by="tests")
+        session.add(hook)
+        session.flush()
+        for status, finished in (("delivered", old_time), ("failed", old_time), ("pending", None), ("delivered", utcnow())):
+            row = WebhookOutbox(
+                webhook_id=hook.id, event="job.failed", job_id=f"job-{status}-{finished}", body="{}", status=status, finished_at=finished
+            )
+            session.add(row)
+            session.flush()
+            session.add(
+                WebhookDelivery(
+                    webhook_id=hook.id, outbox_id=row.id, event="job.failed", job_id=row.job_id, attempt=1, outcome="retry", body="{}"
+                )
+            )
+    report = _prune(runner, "--older-than", "30d")
+    assert report["webhook_events"] == 2
+    with db.session() as session:
+        assert sorted(session.scalars(select(WebhookOutbox.status))) == ["delivered", "pending"]
+        assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 2
+    db.dispose()

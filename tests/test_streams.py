@@ -71,6 +71,8 @@ def test_bad_streams_are_refused(app, client):
     bad = client.get(f"/api/jobs/{job_id}/stream", headers={"Last-Event-ID": "x1"})
     assert bad.status_code == 400 and bad.get_json()["field"] == "Last-Event-ID"
     assert client.get(f"/api/jobs/{job_id}/stream?after=-1").status_code == 400
+    superscript = client.get(f"/api/jobs/{job_id}/stream", headers={"Last-Event-ID": "\u00b2"})  # a digit to str.isdigit
+    assert superscript.status_code == 400 and superscript.get_json()["field"] == "Last-Event-ID"
     assert client.get(f"/api/jobs/{job_id}/stream", headers={"Authorization": ""}).status_code == 401
 
 
@@ -182,3 +184,27 @@ def test_fifty_open_streams_leave_the_api_answering(tmp_path):
 def _opens(url: str, headers: dict) -> bool:
     with requests.get(url, headers=headers, stream=True, timeout=10) as response:
         return response.status_code == 200
+
+
+def test_a_followed_job_that_ends_with_an_old_updated_at_still_ends_its_stream(app, client):
+    """A worker whose clock is behind, or whose update waited for the database's lock, records an updated_at older than
+    the hub's last look: a followed job's state is read by its id, so its end is seen all the same."""
+    from datetime import timedelta
+
+    job_id = _queued(client)
+    response = client.get(f"/api/jobs/{job_id}/stream", buffered=False)
+    lines = (line for chunk in response.response for line in chunk.decode().split("\n"))
+    received: list[dict] = []
+    reader = threading.Thread(target=lambda: received.extend(parse(lines)))
+    reader.start()
+    assert wait_for(lambda: any(e["event"] == "progress" for e in received), 10)
+    with app.extensions["cloudx.db"].session() as session:
+        session.execute(
+            Job.__table__.update()
+            .where(Job.id == job_id)
+            .values(status="failed", final_counter=None, finished_at=utcnow(), updated_at=utcnow() - timedelta(minutes=10))
+        )
+    reader.join(10)
+    assert not reader.is_alive(), received
+    response.close()
+    assert received[-1]["event"] == "end" and received[-1]["data"]["status"] == "failed"

@@ -332,7 +332,7 @@ def no_connection(monkeypatch):
     def connect(*args, **kwargs):
         raise AssertionError(f"a connection was made: {args}")
 
-    monkeypatch.setattr(webhook_sender, "_pool", connect)
+    monkeypatch.setattr(webhook_sender, "_connection", connect)
     names = {"hooks.example.test": ["127.0.0.1"], "localhost": ["127.0.0.1", "::1"], "dual.example.test": ["93.184.216.34", "10.1.2.3"]}
     monkeypatch.setattr(webhook_sender, "resolve", lambda host, port: [webhooks.literal(a) for a in names[host]])
 
@@ -409,14 +409,48 @@ def test_connect_and_read_timeouts_bound_a_delivery(hooked):
         client = hooked.test_client()
         made = _hook(client, server.url, events=["job.failed"])
         _deployment(hooked, client, ["192.0.2.7"], "failed", failed=["192.0.2.7"])
-        started = time.monotonic()
         _sender(hooked, WEBHOOK_MAX_ATTEMPTS=1, WEBHOOK_READ_TIMEOUT=0.5).tick()
-        assert time.monotonic() - started < 5
         [delivery] = _deliveries(client, made["id"])
         assert delivery["outcome"] == "failed" and "no answer within 0.5 s" in delivery["error"]
     finally:
         hang.set()
         server.close()
+
+
+def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_before_its_lease_ends(hooked):
+    """The read timeout bounds each wait for a byte: a whole attempt is bounded too (webhook_sender.attempt_seconds),
+    and the row's lease is longer, so no other sender takes the row while this one still sends it."""
+    import socket as sockets
+
+    listener = sockets.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def drip() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 1000:
+                if done.wait(0.2):
+                    return
+                try:
+                    connection.send(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        client = hooked.test_client()
+        made = _hook(client, f"http://127.0.0.1:{listener.getsockname()[1]}/hook", events=["job.failed"])
+        _deployment(hooked, client, ["192.0.2.7"], "failed", failed=["192.0.2.7"])
+        sender = _sender(hooked, WEBHOOK_MAX_ATTEMPTS=1, WEBHOOK_READ_TIMEOUT=0.5, WEBHOOK_CONNECT_TIMEOUT=0.5)
+        sender.tick()
+        [delivery] = _deliveries(client, made["id"])
+        assert delivery["outcome"] == "failed" and "no complete answer within 2 s" in delivery["error"], delivery
+        assert sender.lease > webhook_sender.attempt_seconds(sender.config)
+    finally:
+        done.set()
+        listener.close()
 
 
 # --- senders in several processes, and restarts ---------------------------------------------------------------------

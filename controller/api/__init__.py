@@ -43,6 +43,7 @@ from controller.principal import Principal
 from controller.services.metrics import observe_request
 
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+METHODS = frozenset(("GET", "HEAD", "OPTIONS", *MUTATING))
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -71,8 +72,10 @@ def init_app(app: Flask) -> None:
         headers(response)
         principal: Principal | None = g.get("principal")
         access_log(response, principal)
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"  # the route, never the path: bounded labels
-        observe_request(request.method, rule, response.status_code, time.perf_counter() - g.get("started", time.perf_counter()))
+        # The route, never the path, and only the methods HTTP defines: a client cannot make new series.
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method if request.method in METHODS else "other"
+        observe_request(method, rule, response.status_code, time.perf_counter() - g.get("started", time.perf_counter()))
         if request.method in MUTATING:
             audit.record(db(), denials, response, principal)
         return response

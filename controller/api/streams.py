@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -22,7 +23,9 @@ def hub() -> StreamHub:
     found = current_app.extensions.get("cloudx.streams")
     if found is None:
         cfg = config()
-        found = current_app.extensions.setdefault("cloudx.streams", StreamHub(db(), cfg.STREAM_POLL_SECONDS, cfg.STREAM_MAX))
+        # Read again: the jobs changed up to the database's busy timeout (and half a minute of clock skew) before a look.
+        hub = StreamHub(db(), cfg.STREAM_POLL_SECONDS, cfg.STREAM_MAX, look_back=cfg.DB_BUSY_TIMEOUT + 30)
+        found = current_app.extensions.setdefault("cloudx.streams", hub)
     return found
 
 
@@ -53,7 +56,7 @@ def stream_job(job_id: str, query: StreamQuery) -> Any:
     after = query.after or 0
     resumed = request.headers.get("Last-Event-ID")
     if resumed is not None:
-        if not resumed.isdigit() or len(resumed) > 12:
+        if not re.fullmatch(r"[0-9]{1,12}", resumed):  # not str.isdigit: "²" is a digit to it, and no int
             raise ValidationError("Last-Event-ID must be an event counter", field="Last-Event-ID")
         after = max(after, int(resumed))
     return _events(job_stream(hub(), job_id, after, config().STREAM_HEARTBEAT, _gone()))

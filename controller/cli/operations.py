@@ -85,8 +85,11 @@ def db_backup(file: Path, force: bool) -> None:
 @click.option("--scans", is_flag=True, help="Also remove the old jobs' scans: their hosts and ports (assets keep their own state).")
 @click.option("--dry-run", is_flag=True, help="Print what would be removed and change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option(
+    "--vacuum", is_flag=True, help="Turn incremental vacuum on for a database made without it (a one-time VACUUM, while no job runs)."
+)
 @pass_ctx
-def prune(ctx: Context, older_than: str | None, scans: bool, dry_run: bool, as_json: bool) -> None:
+def prune(ctx: Context, older_than: str | None, scans: bool, dry_run: bool, as_json: bool, vacuum: bool) -> None:
     """Remove the events and artifact folders of jobs finished long ago (never of queued or running ones), then give
     SQLite's free space back. Job rows and host summaries stay."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -96,7 +99,8 @@ def prune(ctx: Context, older_than: str | None, scans: bool, dry_run: bool, as_j
 
     try:
         age = retention.parse_age(older_than, "--older-than") if older_than else _retention_age(ctx)
-        report = retention.prune(ctx.db, ctx.config, age, scans=scans, dry_run=dry_run)
+        # The one-time VACUUM holds the write lock while it rewrites the file: only when asked for.
+        report = retention.prune(ctx.db, ctx.config, age, scans=scans, dry_run=dry_run, convert_max_bytes=None if vacuum else 0)
     except ApiError as exc:
         raise click.ClickException(exc.message) from None
     except SQLAlchemyError as exc:
@@ -127,6 +131,7 @@ def _print_prune(report: PruneReport, as_json: bool) -> None:
     size = human_bytes(report.artifact_bytes) + (f", {report.artifact_bytes} bytes" if report.artifact_bytes >= 1024 else "")
     click.echo(f"artifact folders: {report.artifact_folders} {done} ({size})")
     click.echo(f"scans: {report.scans} {done}" if report.scans_included else "scans: 0 (kept: --scans removes the old ones)")
+    click.echo(f"webhook events delivered or given up: {report.webhook_events} {done}")
     vacuum = report.vacuum
     if vacuum is not None:
         if vacuum.converted:

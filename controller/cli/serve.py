@@ -200,6 +200,9 @@ def waitress_options(config: Config, listener: Any, threads: int, connection_lim
         "cleanup_interval": SERVE_CLEANUP_INTERVAL,
         "backlog": SERVE_BACKLOG,
         "max_request_body_size": max(config.MAX_CONTENT_LENGTH, config.IMPORT_MAX_BYTES),
+        # Waitress reads ahead on a connection while its request runs, and so sees a live stream's client go away
+        # (waitress.client_disconnected): its slot comes back at once, not at its next failed write.
+        "channel_request_lookahead": 1,
     }
 
 

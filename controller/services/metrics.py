@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, case, func, literal_column, select
+from sqlalchemy import ColumnElement, case, extract, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from controller.store.counters import BATCH_BUCKETS
@@ -59,7 +59,7 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 
 def _seconds(later: Any, earlier: Any, dialect: str) -> ColumnElement[float]:
     if dialect == "postgresql":
-        return func.extract("epoch", later - earlier)
+        return extract("epoch", later - earlier)  # EXTRACT(epoch FROM ...): every PostgreSQL version
     return (func.julianday(later) - func.julianday(earlier)) * literal_column("86400.0")
 
 

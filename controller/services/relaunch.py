@@ -20,6 +20,7 @@ from controller.schemas.deployments import PASTED_SECRETS, PLAYBOOKS, AgentReque
 from controller.schemas.jobs import RelaunchRequest
 from controller.schemas.scans import ScanRequest
 from controller.services.deployments import create_deployment
+from controller.services.policy import max_scan_timeout
 from controller.services.scans import create_scan
 from controller.store.models import Job, JobEvent, JobHostSummary, Scan
 
@@ -42,21 +43,32 @@ def job_hosts(session: Session, job: Job) -> dict[str, set[str]]:
             found["failed"].add(s.host)
         if s.unreachable:
             found["unreachable"].add(s.host)
-    rows = session.execute(
-        select(JobEvent.host, JobEvent.event, JobEvent.event_data).where(
-            JobEvent.job_id == job.id, JobEvent.event.in_(HOST_EVENTS), JobEvent.host.is_not(None)
-        )
+    summarised = set(found["all"])  # the recap's word (rescued and ignored failures are not failures) wins over events
+    seen = session.execute(
+        select(JobEvent.host, JobEvent.event)
+        .where(JobEvent.job_id == job.id, JobEvent.event.in_(HOST_EVENTS), JobEvent.host.is_not(None))
+        .distinct()
     )
-    for host, event, data in rows:
+    for host, event in seen:
         found["all"].add(host)
-        if event == "runner_on_failed" and not (data or {}).get("ignore_errors"):
-            found["failed"].add(host)
-        elif event == "runner_on_unreachable":
+        if host in summarised:
+            continue
+        if event == "runner_on_unreachable":
             found["unreachable"].add(host)
+        elif event == "runner_on_failed" and _failed_for_real(session, job.id, host):
+            found["failed"].add(host)
     listed = (job.settings or {}).get("hosts")
     if listed:
         found["all"].update(listed)
     return found
+
+
+def _failed_for_real(session: Session, job_id: str, host: str) -> bool:
+    """Whether a host without a recap had a failure that was not ignored (ignore_errors)."""
+    data = session.scalars(
+        select(JobEvent.event_data).where(JobEvent.job_id == job_id, JobEvent.host == host, JobEvent.event == "runner_on_failed")
+    )
+    return any(not (d or {}).get("ignore_errors") for d in data)
 
 
 def relaunch(session: Session, config: Config, principal: Principal, job_id: str, body: RelaunchRequest, holder: str) -> Relaunched:
@@ -90,8 +102,8 @@ def _scan_again(session: Session, config: Config, principal: Principal, job: Job
     given: dict[str, Any] = {"tool": scan.tool, "scan_type": scan.scan_type, "target": scan.target}
     if scan.ports:
         given["ports"] = scan.ports
-    if isinstance(job.extra_vars.get("scanner_timeout"), int):
-        given["timeout"] = job.extra_vars["scanner_timeout"]
+    if isinstance(job.extra_vars.get("scanner_timeout"), int):  # within what the caller's role may ask for now
+        given["timeout"] = min(job.extra_vars["scanner_timeout"], max_scan_timeout(session, principal, config.SCAN_MAX_TIMEOUT))
     return create_scan(session, config, principal, ScanRequest.parse(given, config=config)).job
 
 
@@ -103,7 +115,7 @@ def _deploy_request(job: Job, hosts: list[str], body: RelaunchRequest) -> AgentR
         "os_type": settings.os_type,
         "username": settings.username,
         "credential": settings.credential,
-        "known_hosts": settings.known_hosts or None,
+        "known_hosts": _known_for(settings, hosts) or None,
         "manager_ip": extra.get("cloudx_agent_manager_address"),
         "group": extra.get("cloudx_agent_group"),
     }
@@ -115,8 +127,16 @@ def _deploy_request(job: Job, hosts: list[str], body: RelaunchRequest) -> AgentR
     given = {name: value for name, value in given.items() if value is not None}
     state = next(state for state, playbook in PLAYBOOKS.items() if playbook == job.playbook)
     if settings.hosts is None:
-        return PatternDeployment.parse({**given, "limit": ",".join(hosts), "state": state})
+        # Each host is an inventory name the job ran on; the list of them can be longer than a limit a request may give.
+        request = PatternDeployment.parse({**given, "limit": hosts[0], "state": state})
+        return request.model_copy(update={"limit": ",".join(hosts)})
     if settings.port is not None or "cloudx_agent_name" in extra:  # POST /api/deploy/agent: one host
         agent = {"target": hosts[0], "port": settings.port, "agent_name": extra.get("cloudx_agent_name")}
         return AgentRequest.parse({**given, **{k: v for k, v in agent.items() if v is not None}})
     return HostsDeployment.parse({**given, "hosts": hosts, "state": state})
+
+
+def _known_for(settings: DeploySettings, hosts: list[str]) -> list[str]:
+    """The job's known_hosts lines for the hosts relaunched (a line for a host it does not reach is refused)."""
+    reached = set(hosts) | {(settings.addresses or {}).get(host, host) for host in hosts}
+    return [line for line in settings.known_hosts if line.split(" ", 1)[0].split("]:", 1)[0].lstrip("[") in reached]

@@ -28,7 +28,19 @@ from controller.config import Config
 from controller.errors import ApiError, Conflict, NotFound, ValidationError
 from controller.services.background import Periodic
 from controller.store.database import Database
-from controller.store.models import ACTIVE_STATUSES, FINAL_STATUSES, AssetScan, Job, JobEvent, Scan, ScanHost, ScanPort, utcnow
+from controller.store.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    AssetScan,
+    Job,
+    JobEvent,
+    Scan,
+    ScanHost,
+    ScanPort,
+    WebhookDelivery,
+    WebhookOutbox,
+    utcnow,
+)
 
 log = logging.getLogger("cloudx.retention")
 
@@ -50,6 +62,12 @@ SCAN_RESULTS = "results"
 AGE = re.compile(r"(\d+)\s*([smhd]?)")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 86400}
 AUTO_VACUUM = {0: "none", 1: "full", 2: "incremental"}
+MAX_AGE_DAYS = 36500
+# A folder of no job is removed only this old, whatever the cutoff: an import writes its folder before its job's row
+# is committed.
+ORPHAN_MIN_AGE = 3600
+# Webhook events delivered or given up, and their delivery log, are kept as long as events are.
+DONE_OUTBOX = ("delivered", "failed")
 
 
 def parse_age(value: str, field_name: str = "older_than") -> timedelta:
@@ -57,7 +75,10 @@ def parse_age(value: str, field_name: str = "older_than") -> timedelta:
     match = AGE.fullmatch(value.strip())
     if match is None:
         raise ValidationError(f"{field_name} must be an age such as 30d, 12h, 90m or 3600s", field=field_name)
-    return timedelta(seconds=int(match.group(1)) * UNITS[match.group(2)])
+    seconds = int(match.group(1)) * UNITS[match.group(2)]
+    if seconds > MAX_AGE_DAYS * 86400:
+        raise ValidationError(f"{field_name} must be at most {MAX_AGE_DAYS} days", field=field_name)
+    return timedelta(seconds=seconds)
 
 
 @dataclass
@@ -81,12 +102,13 @@ class PruneReport:
     artifact_folders: int = 0
     artifact_bytes: int = 0
     scans: int = 0
+    webhook_events: int = 0
     vacuum: Vacuum | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
     def anything(self) -> bool:
-        return bool(self.events or self.artifact_folders or self.scans)
+        return bool(self.events or self.artifact_folders or self.scans or self.webhook_events)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -114,6 +136,7 @@ def prune(
     `convert_max_bytes`: the largest database this prune converts to incremental vacuum (None: any; 0: none)."""
     report = PruneReport(cutoff=(now or utcnow()) - older_than, dry_run=dry_run, scans_included=scans)
     _prune_events(db, report)
+    _prune_webhook_log(db, report)
     if scans:
         _prune_scans(db, report)
     _prune_artifacts(db, config, report)
@@ -123,6 +146,24 @@ def prune(
 
 
 # --- events ---------------------------------------------------------------------------------------------------------
+
+
+def _prune_webhook_log(db: Database, report: PruneReport) -> None:
+    """Webhook events delivered or given up before the cutoff, with their attempts (deleted with them: ON DELETE
+    CASCADE). Pending ones stay, whatever their age."""
+    done = and_(WebhookOutbox.status.in_(DONE_OUTBOX), WebhookOutbox.finished_at.is_not(None), WebhookOutbox.finished_at < report.cutoff)
+    if report.dry_run:
+        with db.session() as session:
+            report.webhook_events = session.scalar(select(func.count()).select_from(WebhookOutbox).where(done)) or 0
+        return
+
+    def batch() -> Delete:
+        chosen = select(WebhookOutbox.id).where(done).limit(BATCH_ROWS).scalar_subquery()
+        return delete(WebhookOutbox).where(WebhookOutbox.id.in_(chosen))
+
+    with db.session() as session:  # the attempts first: a database without foreign keys on must lose none of them
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.outbox_id.in_(select(WebhookOutbox.id).where(done))))
+    report.webhook_events = _delete_in_batches(db, batch)
 
 
 def _prune_events(db: Database, report: PruneReport) -> None:
@@ -233,7 +274,7 @@ def _folders_to_prune(db: Database, folders: dict[str, Path], report: PruneRepor
         for name in chunk:
             if name in old:
                 chosen.append(Folder(folders[name], (SCAN_RESULTS,) if name in scanned else ()))
-            elif name not in known and _mtime(folders[name]) < cutoff:
+            elif name not in known and _mtime(folders[name]) < min(cutoff, time.time() - ORPHAN_MIN_AGE):
                 # No job of this database (deleted, or a database restored from an older backup): as old as the cutoff,
                 # it belongs to no active job (a job's folder is made after its row, and is written while it runs).
                 chosen.append(Folder(folders[name]))
@@ -329,7 +370,7 @@ def _pragma(raw: sqlite3.Connection, name: str) -> int:
 
 def _no_conversion(db: Database, size: int, convert_max_bytes: int | None) -> str | None:
     """Why the database is not converted to incremental vacuum now (None: it is)."""
-    advice = "run `cloudx prune` once while no job runs to turn incremental vacuum on (a one-time VACUUM)"
+    advice = "run `cloudx prune --vacuum` once while no job runs to turn incremental vacuum on (a one-time VACUUM)"
     if convert_max_bytes is not None and size > convert_max_bytes:
         return f"auto_vacuum is NONE: the space of deleted rows is reused but not given back; {advice}"
     with db.session() as session:
@@ -378,7 +419,8 @@ class Pruner(Periodic):
 def summary(report: PruneReport) -> str:
     return (
         f"events {report.events} (of {report.event_jobs} jobs), artifact folders {report.artifact_folders} "
-        f"({report.artifact_bytes} bytes), scans {report.scans}; jobs finished before {report.as_dict()['cutoff']}"
+        f"({report.artifact_bytes} bytes), scans {report.scans}, webhook events {report.webhook_events}; "
+        f"jobs finished before {report.as_dict()['cutoff']}"
     )
 
 
@@ -429,6 +471,11 @@ def backup_sqlite(url: str, target: Path, busy_timeout: float = 30, force: bool 
         with partial.open("rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(partial, target)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash
+        finally:
+            os.close(directory)
     except sqlite3.Error as exc:
         raise ApiError(f"backup of {source} failed: {exc}", status=503) from None
     except OSError as exc:

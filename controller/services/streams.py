@@ -29,9 +29,8 @@ from controller.store.models import ACTIVE_STATUSES, Job, JobEvent, utcnow
 
 PAGE = 500  # events read per query while a stream catches up
 CHANGES_KEPT = 10_000  # job changes the hub keeps for /api/stream followers that fall behind
-# Jobs changed up to this long before the hub's last look are read again: a change committed late (its updated_at
-# set before another's commit) is not missed; what did not change is not sent twice.
-LOOK_BACK = timedelta(seconds=5)
+# A stream ends after this long (the client resumes it with Last-Event-ID): none holds a slot for ever.
+MAX_STREAM_SECONDS = 3600.0
 JOB_VIEW = (Job.id, Job.kind, Job.status, Job.status_reason, Job.progress, Job.created_at, Job.started_at, Job.finished_at)
 
 
@@ -55,26 +54,34 @@ def job_view(row: Any) -> dict[str, Any]:
 
 
 class StreamHub:
-    def __init__(self, db: Database, poll_seconds: float, max_streams: int) -> None:
+    """Each stream waits on its own key (a job id, or WATCHERS for /api/stream): a tick wakes only those with news."""
+
+    def __init__(self, db: Database, poll_seconds: float, max_streams: int, look_back: float = 60.0) -> None:
         self.db = db
         self.poll_seconds = poll_seconds
+        # Jobs changed up to this long before the hub's last look are read again for /api/stream: an update whose
+        # updated_at was taken before a wait for the database's lock, or on a machine whose clock is behind.
+        self.look_back = timedelta(seconds=look_back)
         self._slots = threading.BoundedSemaphore(max_streams)
         self.max_streams = max_streams
         self._cond = threading.Condition()
-        self.generation = 0
+        self._generations: collections.Counter[str | None] = collections.Counter()
         self._followers: collections.Counter[str] = collections.Counter()
         self._watchers = 0  # /api/stream followers
-        self._counters: dict[str, int] = {}
+        self._counters: dict[str, int | None] = {}
+        self._followed_states: dict[str, tuple[Any, ...]] = {}
         self._states: dict[str, tuple[Any, ...]] = {}
         self.changes: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=CHANGES_KEPT)
         self._sequence = 0
         self._since: datetime | None = None
         self._thread: threading.Thread | None = None
+        self.closing = False
 
     # --- slots and followers -------------------------------------------------------------------------------------
 
-    def open(self, job_id: str | None) -> None:
-        """Take a stream slot (TooBusy when none is free) and follow a job (None: every job's changes)."""
+    def open(self, job_id: str | None) -> int:
+        """Take a stream slot (TooBusy when none is free) and follow a job (None: every job's changes); the current
+        sequence number of job changes (what a new /api/stream follower has already seen)."""
         if not self._slots.acquire(blocking=False):
             raise TooBusy(f"{self.max_streams} streams are open in this process (CLOUDX_STREAM_MAX); try again later", retry_after=5)
         with self._cond:
@@ -85,78 +92,98 @@ class StreamHub:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="streams", daemon=True)
                 self._thread.start()
+            return self._sequence
 
     def close(self, job_id: str | None) -> None:
-        with self._cond:
-            if job_id is None:
-                self._watchers -= 1
-            else:
-                self._followers[job_id] -= 1
-                if self._followers[job_id] <= 0:
-                    del self._followers[job_id]
-                    self._counters.pop(job_id, None)
-        self._slots.release()
+        try:
+            with self._cond:
+                if job_id is None:
+                    self._watchers -= 1
+                else:
+                    self._followers[job_id] -= 1
+                    if self._followers[job_id] <= 0:
+                        del self._followers[job_id]
+        finally:
+            self._slots.release()
 
-    def changes_after(self, seen: int) -> list[tuple[int, dict[str, Any]]]:
-        """The job changes after sequence number `seen` (copied under the lock: the hub appends meanwhile)."""
+    def shutdown(self) -> None:
+        """The server stops: every stream ends at once (clients resume with Last-Event-ID from another process)."""
         with self._cond:
-            return [change for change in self.changes if change[0] > seen]
+            self.closing = True
+            self._cond.notify_all()
 
-    def last_change(self) -> int:
+    def changes_after(self, seen: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+        """The job changes after sequence number `seen`, and whether some were already dropped from the buffer."""
         with self._cond:
-            return self.changes[-1][0] if self.changes else 0
+            oldest = self.changes[0][0] if self.changes else self._sequence + 1
+            return [change for change in self.changes if change[0] > seen], seen + 1 < oldest
 
-    def wait(self, generation: int, timeout: float) -> int:
-        """The generation after `generation`, or the same one when `timeout` passed first."""
+    def open_sequence(self) -> int:
         with self._cond:
-            self._cond.wait_for(lambda: self.generation != generation, timeout)
-            return self.generation
+            return self._sequence
+
+    def generation(self, key: str | None) -> int:
+        with self._cond:
+            return self._generations[key]
+
+    def wait(self, key: str | None, generation: int, timeout: float) -> int | None:
+        """The key's generation after `generation`, the same one when `timeout` passed first; None when closing."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.closing or self._generations[key] != generation, timeout)
+            return None if self.closing else self._generations[key]
 
     # --- the look at the database ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                if not self._followers and not self._watchers:
-                    self._thread = None  # started again by the next stream
+                if (not self._followers and not self._watchers) or self.closing:
+                    self._thread = None  # started again by the next stream, with nothing of this run's state
+                    self._counters, self._followed_states, self._states, self._since = {}, {}, {}, None
                     return
             try:
-                if self.tick():
+                woken = self.tick()
+                if woken:
                     with self._cond:
-                        self.generation += 1
+                        for key in woken:
+                            self._generations[key] += 1
                         self._cond.notify_all()
             except Exception:  # a locked database: looked at again at the next tick
                 time.sleep(self.poll_seconds)
             time.sleep(self.poll_seconds)
 
-    def tick(self) -> bool:
-        """Whether anything a stream follows changed since the last tick."""
+    def tick(self) -> set[str | None]:
+        """The keys with news since the last tick: followed jobs with new events or a new state, and None (WATCHERS)
+        when any job changed."""
         with self._cond:
             followed, watched = list(self._followers), self._watchers > 0
-        changed = False
+        woken: set[str | None] = set()
         with self.db.session() as session:
             if followed:
-                newest = session.execute(
-                    select(JobEvent.job_id, func.max(JobEvent.counter)).where(JobEvent.job_id.in_(followed)).group_by(JobEvent.job_id)
+                newest = dict(
+                    session.execute(
+                        select(JobEvent.job_id, func.max(JobEvent.counter)).where(JobEvent.job_id.in_(followed)).group_by(JobEvent.job_id)
+                    ).all()
                 )
-                for job_id, counter in newest:
-                    if self._counters.get(job_id) != counter:
-                        self._counters[job_id] = counter
-                        changed = True
-            changed |= self._job_changes(session, followed if not watched else None)
-        return changed
+                # A followed job's state is read by its id: its end is seen whatever its updated_at says.
+                states = {
+                    row.id: (row.status, row.progress, row.status_reason)
+                    for row in session.execute(select(*JOB_VIEW).where(Job.id.in_(followed)))
+                }
+                for job_id in followed:
+                    seen = (newest.get(job_id), states.get(job_id))
+                    if self._followed_states.get(job_id) != seen:
+                        self._followed_states[job_id] = seen
+                        woken.add(job_id)
+            if watched and self._job_changes(session):
+                woken.add(None)
+        return woken
 
-    def _job_changes(self, session: Session, only: list[str] | None) -> bool:
+    def _job_changes(self, session: Session) -> bool:
         now = utcnow()
-        since = self._since or now - LOOK_BACK
-        query = select(*JOB_VIEW).where(Job.updated_at > since - LOOK_BACK)
-        if only is not None:
-            if not only:
-                self._since = now
-                return False
-            query = query.where(Job.id.in_(only))
+        since = (self._since or now) - self.look_back
         changed = False
-        for row in session.execute(query.order_by(Job.updated_at)):
+        for row in session.execute(select(*JOB_VIEW).where(Job.updated_at > since).order_by(Job.updated_at)):
             state = (row.status, row.progress, row.status_reason)
             if self._states.get(row.id) != state:
                 self._states[row.id] = state
@@ -216,14 +243,18 @@ class Stream:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.body.close()  # type: ignore[attr-defined]
-            self.hub.close(self.key)
+            try:
+                self.body.close()  # type: ignore[attr-defined]
+            finally:
+                self.hub.close(self.key)
 
 
 def _follow_job(hub: StreamHub, job_id: str, after: int, heartbeat: float, gone: Callable[[], bool]) -> Iterator[bytes]:
     yield b"retry: 2000\n\n"
-    last, progress, generation = after, None, hub.generation
-    while True:
+    last, progress = after, None
+    generation: int | None = hub.generation(job_id)
+    ends = time.monotonic() + MAX_STREAM_SECONDS
+    while generation is not None and time.monotonic() < ends:
         with hub.db.session() as session:
             rows = session.execute(
                 select(*_events_query()).where(JobEvent.job_id == job_id, JobEvent.counter > last).order_by(JobEvent.counter).limit(PAGE)
@@ -243,43 +274,46 @@ def _follow_job(hub: StreamHub, job_id: str, after: int, heartbeat: float, gone:
         if job.status not in ACTIVE_STATUSES and (job.final_counter is None or last >= job.final_counter):
             yield sse(jsontext.dumps({**job_view(job), "final_counter": job.final_counter}), "end")
             return
-        generation = yield from _quiet(hub, generation, heartbeat, gone)
-        if generation is None:
-            return
+        generation = yield from _quiet(hub, job_id, generation, heartbeat, gone)
 
 
-def _quiet(hub: StreamHub, generation: int, heartbeat: float, gone: Callable[[], bool]) -> Iterator[bytes]:
-    """Wait for news (the new generation; None when the client went away); a comment line every `heartbeat` seconds
-    meanwhile (proxies close silent connections)."""
+def _quiet(hub: StreamHub, key: str | None, generation: int, heartbeat: float, gone: Callable[[], bool]) -> Iterator[bytes]:
+    """Wait for news of `key`: its new generation, or the same one after a heartbeat (a comment line is sent, and the
+    stream looks at the database itself); None when the client went away or the server stops."""
     deadline = time.monotonic() + heartbeat
     while not gone():
-        news = hub.wait(generation, min(1.0, max(0.0, deadline - time.monotonic())))
+        news = hub.wait(key, generation, min(1.0, max(0.0, deadline - time.monotonic())))
         if news != generation:
             return news
         if time.monotonic() >= deadline:
             yield b": keep-alive\n\n"
-            deadline = time.monotonic() + heartbeat
+            return generation
     return None
 
 
 def all_jobs_stream(hub: StreamHub, heartbeat: float, gone: Callable[[], bool]) -> Stream:
     """`job` events: every queued and running job first, then each job created or changing status or progress."""
-    hub.open(None)
-    return Stream(hub, None, _follow_all(hub, heartbeat, gone))
+    seen = hub.open(None)
+    return Stream(hub, None, _follow_all(hub, seen, heartbeat, gone))
 
 
-def _follow_all(hub: StreamHub, heartbeat: float, gone: Callable[[], bool]) -> Iterator[bytes]:
+def _follow_all(hub: StreamHub, seen: int, heartbeat: float, gone: Callable[[], bool]) -> Iterator[bytes]:
     yield b"retry: 2000\n\n"
-    generation: int | None = hub.generation
-    seen = hub.last_change()
-    with hub.db.session() as session:
-        active = session.execute(select(*JOB_VIEW).where(Job.status.in_(ACTIVE_STATUSES)).order_by(Job.created_at)).all()
-    for row in active:
-        yield sse(jsontext.dumps(job_view(row)), "job")
-    while True:
-        generation = yield from _quiet(hub, generation, heartbeat, gone)
-        if generation is None:
-            return
-        for sequence, view in hub.changes_after(seen):
+    generation: int | None = hub.generation(None)
+    ends = time.monotonic() + MAX_STREAM_SECONDS
+    snapshot = True
+    while generation is not None and time.monotonic() < ends:
+        if snapshot:  # at the start, and after falling behind the hub's buffer: every active job as it is now
+            with hub.db.session() as session:
+                active = session.execute(select(*JOB_VIEW).where(Job.status.in_(ACTIVE_STATUSES)).order_by(Job.created_at)).all()
+            for row in active:
+                yield sse(jsontext.dumps(job_view(row)), "job")
+            snapshot = False
+        generation = yield from _quiet(hub, None, generation, heartbeat, gone)
+        changes, dropped = hub.changes_after(seen)
+        if dropped:
+            seen, snapshot = hub.open_sequence(), True
+            continue
+        for sequence, view in changes:
             yield sse(jsontext.dumps(view), "job")
             seen = sequence

@@ -8,17 +8,19 @@ TLS SNI and the name the certificate must match. Redirects are not followed; con
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import logging
 import os
 import socket
+import threading
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, Timeout
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError, SSLError
 
 from controller.config import Config
@@ -82,59 +84,77 @@ def headers_for(claimed: Claimed, target: Target, secret: str | None, body: byte
     return headers
 
 
-def _pool(target: Target, address: Address, config: Config) -> HTTPConnectionPool:
-    timeout = Timeout(connect=config.WEBHOOK_CONNECT_TIMEOUT, read=config.WEBHOOK_READ_TIMEOUT)
-    common: dict[str, Any] = {"timeout": timeout, "retries": False, "maxsize": 1}
+# Addresses of one name tried at most, one connect timeout each: with the read timeout, they bound an attempt.
+MAX_ADDRESSES = 3
+
+
+def attempt_seconds(config: Config) -> float:
+    """The longest one attempt may take, all of it (a receiver that answers a byte at a time is cut off at this)."""
+    return MAX_ADDRESSES * config.WEBHOOK_CONNECT_TIMEOUT + config.WEBHOOK_READ_TIMEOUT
+
+
+def _connection(target: Target, address: Address, config: Config) -> HTTPConnection:
+    timeout = config.WEBHOOK_CONNECT_TIMEOUT  # the socket's until the request is sent; then the read timeout (_answer)
     if target.scheme == "https":
         # Connected to the checked address; the certificate must still be the URL's name's.
-        return HTTPSConnectionPool(
-            str(address), target.port, server_hostname=target.host, assert_hostname=target.host, cert_reqs="CERT_REQUIRED", **common
+        return HTTPSConnection(
+            str(address), target.port, timeout=timeout, server_hostname=target.host, assert_hostname=target.host, cert_reqs="CERT_REQUIRED"
         )
-    return HTTPConnectionPool(str(address), target.port, **common)
+    return HTTPConnection(str(address), target.port, timeout=timeout)
+
+
+def _cut(connection: HTTPConnection) -> None:
+    """The watchdog: an attempt past its time has its socket shut, which ends whatever read or write waits on it."""
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def post(target: Target, addresses: list[Address], body: bytes, headers: dict[str, str], config: Config) -> Attempt:
-    """POST the body to the first address that accepts a connection (all of them checked)."""
+    """POST the body to the first address that accepts a connection (all of them checked), within attempt_seconds."""
     started = time.perf_counter()
+    deadline = started + attempt_seconds(config)
     error = "no address"
-    for address in addresses:
-        pool = _pool(target, address, config)
+    for address in addresses[:MAX_ADDRESSES]:
+        connection = _connection(target, address, config)
+        watchdog = threading.Timer(max(0.0, deadline - time.perf_counter()), _cut, args=(connection,))
+        watchdog.start()
         try:
-            response = pool.urlopen(
-                "POST",
-                target.path,
-                body=body,
-                headers=headers,
-                redirect=False,
-                retries=False,
-                assert_same_host=False,
-                preload_content=False,
-            )
-        except (NewConnectionError, ConnectTimeoutError) as exc:
-            error = f"could not connect to {address} port {target.port}: {_reason(exc)}"
-            pool.close()
-            continue
-        except ReadTimeoutError:
-            return _failed(started, f"no answer within {config.WEBHOOK_READ_TIMEOUT:g} s")
+            try:
+                connection.request("POST", target.path, body=body, headers=headers)
+            except (NewConnectionError, ConnectTimeoutError) as exc:
+                error = f"could not connect to {address} port {target.port}: {_reason(exc)}"
+                continue
+            return _answer(connection, started, deadline, config)
         except SSLError as exc:
             return _failed(started, f"TLS: {_reason(exc)}")
-        except HTTPError as exc:
-            return _failed(started, _reason(exc))
-        try:
-            latency = round((time.perf_counter() - started) * 1000)
-            status = response.status
-            location = response.headers.get("Location")
-            response.read(ANSWER_BYTES)
-        except HTTPError as exc:
+        except (HTTPError, OSError, http.client.HTTPException) as exc:  # the last: an answer cut off or not HTTP
+            if time.perf_counter() >= deadline:
+                return _failed(started, f"no complete answer within {attempt_seconds(config):g} s")
             return _failed(started, _reason(exc))
         finally:
-            response.close()
-            pool.close()
-        if 200 <= status < 300:
-            return Attempt(True, status_code=status, latency_ms=latency)
-        why = f"HTTP {status}" + (f": a redirect (to {location[:200]!r}) is not followed" if 300 <= status < 400 else "")
-        return Attempt(False, status_code=status, latency_ms=latency, error=why)
+            watchdog.cancel()
+            connection.close()
     return _failed(started, error)
+
+
+def _answer(connection: HTTPConnection, started: float, deadline: float, config: Config) -> Attempt:
+    if connection.sock is not None:
+        connection.sock.settimeout(config.WEBHOOK_READ_TIMEOUT)
+    try:
+        response = connection.getresponse()
+    except (TimeoutError, ReadTimeoutError):
+        return _failed(started, f"no answer within {config.WEBHOOK_READ_TIMEOUT:g} s")
+    latency = round((time.perf_counter() - started) * 1000)
+    status = response.status
+    location = response.headers.get("Location")
+    response.read(ANSWER_BYTES)
+    response.close()
+    if 200 <= status < 300:
+        return Attempt(True, status_code=status, latency_ms=latency)
+    why = f"HTTP {status}" + (f": a redirect (to {location[:200]!r}) is not followed" if 300 <= status < 400 else "")
+    return Attempt(False, status_code=status, latency_ms=latency, error=why)
 
 
 def _failed(started: float, error: str) -> Attempt:
@@ -159,7 +179,7 @@ class WebhookSender(Periodic):
     @property
     def lease(self) -> float:
         """Longer than one attempt can take (a few addresses tried, then the answer), so a live sender keeps its row."""
-        return 3 * self.config.WEBHOOK_CONNECT_TIMEOUT + self.config.WEBHOOK_READ_TIMEOUT + 30
+        return attempt_seconds(self.config) + 30
 
     def interval(self) -> float:
         return self.config.WEBHOOK_POLL_SECONDS

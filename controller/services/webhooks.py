@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from controller.config import Config
@@ -63,7 +64,7 @@ NO_KEY = (
 )
 FAILED = ("failed", "timeout", "error")
 # A job whose end is recorded this long after its finished_at (a worker's clock behind, a commit retried) is still found.
-LOOKBACK = timedelta(minutes=10)
+LOOKBACK = timedelta(minutes=30)  # longer than a worker retries its final write (10 x CLOUDX_DB_RETRY_SECONDS)
 JOBS_PER_TICK = 200
 # Bounds of one body: hosts listed with their error, recap rows, changed hosts of a diff.
 MAX_HOSTS = 100
@@ -156,8 +157,9 @@ def address_refusal(address: Address) -> str | None:
         ("is_unspecified", "unspecified"),
         ("is_reserved", "reserved"),
         ("is_private", "private"),
+        ("is_site_local", "site-local (fec0::/10, deprecated but still routed by some networks)"),
     ):
-        if getattr(address, test):
+        if getattr(address, test, False):  # is_site_local: IPv6 only
             return why
     return None if address.is_global else "non-public (shared or special-purpose)"
 
@@ -347,12 +349,27 @@ def previous_run(session: Session, job: Job) -> tuple[Job, str] | None:
     same = (
         select(Job)
         .where(Job.kind == job.kind, Job.playbook == job.playbook, Job.id != job.id, Job.status.in_(("successful", *FAILED)))
-        .where(Job.limit.is_(None) if job.limit is None else Job.limit == job.limit)
+        .where(Job.limit.is_(None) if job.limit is None else Job.limit == job.limit, Job.inventory == job.inventory)
         .where(Job.created_at < job.created_at)
         .order_by(Job.created_at.desc())
         .limit(SAME_REQUEST_SCAN)
     )
-    return next(((j, "request") for j in session.scalars(same) if j.extra_vars == job.extra_vars), None)
+    return next(((j, "request") for j in session.scalars(same) if _same_request(j, job)), None)
+
+
+def _same_request(one: Job, other: Job) -> bool:
+    """The same request: the same variables, inventory and settings (a host-list deployment's hosts, platform and
+    login are in its settings), and for scans the same target, tool, type and ports."""
+    if (one.extra_vars, one.inventory, one.settings) != (other.extra_vars, other.inventory, other.settings):
+        return False
+    if one.kind == "scan" and one.scan is not None and other.scan is not None:
+        return (one.scan.tool, one.scan.target, one.scan.scan_type, one.scan.ports) == (
+            other.scan.tool,
+            other.scan.target,
+            other.scan.scan_type,
+            other.scan.ports,
+        )
+    return True
 
 
 def _message(data: dict[str, Any]) -> str | None:
@@ -536,16 +553,21 @@ def _queue_job(session: Session, job_id: str, finished_at: datetime) -> int:
     wanted = {e for w in webhooks for e in w.events}
     try:
         events = job_events(session, job, wanted)
+    except SQLAlchemyError:
+        raise  # the transaction rolls back: the job is looked at again at the next tick, not passed over
     except Exception:  # one job's body must not stop the others' events: this one is logged and passed over
         log.exception("webhooks: the events of job %s could not be made", job_id)
         return 0
     added = 0
     for name, payload in events.items():
-        body = jsontext.dumps(payload).decode()
         for webhook in webhooks:
             if name in webhook.events:
+                # The delivery's id is in the signed body: a receiver that keeps the ids it has seen (X-Cloudx-Delivery
+                # is the same) cannot be fooled by a replay sent with a new header.
+                row_id = _new_id()
+                body = jsontext.dumps({"delivery": row_id, **payload}).decode()
                 statement = _insert(session, WebhookOutbox).values(
-                    id=_new_id(),
+                    id=row_id,
                     webhook_id=webhook.id,
                     event=name,
                     job_id=job_id,

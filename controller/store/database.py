@@ -39,6 +39,10 @@ def make_engine(url: str, busy_timeout: float = 30) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
+            # A new (empty) database gives deleted rows' space back (cloudx prune). Only there: on one that has tables
+            # only VACUUM changes it, and setting it takes the write lock a running import or job may hold.
+            if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+                cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
