@@ -269,7 +269,8 @@ def run(quick: bool, log: Callable[[str], None]) -> Section:
         verdict=verdict,
         notes=[
             "The streams' hub looks at the database every CLOUDX_STREAM_POLL_SECONDS (0.1 s) for all open streams at once, so "
-            "an event waits up to that long; the clients share this machine's two cores with the server.",
+            "an event waits up to that long; it reads and encodes each job's new events once for all its streams. The clients "
+            "share this machine's two cores with the server.",
         ],
         appendix=[appendix],
     )

@@ -28,6 +28,7 @@ from controller.store.jsontext import iso
 from controller.store.models import ACTIVE_STATUSES, Job, JobEvent, utcnow
 
 PAGE = 500  # events read per query while a stream catches up
+RECENT_BYTES = 4 * 1024 * 1024  # a followed job's newest events the hub holds for its streams
 CHANGES_KEPT = 10_000  # job changes the hub keeps for /api/stream followers that fall behind
 # A stream ends after this long (the client resumes it with Last-Event-ID): none holds a slot for ever.
 MAX_STREAM_SECONDS = 3600.0
@@ -53,6 +54,27 @@ def job_view(row: Any) -> dict[str, Any]:
     }
 
 
+class Recent:
+    """A followed job's newest events as SSE bytes: every event with a counter above `floor` (up to `last`) is held,
+    within RECENT_BYTES; `job` is its row (status, progress, final_counter) as the same tick read it."""
+
+    def __init__(self, last: int) -> None:
+        self.floor = self.last = last
+        self.items: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.size = 0
+        self.job: Any = None
+
+    def add(self, events: list[tuple[int, bytes]]) -> None:
+        for counter, data in events:
+            self.items.append((counter, data))
+            self.size += len(data)
+            self.last = counter
+        while self.size > RECENT_BYTES and self.items:
+            counter, data = self.items.popleft()
+            self.size -= len(data)
+            self.floor = counter
+
+
 class StreamHub:
     """Each stream waits on its own key (a job id, or WATCHERS for /api/stream): a tick wakes only those with news."""
 
@@ -70,6 +92,7 @@ class StreamHub:
         self._watchers = 0  # /api/stream followers
         self._counters: dict[str, int | None] = {}
         self._followed_states: dict[str, tuple[Any, ...]] = {}
+        self._recent: dict[str, Recent] = {}  # each followed job's newest events, read and encoded once for all its streams
         self._states: dict[str, tuple[Any, ...]] = {}
         self.changes: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=CHANGES_KEPT)
         self._sequence = 0
@@ -103,6 +126,7 @@ class StreamHub:
                     self._followers[job_id] -= 1
                     if self._followers[job_id] <= 0:
                         del self._followers[job_id]
+                        self._recent.pop(job_id, None)
         finally:
             self._slots.release()
 
@@ -140,6 +164,7 @@ class StreamHub:
                 if (not self._followers and not self._watchers) or self.closing:
                     self._thread = None  # started again by the next stream, with nothing of this run's state
                     self._counters, self._followed_states, self._states, self._since = {}, {}, {}, None
+                    self._recent = {}
                     return
             try:
                 woken = self.tick()
@@ -165,19 +190,48 @@ class StreamHub:
                         select(JobEvent.job_id, func.max(JobEvent.counter)).where(JobEvent.job_id.in_(followed)).group_by(JobEvent.job_id)
                     ).all()
                 )
-                # A followed job's state is read by its id: its end is seen whatever its updated_at says.
-                states = {
-                    row.id: (row.status, row.progress, row.status_reason)
-                    for row in session.execute(select(*JOB_VIEW).where(Job.id.in_(followed)))
-                }
                 for job_id in followed:
-                    seen = (newest.get(job_id), states.get(job_id))
+                    self._read_recent(session, job_id, newest.get(job_id))
+                # A followed job's state is read by its id: its end is seen whatever its updated_at says.
+                rows = {row.id: row for row in session.execute(select(*JOB_VIEW, Job.final_counter).where(Job.id.in_(followed)))}
+                for job_id in followed:
+                    row = rows.get(job_id)
+                    recent = self._recent.get(job_id)
+                    if recent is not None:
+                        recent.job = row
+                    seen = (newest.get(job_id), (row.status, row.progress, row.status_reason) if row else None)
                     if self._followed_states.get(job_id) != seen:
                         self._followed_states[job_id] = seen
                         woken.add(job_id)
             if watched and self._job_changes(session):
                 woken.add(None)
         return woken
+
+    def _read_recent(self, session: Session, job_id: str, newest: int | None) -> None:
+        """Read a followed job's events stored since the last tick, once, encoded as their streams send them."""
+        recent = self._recent.get(job_id)
+        if recent is None:  # from now on: what came before, each stream reads itself (its own `after`)
+            with self._cond:
+                if job_id in self._followers:
+                    self._recent[job_id] = Recent(newest or 0)
+            return
+        if newest is None or newest <= recent.last:
+            return
+        rows = session.execute(
+            select(*_events_query()).where(JobEvent.job_id == job_id, JobEvent.counter > recent.last).order_by(JobEvent.counter).limit(PAGE)
+        ).all()
+        encoded = [(row.counter, sse(_event_json(row), "ansible", row.counter)) for row in rows]
+        with self._cond:  # streams copy the items under the lock
+            recent.add(encoded)
+
+    def recent(self, job_id: str, after: int) -> tuple[list[tuple[int, bytes]], Any] | None:
+        """The events after `after` and the job's row, as the last tick read them; None when they are not all held
+        (the stream reads the database itself)."""
+        with self._cond:
+            recent = self._recent.get(job_id)
+            if recent is None or recent.job is None or after < recent.floor:
+                return None
+            return [item for item in recent.items if item[0] > after], recent.job
 
     def _job_changes(self, session: Session) -> bool:
         now = utcnow()
@@ -255,26 +309,33 @@ def _follow_job(hub: StreamHub, job_id: str, after: int, heartbeat: float, gone:
     generation: int | None = hub.generation(job_id)
     ends = time.monotonic() + MAX_STREAM_SECONDS
     while generation is not None and time.monotonic() < ends:
-        with hub.db.session() as session:
-            rows = session.execute(
-                select(*_events_query()).where(JobEvent.job_id == job_id, JobEvent.counter > last).order_by(JobEvent.counter).limit(PAGE)
-            ).all()
-            job = session.execute(select(*JOB_VIEW, Job.final_counter).where(Job.id == job_id)).first()
-        for row in rows:
-            yield sse(_event_json(row), "ansible", row.counter)
-            last = row.counter
+        found = hub.recent(job_id, last)
+        from_db = found is None  # replaying, or fallen behind what the hub holds
+        events, job = _read_events(hub, job_id, last) if found is None else found
+        for counter, data in events:
+            yield data
+            last = counter
         if job is None:  # deleted while followed
             yield sse(jsontext.dumps({"job_id": job_id, "status": "deleted"}), "end")
             return
         if job.progress != progress:
             progress = job.progress
             yield sse(jsontext.dumps({"job_id": job_id, "status": job.status, "progress": progress}), "progress")
-        if len(rows) == PAGE:
+        if from_db and len(events) == PAGE:
             continue
         if job.status not in ACTIVE_STATUSES and (job.final_counter is None or last >= job.final_counter):
             yield sse(jsontext.dumps({**job_view(job), "final_counter": job.final_counter}), "end")
             return
         generation = yield from _quiet(hub, job_id, generation, heartbeat, gone)
+
+
+def _read_events(hub: StreamHub, job_id: str, after: int) -> tuple[list[tuple[int, bytes]], Any]:
+    with hub.db.session() as session:
+        rows = session.execute(
+            select(*_events_query()).where(JobEvent.job_id == job_id, JobEvent.counter > after).order_by(JobEvent.counter).limit(PAGE)
+        ).all()
+        job = session.execute(select(*JOB_VIEW, Job.final_counter).where(Job.id == job_id)).first()
+    return [(row.counter, sse(_event_json(row), "ansible", row.counter)) for row in rows], job
 
 
 def _quiet(hub: StreamHub, key: str | None, generation: int, heartbeat: float, gone: Callable[[], bool]) -> Iterator[bytes]:
