@@ -8,7 +8,7 @@ import hashlib
 import os
 import secrets
 import socket
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from controller.errors import Forbidden, NotFound, TooBusy, ValidationError
 from controller.principal import Principal, Quota
 from controller.store import jsontext
 from controller.store.jsontext import iso
-from controller.store.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, utcnow
+from controller.store.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobEvent, aware, utcnow
 from controller.store.redact import redact
 
 
@@ -188,7 +188,7 @@ def reconcile(session: Session, lost_after: int) -> list[str]:
     for job in session.scalars(select(Job).where(Job.status == "running")):
         worker_host, _, pid = (job.worker or "").rpartition(":")
         local_dead = worker_host == host and pid.isdigit() and not _pid_alive(int(pid))
-        heartbeat = _aware(job.heartbeat_at or job.started_at or job.created_at)
+        heartbeat = aware(job.heartbeat_at or job.started_at or job.created_at)
         if local_dead or heartbeat < stale:
             why = "its worker process is gone" if local_dead else f"its worker has not reported for {lost_after} s"
             if fail_job(session, job.id, "error", f"worker lost: the worker or its machine stopped while the job was running ({why})"):
@@ -213,10 +213,6 @@ def undispatched(session: Session, older_than: float) -> list[tuple[str, str, st
             )
         )
     ]
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from controller.errors import Conflict, ValidationError
 from controller.schemas.deployments import PLAYBOOKS
 from controller.services.assets import network_keys
-from controller.store.models import FINAL_STATUSES, Asset, Job, JobHostSummary
+from controller.store.models import FINAL_STATUSES, Asset, Job, JobHostSummary, aware
 
 STATE_OF_PLAYBOOK = {playbook: state for state, playbook in PLAYBOOKS.items()}
 
@@ -39,10 +39,6 @@ class AgentRecord:
     @property
     def has_agent(self) -> bool:
         return self.installed is not None and (self.removed is None or self.installed > self.removed)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _address(host: str, addresses: dict[str, str]) -> str | None:
@@ -72,7 +68,7 @@ def agent_records(session: Session) -> dict[str, AgentRecord]:
         if state is None or address is None:
             continue
         record = records.setdefault(address, AgentRecord(address))
-        at = _aware(job.finished_at or job.created_at)
+        at = aware(job.finished_at or job.created_at)
         ok = summary.failed == 0 and summary.unreachable == 0
         if ok and state == "present":
             record.installed = at
@@ -107,7 +103,7 @@ def coverage(session: Session, network: str | None, unseen_days: int, limit: int
     assets = 0
     for address, last_seen, hostnames in session.execute(query.order_by(Asset.sort_key)):
         assets += 1
-        seen[address] = _aware(last_seen)  # type: ignore[assignment]
+        seen[address] = aware(last_seen) if last_seen is not None else None  # type: ignore[assignment]
         record = records.get(address)
         if record is None or not record.has_agent:
             uncovered.append({"address": address, "hostnames": hostnames, "last_seen": last_seen, "removed": record and record.removed})

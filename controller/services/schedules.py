@@ -29,7 +29,7 @@ from controller.services.deployments import create_deployment
 from controller.services.policy import check_targets, principal_for
 from controller.services.scans import create_scan
 from controller.store.database import Database
-from controller.store.models import Credential, Job, Schedule, ScheduleRun, utcnow
+from controller.store.models import Credential, Job, Schedule, ScheduleRun, aware, utcnow
 
 log = logging.getLogger("cloudx.schedules")
 
@@ -46,12 +46,6 @@ class Started(NamedTuple):
     schedule: str
     job_id: str
     secrets: dict[str, Any] | None
-
-
-def aware(value: datetime) -> datetime:
-    """A stored time in UTC: SQLite gives it back without its zone, PostgreSQL in the session's (adding seconds to a
-    time in a zone with daylight saving would add wall-clock time)."""
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def next_due(cron: str | None, every: int | None, zone: str, after: datetime) -> datetime:

@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,6 +52,7 @@ from controller.store.models import (
     WebhookDelivery,
     WebhookOutbox,
     WebhookSeenJob,
+    aware,
     utcnow,
 )
 from controller.store.sealing import decode_key, seal, unseal
@@ -497,11 +498,6 @@ def _cursor(session: Session, now: datetime) -> datetime:
     """How far the senders have looked; made at now on the first look (the jobs that ended before webhooks were are not sent)."""
     session.execute(_insert(session, WebhookCursor).values(id=1, finished_at=now).on_conflict_do_nothing(index_elements=["id"]))
     return aware(session.scalar(select(WebhookCursor.finished_at).where(WebhookCursor.id == 1)))  # type: ignore[arg-type]
-
-
-def aware(value: datetime) -> datetime:
-    """A stored time as UTC (SQLite gives it back without its zone)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _advance(session: Session, to: datetime) -> None:
