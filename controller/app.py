@@ -35,6 +35,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     from controller.api import init_app as init_api
 
     init_api(app)
+    from controller.web import init_app as init_web
+
+    init_web(app)
     # FLASK_DEBUG (development): the controller's debug lines too.
     logging.getLogger("cloudx").setLevel(logging.DEBUG if config.FLASK_DEBUG else logging.INFO)
     return app

@@ -96,6 +96,13 @@ class Config(BaseSettings):
     )
     STREAM_POLL_SECONDS: float = setting(0.1, "how often the live streams look for new events and job changes", gt=0)
     STREAM_HEARTBEAT: float = setting(15.0, "seconds of silence after which a live stream sends a comment line", gt=0)
+    WEB_SESSION_HOURS: float = setting(12.0, "hours a dashboard sign-in lasts (never past its token's expiry)", gt=0, le=24 * 30)
+    WEB_SECURE_COOKIES: Literal["auto", "always"] = setting(
+        "auto",
+        "auto: the session cookie is Secure when the request came over HTTPS (from a TLS proxy named in CLOUDX_TRUSTED_PROXY, "
+        "with X-Forwarded-Proto); always: in every case",
+    )
+    TRUSTED_PROXY: str = setting("", "the address of a TLS-terminating proxy whose X-Forwarded-Proto/-For headers waitress trusts")
     SCHEDULER_ENABLED: bool = setting(True, "0: this process starts no scheduled run (another `cloudx serve` does; runs are claimed once)")
     SCHEDULE_MIN_INTERVAL: int = setting(60, "the shortest time in seconds a schedule may leave between two runs", ge=1)
     SCHEDULE_POLL_SECONDS: float = setting(5.0, "how often the scheduler looks for due runs", gt=0)

@@ -32,9 +32,11 @@ def document(app: Flask) -> dict[str, Any]:
 
 
 def app_routes(app: Flask) -> dict[tuple[str, str], str]:
-    """(OpenAPI path, method) -> endpoint, for every route the app registers."""
+    """(OpenAPI path, method) -> endpoint, for every route the app registers (but the dashboard's HTML pages)."""
     routes = {}
     for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("web."):
+            continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             routes[(path, method.lower())] = rule.endpoint

@@ -10,9 +10,9 @@ extras=""
 export DEBIAN_FRONTEND=noninteractive
 packages=(python3 python3-venv python3-dev gcc iproute2 nmap masscan zmap openssh-client)
 # The tests also run the Celery executor on their own PostgreSQL cluster and Redis server (never the system ones);
-# the API benchmark's load generator is wrk.
+# the API benchmark's load generator is wrk; the web dashboard's tests drive Debian's headless Chromium through its chromedriver.
 [ -n "$extras" ] && packages+=(nftables openssh-server debootstrap systemd-container procps sshpass gnupg apt-utils shellcheck dpkg-dev
-  postgresql redis-server wrk)
+  postgresql redis-server wrk chromium chromium-driver fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

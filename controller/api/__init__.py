@@ -93,6 +93,11 @@ def begin() -> None:
 def headers(response: Any) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers[name] = value  # also over send_file's own caching headers
+    # The dashboard's pages load their own scripts and styles (controller.web), and may keep them revalidated.
+    if g.get("content_security_policy"):
+        response.headers["Content-Security-Policy"] = g.content_security_policy
+        if request.endpoint == "web.static":
+            response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Request-ID"] = g.get("request_id", "")
     if g.get("client_request_id"):
         response.headers["X-Client-Request-ID"] = g.client_request_id

@@ -13,6 +13,7 @@ from controller.api.context import session
 from controller.errors import ApiError
 from controller.principal import ROLES, Principal
 from controller.services.auth import authenticate, record_use
+from controller.services.web_sessions import COOKIE, session_principal
 
 PUBLIC = "public"
 log = logging.getLogger("cloudx.api")
@@ -40,7 +41,9 @@ class Unauthorized(ApiError):
 
 
 def authorize() -> None:
-    """Before a view: its role, and the caller's token when it is not public."""
+    """Before a view: its role, and the caller's token when it is not public (the dashboard has its own gate)."""
+    if (request.blueprint or "").partition(".")[0] == "web":
+        return
     view = current_app.view_functions.get(request.endpoint or "")
     role = role_of(view) if view is not None else "viewer"
     if role == PUBLIC:
@@ -51,16 +54,25 @@ def authorize() -> None:
 
 
 def authenticated() -> Principal:
+    """The bearer token's principal; for reads without one, a dashboard session's (its pages follow streams and
+    download exports with the session cookie). Changes always need the bearer token: no CSRF on the API."""
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if not header:
-        raise Unauthorized("authentication required: send Authorization: Bearer <token> (cloudx token create)")
-    if scheme.lower() != "bearer" or not presented.strip():
+        cookie = request.cookies.get(COOKIE)
+        if not cookie or request.method not in ("GET", "HEAD"):
+            raise Unauthorized("authentication required: send Authorization: Bearer <token> (cloudx token create)")
+        with session() as s:
+            principal = session_principal(s, cookie)
+        if principal is None:
+            raise Unauthorized("the dashboard session has ended: sign in again")
+    elif scheme.lower() != "bearer" or not presented.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    with session() as s:
-        principal = authenticate(s, presented.strip())
-    if principal is None:
-        raise Unauthorized("the token is not valid or was revoked")
+    else:
+        with session() as s:
+            principal = authenticate(s, presented.strip())
+        if principal is None:
+            raise Unauthorized("the token is not valid or was revoked")
     if principal.stale_use:
         # Best effort: a locked database must not turn a read into an error.
         try:

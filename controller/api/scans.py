@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
-import time
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, jsonify, send_file
-from sqlalchemy import delete
 
 from controller.api.auth import requires
 from controller.api.body import body, doc, query, reply
-from controller.api.context import config, executor, principal, session
-from controller.errors import Conflict
-from controller.queue.jobs import cancel_job, check_owner
+from controller.api.context import config, db, executor, principal, session
 from controller.schemas.diff import DiffQuery, ScanDiff
 from controller.schemas.scans import Deleted, ScanDetail, ScanListQuery, ScanPage, ScanRequest, StopRequested, Submitted
 from controller.services.diff import scan_diff
 from controller.services.scans import create_scan, get_scan, raw_output, scan_view, scans_page
-from controller.store.models import Job
+from controller.services.scans import delete_scan as delete
+from controller.services.scans import stop_scan as stop
 
 bp = Blueprint("scans", __name__)
 
@@ -50,11 +45,11 @@ def submit_scan(body: ScanRequest) -> Any:
 @bp.get("/scans")
 @requires("viewer")
 @query(ScanListQuery)
-@doc("list_scans", "scans", "Scans, newest first", {200: ScanPage}, errors={400: "limit or before is not valid."})
+@doc("list_scans", "scans", "Scans, newest first", {200: ScanPage}, errors={400: "limit, before, tool, status or target is not valid."})
 def list_scans(query: ScanListQuery) -> Any:
     with session() as s:
         # The hot path: views built by hand (services.scans.listed), encoded without a model.
-        scans, next_before = scans_page(s, query.limit, query.before)
+        scans, next_before = scans_page(s, query.limit, query.before, tool=query.tool, status=query.status, target=query.target)
         return jsonify({"scans": scans, "next_before": next_before})
 
 
@@ -71,11 +66,7 @@ def show_scan(job_id: str) -> Any:
 @doc("stop_scan", "scans", "Stop a scan", {202: StopRequested}, errors={**NO_SCAN, 409: "The scan has already ended."})
 def stop_scan(job_id: str) -> Any:
     with session() as s:
-        check_owner(get_scan(s, job_id).job, principal())
-        job = cancel_job(s, job_id)
-        if not job.active and not job.cancel_requested:
-            raise Conflict(f"scan {job_id} already ended as {job.status}")
-        status = job.status
+        status = stop(s, principal(), job_id).status
     executor().cancel(job_id)
     return reply(StopRequested, {"job_id": job_id, "status": status, "cancel_requested": True}, 202)
 
@@ -136,21 +127,5 @@ def download_raw(job_id: str) -> Any:
     description="Stops the scan if it is active (waiting up to 30 s), then deletes it with its job, events and files.",
 )
 def delete_scan(job_id: str) -> Any:
-    """Stop the scan if it is active, then delete it with its job, events and files."""
-    with session() as s:
-        check_owner(get_scan(s, job_id).job, principal())
-        job = cancel_job(s, job_id)
-        active = job.active
-    if active:
-        executor().cancel(job_id)
-        deadline = time.monotonic() + 30
-        while active and time.monotonic() < deadline:
-            time.sleep(0.25)
-            with session() as s:
-                active = get_scan(s, job_id).job.active
-        if active:
-            raise Conflict(f"scan {job_id} is still stopping; try again shortly")
-    with session() as s:
-        s.execute(delete(Job).where(Job.id == job_id))
-    shutil.rmtree(Path(config().ARTIFACTS_DIR).resolve() / job_id, ignore_errors=True)
+    delete(db(), config(), principal(), job_id, executor().cancel)
     return reply(Deleted, {"job_id": job_id, "deleted": True})

@@ -203,6 +203,12 @@ def waitress_options(config: Config, listener: Any, threads: int, connection_lim
         # Waitress reads ahead on a connection while its request runs, and so sees a live stream's client go away
         # (waitress.client_disconnected): its slot comes back at once, not at its next failed write.
         "channel_request_lookahead": 1,
+        # Behind a TLS proxy: the request's scheme (and so the session cookie's Secure flag) from X-Forwarded-Proto.
+        **(
+            {"trusted_proxy": config.TRUSTED_PROXY, "trusted_proxy_headers": {"x-forwarded-proto", "x-forwarded-for"}}
+            if config.TRUSTED_PROXY
+            else {}
+        ),
     }
 
 

@@ -303,6 +303,13 @@ def _events_query(event: bool, host: bool, data_as_text: bool) -> Select[Any]:
     return query.order_by(JobEvent.counter).limit(bindparam("limit", type_=Integer))
 
 
+def last_events(session: Session, job_id: str, count: int) -> list[Any]:
+    """The job's newest `count` events, oldest first (a page shows the end of a long output and follows it live)."""
+    columns = [JobEvent.counter, JobEvent.event, JobEvent.host, JobEvent.task, JobEvent.stdout]
+    query = select(*columns).where(JobEvent.job_id == job_id).order_by(JobEvent.counter.desc()).limit(count)
+    return list(reversed(session.execute(query).all()))
+
+
 def event_page_json(head: dict[str, Any], rows: list[Any], tail: dict[str, Any]) -> bytes:
     """{**head, "events": [...], **tail} as JSON, with each event's data spliced in as stored.
 

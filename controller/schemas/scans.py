@@ -11,7 +11,7 @@ from controller.errors import ValidationError
 from controller.scanlib import ScanInputError, scanner
 from controller.schemas.base import Query, Request, Response
 from controller.schemas.jobs import JobStatus
-from controller.schemas.types import MAX_PAGE, SCAN_TOOLS, PageSize, QueryInt, Target, Timestamp
+from controller.schemas.types import JOB_STATUSES, MAX_PAGE, SCAN_TOOLS, PageSize, QueryInt, Target, Timestamp
 
 Ports = int | str | list[int | str] | None
 PORTS_TEXT = (
@@ -104,10 +104,18 @@ class ScanRequest(Request):
 
 
 class ScanListQuery(Query):
-    messages = {"before": "before must be a scan id"}
+    messages = {
+        "before": "before must be a scan id",
+        "tool": "tool must be one of: nmap, masscan, zmap",
+        "status": f"status must be one of: {', '.join(JOB_STATUSES)}",
+        "target": "target must be at most 255 characters",
+    }
 
     limit: PageSize = Field(default=50, description=f"Page size, 1 to {MAX_PAGE}.")
     before: QueryInt | None = Field(default=None, description="List scans with a smaller id (next_before).")
+    tool: Literal["", "nmap", "masscan", "zmap"] | None = Field(default=None, description="Only scans with this tool (empty: any).")
+    status: Literal["", JobStatus] | None = Field(default=None, description="Only scans whose job has this status (empty: any).")
+    target: str | None = Field(default=None, max_length=255, description="Only scans of exactly this target, as it was given.")
 
 
 class Submitted(Response):

@@ -87,9 +87,15 @@ def authenticate(session: Session, presented: str) -> Principal | None:
 
     The principal of a valid, unrevoked, unexpired token, or None. The hash comparison takes constant time."""
     match = TOKEN_FORMAT.fullmatch(presented)
-    token = session.connection().execute(_TOKEN_BY_ID, {"token_id": match.group(1)}).first() if match else None
+    return token_principal(session, match.group(1) if match else None, _hash(match.group(2) if match else presented))
+
+
+def token_principal(session: Session, token_id: str | None, presented_hash: str) -> Principal | None:
+    """The principal of token `token_id` if `presented_hash` is its hash and it is neither revoked nor expired
+    (a dashboard session keeps the hash it was opened with: a revoked token ends its sessions at once)."""
+    token = session.connection().execute(_TOKEN_BY_ID, {"token_id": token_id}).first() if token_id else None
     expected = token.token_hash if token is not None else _DUMMY_HASH
-    ok = hmac.compare_digest(_hash(match.group(2) if match else presented), expected)
+    ok = hmac.compare_digest(presented_hash, expected)
     now = utcnow()
     if not ok or token is None or token.revoked_at is not None or expired(token.expires_at, now):
         return None

@@ -107,6 +107,14 @@ def _scan_again(session: Session, config: Config, principal: Principal, job: Job
     return create_scan(session, config, principal, ScanRequest.parse(given, config=config)).job
 
 
+def secrets_needed(job: Job) -> list[str]:
+    """The secrets a deployment's request pasted (never stored), which its relaunch must be given again."""
+    if job.kind != "deploy" or not job.settings:
+        return []
+    settings = DeploySettings.model_validate(job.settings)
+    return sorted(set(settings.pasted or ()) | {"key": {"ssh_key"}, "password": {"password"}}.get(settings.auth, set()))
+
+
 def _deploy_request(job: Job, hosts: list[str], body: RelaunchRequest) -> AgentRequest | HostsDeployment | PatternDeployment:
     """The original request, for these hosts, with the secrets it pasted given again."""
     settings = DeploySettings.model_validate(job.settings)
@@ -119,8 +127,7 @@ def _deploy_request(job: Job, hosts: list[str], body: RelaunchRequest) -> AgentR
         "manager_ip": extra.get("cloudx_agent_manager_address"),
         "group": extra.get("cloudx_agent_group"),
     }
-    pasted = set(settings.pasted or ()) | {"key": {"ssh_key"}, "password": {"password"}}.get(settings.auth, set())
-    for name in sorted(pasted):
+    for name in secrets_needed(job):
         if getattr(body, name) is None:
             raise ValidationError(f"job {job.id} was run with a pasted {name}, which is never stored: give it again", field=name)
     given.update({name: getattr(body, name) for name in PASTED_SECRETS if getattr(body, name) is not None})

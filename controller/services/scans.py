@@ -6,16 +6,19 @@ import functools
 import ipaddress
 import json
 import operator
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Select, bindparam, insert, select
+from sqlalchemy import Connection, Integer, Select, bindparam, delete, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from controller.config import Config
-from controller.errors import NotFound, ValidationError
+from controller.errors import Conflict, NotFound, ValidationError
 from controller.principal import Principal
-from controller.queue.jobs import create_job
+from controller.queue.jobs import cancel_job, check_owner, create_job
 from controller.schemas.scans import Scan as ScanView
 from controller.schemas.scans import ScanRequest, ScanResults
 from controller.services.assets import AssetUpdate
@@ -237,19 +240,54 @@ def listed(scan: Any, status: str, reason: str | None, progress: int, job_update
 
 
 @functools.cache
-def _scans_query(before: bool) -> Select[Any]:
-    # Built once, with bound parameters: building and caching a statement per request cost more than SQLite's work.
+def _scans_query(before: bool, filters: frozenset[str]) -> Select[Any]:
+    # Built once per set of filters, with bound parameters: building and caching a statement per request cost more
+    # than SQLite's work.
     columns = [getattr(Scan, name) for name in SCAN_COLUMNS] + [Scan.updated_at]
     job_columns = (Job.status, Job.status_reason, Job.progress, Job.updated_at.label("job_updated_at"))
     query = select(*columns, *job_columns).join(Job, Job.id == Scan.job_id).order_by(Scan.id.desc())
     if before:
         query = query.where(Scan.id < bindparam("before"))
+    for name in sorted(filters):
+        query = query.where((Job.status if name == "status" else getattr(Scan, name)) == bindparam(name))
     return query.limit(bindparam("limit", type_=Integer))
 
 
-def scans_page(session: Session, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
-    """A page of scan views, newest first: only the columns the list shows, in one joined query."""
-    params = {"limit": limit + 1} if before is None else {"limit": limit + 1, "before": before}
-    rows = session.connection().execute(_scans_query(before is not None), params).all()
+def scans_page(session: Session, limit: int, before: int | None, **filters: str | None) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of scan views, newest first: only the columns the list shows, in one joined query. Filters: tool,
+    status, target (exact); empty ones are ignored."""
+    given = {name: value for name, value in filters.items() if value}
+    params: dict[str, Any] = {"limit": limit + 1, **given}
+    if before is not None:
+        params["before"] = before
+    rows = session.connection().execute(_scans_query(before is not None, frozenset(given)), params).all()
     views = [listed(r, r.status, r.status_reason, r.progress, r.job_updated_at) for r in rows[:limit]]
     return views, (rows[limit - 1].id if len(rows) > limit else None)
+
+
+def stop_scan(session: Session, principal: Principal, job_id: str) -> Job:
+    """Ask a scan to stop (its creator or an admin); the executor is told after the commit."""
+    check_owner(get_scan(session, job_id).job, principal)
+    job = cancel_job(session, job_id)
+    if not job.active and not job.cancel_requested:
+        raise Conflict(f"scan {job_id} already ended as {job.status}")
+    return job
+
+
+def delete_scan(db: Database, config: Config, principal: Principal, job_id: str, cancel: Callable[[str], None], wait: float = 30) -> None:
+    """Stop the scan if it is active (waiting up to `wait` seconds), then delete it with its job, events and files."""
+    with db.session() as s:
+        check_owner(get_scan(s, job_id).job, principal)
+        active = cancel_job(s, job_id).active
+    if active:
+        cancel(job_id)
+        deadline = time.monotonic() + wait
+        while active and time.monotonic() < deadline:
+            time.sleep(0.25)
+            with db.session() as s:
+                active = get_scan(s, job_id).job.active
+        if active:
+            raise Conflict(f"scan {job_id} is still stopping; try again shortly")
+    with db.session() as s:
+        s.execute(delete(Job).where(Job.id == job_id))
+    shutil.rmtree(Path(config.ARTIFACTS_DIR).resolve() / job_id, ignore_errors=True)

@@ -152,6 +152,7 @@ class Scan(Base):
     """A scan request; its status and progress are its job's, its results its hosts and ports."""
 
     __tablename__ = "scans"
+    __table_args__ = (Index("ix_scans_target_id", "target", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
@@ -295,6 +296,20 @@ class ApiToken(Base):
     # Job quotas of this token (None: the policy's token_max_queued / token_max_running); admins have none.
     max_queued: Mapped[int | None] = mapped_column(Integer)
     max_running: Mapped[int | None] = mapped_column(Integer)
+
+
+class WebSession(Base):
+    """A dashboard sign-in. The cookie holds a random id of which only the SHA-256 is stored; the session stands
+    for the API token pasted at sign-in (its hash is kept to tell a token replaced under the same id)."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(16), ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class AuditEntry(Base):

@@ -1,0 +1,46 @@
+"""What every page is rendered with: its section of the navigation, and the notice a redirect asked for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import redirect, render_template, request
+
+SECTIONS = (
+    ("overview", "web.overview.show", "Overview"),
+    ("scans", "web.scans.index", "Scans"),
+    ("jobs", "web.jobs.index", "Jobs"),
+    ("fleet", "web.fleet.index", "Fleet"),
+    ("schedules", "web.automation.schedules", "Schedules"),
+    ("webhooks", "web.automation.webhooks", "Webhooks"),
+    ("tokens", "web.admin.tokens", "Tokens"),
+    ("policy", "web.admin.policy", "Policy"),
+    ("audit", "web.admin.audit", "Audit"),
+)
+ADMIN_SECTIONS = frozenset(("tokens", "policy", "audit"))
+# What a redirect after a form may announce: keys of this table only, so no text of the URL is ever shown.
+NOTICES = {
+    "scan-submitted": "Scan submitted.",
+    "stop-requested": "Stop requested; the scan ends in a moment.",
+    "scan-deleted": "Scan deleted.",
+    "job-canceled": "Cancel requested.",
+    "relaunched": "Relaunched: this is the new job.",
+    "deploy-submitted": "Deployment submitted.",
+    "schedule-saved": "Schedule saved.",
+    "schedule-deleted": "Schedule deleted.",
+    "webhook-saved": "Webhook saved.",
+    "webhook-deleted": "Webhook deleted.",
+    "token-revoked": "Token revoked; its queued jobs were canceled and its running jobs asked to stop.",
+    "policy-saved": "Policy saved.",
+}
+
+
+def page(template: str, section: str, code: int = 200, **context: Any) -> Any:
+    notice = NOTICES.get(request.args.get("notice", ""))
+    return render_template(template, section=section, notice=notice, **context), code
+
+
+def done(location: str, notice: str) -> Any:
+    """After a form: see the result (303, so a reload does not post again), with one of NOTICES."""
+    assert notice in NOTICES, notice
+    return redirect(f"{location}{'&' if '?' in location else '?'}notice={notice}", 303)

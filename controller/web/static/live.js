@@ -1,0 +1,146 @@
+// Cloud-X dashboard: makes the server-rendered pages live. Pages read fully without this file; it only follows
+// the API's Server-Sent Event streams (with the session cookie) and redraws what they change. Text from hosts is
+// only ever set as textContent, never parsed as HTML; the one HTML it inserts is this site's own page, re-fetched.
+"use strict";
+
+(function () {
+  const FINAL = new Set(["successful", "failed", "canceled", "timeout", "error", "deleted"]);
+
+  function setJob(root, job) {
+    root.querySelectorAll("[data-field=status]").forEach((el) => {
+      el.textContent = job.status;
+      el.className = "status status-" + job.status;
+    });
+    if (typeof job.progress === "number") {
+      root.querySelectorAll("progress[data-field=progress]").forEach((el) => { el.value = job.progress; el.textContent = job.progress + " %"; });
+      root.querySelectorAll("[data-field=progress-text]").forEach((el) => { el.textContent = job.progress + " %"; });
+    }
+  }
+
+  function rowsOf(jobId) {
+    return Array.from(document.querySelectorAll("[data-job-id]")).filter((el) => el.dataset.jobId === jobId);
+  }
+
+  // Lists (overview, scans, jobs): every job's changes over one stream per tab.
+  function followAll() {
+    if (!document.querySelector("[data-jobs-stream]")) return;
+    const source = new EventSource("/api/stream");
+    const note = document.querySelector("[data-new-jobs]");
+    source.addEventListener("job", (message) => {
+      const job = JSON.parse(message.data);
+      const rows = rowsOf(job.job_id);
+      rows.forEach((row) => setJob(row, job));
+      if (!rows.length && note && !FINAL.has(job.status)) note.hidden = false;
+    });
+    window.addEventListener("pagehide", () => source.close());
+  }
+
+  function eventLine(event) {
+    if (event.stdout) return event.stdout;
+    return "[" + event.event + "]" + (event.host ? " " + event.host : "") + (event.task ? " " + event.task : "");
+  }
+
+  // After a job ends: this page again from the server, and the parts it names swapped in.
+  async function refresh(selectors) {
+    const response = await fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    selectors.split(",").forEach((selector) => {
+      const now = document.querySelector(selector);
+      const then = fresh.querySelector(selector);
+      if (now && then) now.replaceWith(document.importNode(then, true));
+    });
+    document.dispatchEvent(new CustomEvent("cloudx:refreshed"));
+  }
+
+  // A job's page: its events as they are stored, its progress, and its end; resumed after a reconnect
+  // (EventSource sends Last-Event-ID, the counter of the last event received).
+  function followJob() {
+    const output = document.querySelector("[data-job-stream]");
+    const panel = document.querySelector("[data-reload-on-end]");
+    if (!output || !panel) return;
+    const status = panel.querySelector("[data-field=status]");
+    const state = output.querySelector("[data-stream-state]");
+    if (status && FINAL.has(status.textContent.trim())) return;
+    const lines = output.querySelector("[data-lines]");
+    const source = new EventSource(output.dataset.jobStream + "?after=" + encodeURIComponent(output.dataset.after || "0"));
+    source.addEventListener("open", () => { state.textContent = "following…"; });
+    source.addEventListener("error", () => { if (source.readyState !== EventSource.CLOSED) state.textContent = "reconnecting…"; });
+    source.addEventListener("ansible", (message) => {
+      const event = JSON.parse(message.data);
+      const atEnd = lines.scrollHeight - lines.scrollTop - lines.clientHeight < 40;
+      lines.append(document.createTextNode(eventLine(event) + "\n"));
+      if (atEnd) lines.scrollTop = lines.scrollHeight;
+    });
+    source.addEventListener("progress", (message) => setJob(panel, JSON.parse(message.data)));
+    source.addEventListener("end", (message) => {
+      source.close();
+      const job = JSON.parse(message.data);
+      setJob(panel, job);
+      state.textContent = "ended: " + job.status;
+      refresh(panel.dataset.reloadOnEnd);
+    });
+    window.addEventListener("pagehide", () => source.close());
+  }
+
+  // The overview's charts of this machine: the monitor's own history, sampled again every 5 seconds.
+  function monitor() {
+    const box = document.querySelector("[data-monitor]");
+    if (!box) return;
+    const draw = (data) => {
+      box.querySelectorAll("[data-metric]").forEach((figure) => {
+        const points = data.metrics[figure.dataset.metric] || [];
+        const values = points.map((p) => p.value);
+        const top = Math.max(figure.dataset.metric.endsWith("percent") ? 100 : 1, ...values);
+        const step = 300 / Math.max(points.length - 1, 1);
+        figure.querySelector("polyline").setAttribute("points", values.map((v, i) => (i * step).toFixed(1) + "," + (78 - (v / top) * 76).toFixed(1)).join(" "));
+        const last = values[values.length - 1];
+        figure.querySelector("[data-field=value]").textContent = last === undefined ? "–" : figure.dataset.metric.endsWith("percent") ? last.toFixed(1) + " %" : formatRate(last);
+      });
+    };
+    const sample = async () => {
+      try {
+        const response = await fetch(box.dataset.monitor, { credentials: "same-origin" });
+        if (response.ok) draw(await response.json());
+      } catch (error) { /* the next sample tries again */ }
+    };
+    sample();
+    const timer = window.setInterval(sample, 5000);
+    window.addEventListener("pagehide", () => window.clearInterval(timer));
+  }
+
+  function formatRate(bytes) {
+    const units = ["B/s", "KiB/s", "MiB/s", "GiB/s"];
+    let i = 0;
+    while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i += 1; }
+    return bytes.toFixed(i ? 1 : 0) + " " + units[i];
+  }
+
+  // The scan form: only the chosen tool's scan types.
+  function scanTypes() {
+    const tool = document.getElementById("tool");
+    const type = document.getElementById("scan_type");
+    if (!tool || !type) return;
+    const sync = () => {
+      type.querySelectorAll("optgroup").forEach((group) => {
+        const own = group.label === tool.value;
+        group.hidden = !own;
+        group.disabled = !own;
+      });
+      const chosen = type.selectedOptions[0];
+      if (!chosen || chosen.dataset.tool !== tool.value) {
+        const first = type.querySelector("option[data-tool='" + tool.value + "']");
+        if (first) first.selected = true;
+      }
+    };
+    tool.addEventListener("change", sync);
+    sync();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    followAll();
+    followJob();
+    monitor();
+    scanTypes();
+  });
+})();
