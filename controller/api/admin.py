@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint
-from sqlalchemy import select
 
 from controller.api.auth import requires
 from controller.api.body import body, doc, query, reply
@@ -25,10 +24,10 @@ from controller.schemas.admin import (
     TokenRequest,
     Tokens,
 )
+from controller.services.audit import audit_page
 from controller.services.auth import issue_token, list_tokens, revoke_token
 from controller.services.credentials import delete_credential, list_credentials, store_credential
 from controller.services.policy import get_policy, update_policy
-from controller.store.models import AuditEntry
 
 bp = Blueprint("admin", __name__)
 
@@ -137,11 +136,6 @@ def remove_credential(name: str) -> Any:
 )
 def audit(query: AuditQuery) -> Any:
     """The audit log, newest first; `before` is the `next_before` of the previous page."""
-    statement = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(query.limit + 1)
-    if query.before is not None:
-        statement = statement.where(AuditEntry.id < query.before)
     with session() as s:
-        rows = list(s.scalars(statement))
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        return reply(AuditPage, {"entries": rows, "next_before": rows[-1].id if more else None})
+        rows, next_before = audit_page(s, query.limit, query.before)
+        return reply(AuditPage, {"entries": rows, "next_before": next_before})

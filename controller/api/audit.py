@@ -130,7 +130,7 @@ def record(db: Database, denials: AnonymousDenials, response: Any, principal: Pr
     fails); a failure to record is logged and the response stands."""
     status = response.status_code
     outcome = outcome_of(status)
-    job_id = None
+    job_id = g.get("audit_job_id")  # a dashboard form names the job it made or acted on (it answers with a redirect)
     if response.is_json and status < 400:
         body = response.get_json(silent=True)
         if isinstance(body, dict) and isinstance(body.get("job_id"), str):

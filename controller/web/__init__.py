@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from controller.errors import ApiError
 from controller.web import admin, automation, fleet, jobs, overview, scans, signin
 from controller.web.format import FILTERS
-from controller.web.gate import api_error, can, csrf_field, gate, http_error, unavailable
+from controller.web.gate import api_error, can, csrf_field, gate, http_error, server_error, unavailable
 from controller.web.pages import ADMIN_SECTIONS, SECTIONS
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
@@ -26,6 +26,7 @@ bp.before_request(gate)
 bp.register_error_handler(ApiError, api_error)
 bp.register_error_handler(HTTPException, http_error)
 bp.register_error_handler(OperationalError, unavailable)
+bp.register_error_handler(Exception, server_error)
 
 
 def init_app(app: Flask) -> None:

@@ -17,7 +17,7 @@ from controller.services.assets import assets_page
 from controller.services.coverage import coverage
 from controller.services.credentials import credential_view, list_credentials
 from controller.services.deployments import create_deployment
-from controller.web.forms import form_data, refused
+from controller.web.forms import form_data, parsed_query, refused
 from controller.web.gate import can
 from controller.web.pages import done, page
 
@@ -25,22 +25,14 @@ bp = Blueprint("fleet", __name__)
 # The deploy form: the coverage's network, then the fields of POST /api/deployments a stored credential goes with.
 DEPLOY_FIELDS = ("network", "os_type", "credential", "username", "manager_ip", "group", "become_password", "enrollment_password")
 PASTED = ("become_password", "enrollment_password")  # never sent back into the form
-FILTERS = ("network", "port", "service", "seen_since", "unseen_days")
-
-
-def _parse(model: Any, errors: list[str]) -> Any:
-    """The query string as the API's model reads it; its defaults (and the message) when it is not valid."""
-    try:
-        return model.parse(request.args.to_dict(), config=config())
-    except ApiError as exc:
-        errors.append(exc.message)
-        return model.parse({})
+FILTERS = ("network", "port", "service", "seen_since", "unseen_days", "limit")
 
 
 def _fleet(errors: dict[str, str], given: dict[str, str], status: int = 200) -> Any:
-    filter_errors: list[str] = []
-    assets_query, coverage_query = _parse(AssetQuery, filter_errors), _parse(CoverageQuery, filter_errors)
-    q = assets_query
+    assets_query, assets_error = parsed_query(AssetQuery)
+    coverage_query, coverage_error = parsed_query(CoverageQuery, ignored=("limit",))
+    filter_errors = [message for message in (assets_error, coverage_error) if message]
+    q = assets_query  # its limit is the assets' page size: the coverage lists keep theirs
     with session() as s:
         assets, next_cursor = assets_page(s, q.limit, q.cursor, q.network, q.port, q.service, q.since)
         report = coverage(s, coverage_query.network, coverage_query.unseen_days, coverage_query.limit)
@@ -54,7 +46,7 @@ def _fleet(errors: dict[str, str], given: dict[str, str], status: int = 200) -> 
         assets=assets,
         next_cursor=next_cursor,
         filters=filters,
-        filter_error="; ".join(filter_errors) or None,
+        filter_error="; ".join(dict.fromkeys(filter_errors)) or None,  # a bad network: one message, not each model's
         report=report,
         credentials=credentials,
         os_types=OS_TYPES,
@@ -87,7 +79,6 @@ def deploy() -> Any:
             job, secrets = create_deployment(s, config(), principal(), body, run.holder_id)
             job_id = job.id
     except ApiError as exc:
-        g.error = exc.message
         errors = refused(exc, (*DEPLOY_FIELDS, "coverage"))
         if "coverage" in errors:  # the coverage's own refusals (its network, nothing uncovered) are about the network field
             errors["network"] = errors.pop("coverage")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from flask import request
+from typing import Any
 
-from controller.errors import ApiError
+from flask import g, request
+
+from controller.api.context import config
+from controller.errors import ApiError, ValidationError
+from controller.schemas.base import Query
+from controller.schemas.types import QUERY_DIGITS
 
 FORM_ERROR = "_form"  # a refusal not about one field (scope, quota, a conflict): shown above the form
 
@@ -16,5 +21,27 @@ def form_data(fields: tuple[str, ...]) -> dict[str, str]:
 
 def refused(exc: ApiError, fields: tuple[str, ...]) -> dict[str, str]:
     """The API's message, keyed by the form field it names (its own field name, or its first part: request.ports)."""
+    g.error = exc.message  # the audit entry of the request says why it was refused
     field = (getattr(exc, "field", None) or "").split(".")[-1]
     return {field if field in fields else FORM_ERROR: exc.message}
+
+
+def number(text: str) -> int | str:
+    """A number field's text as the JSON number it stands for; other text as is (the model refuses it, naming the field)."""
+    return int(text) if QUERY_DIGITS.fullmatch(text) else text
+
+
+def submitted(given: dict[str, str], required: tuple[str, ...] = (), numbers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What a model is given of a form: the fields filled in (and the required ones, so the model names them), and
+    digits as the number they spell (the models are strict; anything else goes as typed, for the model's message)."""
+    return {k: number(v) if k in numbers else v for k, v in given.items() if v != "" or k in required}
+
+
+def parsed_query(model: type[Query], defaults: dict[str, str] | None = None, ignored: tuple[str, ...] = ()) -> tuple[Any, str | None]:
+    """The page's query string (but the `ignored` parameters) as the API's model reads it; a bad one is shown, with the
+    first page instead."""
+    given = {k: v for k, v in request.args.items() if k not in ignored}
+    try:
+        return model.parse({**(defaults or {}), **given}, config=config()), None
+    except ValidationError as exc:
+        return model.parse(defaults or {}, config=config()), exc.message

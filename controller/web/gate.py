@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from typing import Any
 from urllib.parse import quote
@@ -15,6 +17,7 @@ from controller.api.auth import PUBLIC, role_of
 from controller.api.context import session
 from controller.errors import ApiError
 from controller.principal import Principal
+from controller.services.auth import record_use
 from controller.services.web_sessions import COOKIE, COOKIE_FORMAT, PRESESSION_COOKIE, csrf_token, csrf_valid, session_principal
 from controller.web.pages import page
 
@@ -24,6 +27,7 @@ PAGE_CSP = (
 )
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 _COOKIE = re.compile(COOKIE_FORMAT)
+log = logging.getLogger("cloudx.web")
 
 
 def _cookie(name: str) -> str | None:
@@ -56,6 +60,9 @@ def gate() -> Any:
     if cookie is not None:
         with session() as s:
             principal = session_principal(s, cookie)
+        if principal is not None and principal.stale_use:
+            with contextlib.suppress(OperationalError), session() as s:  # best effort, as for the API's tokens
+                record_use(s, principal.token_id)  # type: ignore[arg-type]
     g.principal, g.web_cookie = principal, cookie if principal is not None else None
     if request.method in MUTATING and not csrf_valid(browser_cookie(), request.form.get("csrf_token")):
         raise ApiError("the form's CSRF token is missing or not this session's: reload the page and send it again", status=403)
@@ -83,3 +90,9 @@ def http_error(exc: HTTPException) -> Any:
 def unavailable(exc: OperationalError) -> Any:
     g.error = "the database is unavailable; nothing was changed, try again"
     return page("error.html", "", 503, status=503, message=g.error)
+
+
+def server_error(exc: Exception) -> Any:
+    log.exception("%s unhandled error on %s %s", g.get("request_id"), request.method, request.path)
+    g.error = "internal server error"
+    return page("error.html", "", 500, status=500, message=f"internal server error (request id {g.get('request_id')})")

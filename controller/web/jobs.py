@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, request, url_for
+from flask import Blueprint, g, url_for
 from sqlalchemy import select
 
 from controller.api.auth import requires
@@ -14,7 +14,7 @@ from controller.queue.jobs import cancel_job, check_owner, get_job, jobs_page, l
 from controller.schemas.jobs import Job, JobListQuery, RelaunchRequest
 from controller.services.relaunch import relaunch, secrets_needed
 from controller.store.models import JobHostSummary, Scan
-from controller.web.forms import FORM_ERROR, form_data, refused
+from controller.web.forms import FORM_ERROR, form_data, parsed_query, refused, submitted
 from controller.web.pages import done, page
 from controller.web.scans import OUTPUT_LINES
 
@@ -27,11 +27,7 @@ SUMMARY_COLUMNS = ("host", "ok", "changed", "failed", "unreachable", "skipped", 
 @bp.get("/jobs")
 @requires("viewer")
 def index() -> Any:
-    try:
-        query = JobListQuery.parse(request.args.to_dict(), config=config())
-        filter_error = None
-    except ApiError as exc:
-        query, filter_error = JobListQuery.parse({}), exc.message
+    query, filter_error = parsed_query(JobListQuery)
     with session() as s:
         try:
             jobs, cursor = jobs_page(s, query.limit, query.cursor, query.status, query.kind)
@@ -74,7 +70,7 @@ def cancel(job_id: str) -> Any:
 @bp.post("/jobs/<job_id>/relaunch")
 @requires("operator")
 def relaunch_hosts(job_id: str) -> Any:
-    given = {k: v for k, v in form_data(RELAUNCH_FIELDS).items() if v}
+    given = submitted(form_data(RELAUNCH_FIELDS))
     run = executor()
     try:
         body = RelaunchRequest.parse(given, config=config())

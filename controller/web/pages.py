@@ -17,7 +17,7 @@ SECTIONS = (
     ("policy", "web.admin.policy", "Policy"),
     ("audit", "web.admin.audit", "Audit"),
 )
-ADMIN_SECTIONS = frozenset(("tokens", "policy", "audit"))
+ADMIN_SECTIONS = frozenset(("webhooks", "tokens", "policy", "audit"))  # the API's webhook routes are admin-only too
 # What a redirect after a form may announce: keys of this table only, so no text of the URL is ever shown.
 NOTICES = {
     "scan-submitted": "Scan submitted.",
@@ -28,8 +28,12 @@ NOTICES = {
     "deploy-submitted": "Deployment submitted.",
     "schedule-saved": "Schedule saved.",
     "schedule-deleted": "Schedule deleted.",
+    "schedule-paused": "Schedule paused: it starts nothing until it is resumed.",
+    "schedule-resumed": "Schedule resumed: its next run is counted from now.",
     "webhook-saved": "Webhook saved.",
     "webhook-deleted": "Webhook deleted.",
+    "webhook-paused": "Webhook paused: its queued events wait, and jobs that end meanwhile send it nothing.",
+    "webhook-resumed": "Webhook resumed.",
     "token-revoked": "Token revoked; its queued jobs were canceled and its running jobs asked to stop.",
     "policy-saved": "Policy saved.",
 }

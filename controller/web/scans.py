@@ -15,7 +15,7 @@ from controller.scanlib import scanner
 from controller.schemas.scans import ScanListQuery, ScanRequest
 from controller.services.diff import scan_diff
 from controller.services.scans import create_scan, delete_scan, get_scan, scan_view, scans_page, stop_scan
-from controller.web.forms import form_data, refused
+from controller.web.forms import form_data, parsed_query, refused, submitted
 from controller.web.pages import done, page
 
 bp = Blueprint("scans", __name__)
@@ -35,11 +35,7 @@ def _scan_types() -> dict[str, list[str]]:
 
 
 def _list(errors: dict[str, str], given: dict[str, str], status: int = 200) -> Any:
-    try:
-        query = ScanListQuery.parse(request.args.to_dict(), config=config())
-        filter_error = None
-    except ValidationError as exc:
-        query, filter_error = ScanListQuery.parse({}), exc.message
+    query, filter_error = parsed_query(ScanListQuery)
     with session() as s:
         scans, next_before = scans_page(s, query.limit, query.before, tool=query.tool, status=query.status, target=query.target)
     return page(
@@ -68,7 +64,7 @@ def submit() -> Any:
     """The form of GET /scans, checked by the API's own model: its messages are shown next to their fields."""
     given = form_data(SCAN_FIELDS)
     try:
-        body = ScanRequest.parse({k: v for k, v in given.items() if v != "" or k == "target"}, config=config())
+        body = ScanRequest.parse(submitted(given, ("target",), ("timeout",)), config=config())
         with session() as s:
             job_id = create_scan(s, config(), principal(), body).job_id
     except ApiError as exc:

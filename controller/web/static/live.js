@@ -35,8 +35,9 @@
     window.addEventListener("pagehide", () => source.close());
   }
 
+  // As the server renders it: HTML parsing turns the CR LF of ansible's output into LF, so the stream's text must too.
   function eventLine(event) {
-    if (event.stdout) return event.stdout;
+    if (event.stdout) return event.stdout.replace(/\r\n?/g, "\n");
     return "[" + event.event + "]" + (event.host ? " " + event.host : "") + (event.task ? " " + event.task : "");
   }
 
