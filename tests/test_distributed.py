@@ -263,7 +263,7 @@ def test_models_and_migrations_agree_on_postgresql_and_sqlite(tmp_path, cluster)
     from controller.store.models import Base
 
     head = ScriptDirectory(str(Path(__file__).resolve().parent.parent / "controller" / "store" / "migrations")).get_current_head()
-    assert head == "0009"  # the newest migration, applied
+    assert head == "0010"  # the newest migration, applied
     for url in (cluster.pg.create_database(f"m_{os.getpid()}"), f"sqlite:///{tmp_path / 'm.db'}"):
         database = Database(url)
         database.upgrade()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -43,8 +44,14 @@ def csrf_valid(cookie: str | None, given: str | None) -> bool:
     return bool(cookie and given) and hmac.compare_digest(csrf_token(cookie), given)  # type: ignore[arg-type]
 
 
-def sign_in(session: Session, presented: str, lifetime: timedelta) -> tuple[str, Principal] | None:
-    """A new session for a valid token (its cookie value and principal), or None. It ends after `lifetime`,
+class Opened(NamedTuple):
+    cookie: str
+    principal: Principal
+    expires_at: datetime
+
+
+def sign_in(session: Session, presented: str, lifetime: timedelta) -> Opened | None:
+    """A new session for a valid token (its cookie value, principal and end), or None. It ends after `lifetime`,
     or when the token expires if that is sooner."""
     match = TOKEN_FORMAT.fullmatch(presented.strip())
     if match is None:
@@ -63,7 +70,7 @@ def sign_in(session: Session, presented: str, lifetime: timedelta) -> tuple[str,
     cookie = new_cookie()
     session.add(WebSession(id=_digest(cookie), token_id=principal.token_id, token_hash=presented_hash, expires_at=expires_at))
     session.flush()
-    return cookie, principal
+    return Opened(cookie, principal, expires_at)
 
 
 def session_principal(session: Session, cookie: str) -> Principal | None:

@@ -16,13 +16,13 @@ from werkzeug.exceptions import HTTPException
 from controller.errors import ApiError
 from controller.web import admin, automation, fleet, jobs, overview, scans, signin
 from controller.web.format import FILTERS
-from controller.web.gate import api_error, can, csrf_field, gate, http_error, server_error, unavailable
+from controller.web.gate import admit, api_error, can, csrf_field, http_error, server_error, unavailable
 from controller.web.pages import ADMIN_SECTIONS, SECTIONS
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
 for _module in (signin, overview, scans, jobs, fleet, automation, admin):
     bp.register_blueprint(_module.bp)
-bp.before_request(gate)
+bp.before_request(admit)
 bp.register_error_handler(ApiError, api_error)
 bp.register_error_handler(HTTPException, http_error)
 bp.register_error_handler(OperationalError, unavailable)

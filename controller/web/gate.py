@@ -50,7 +50,7 @@ def can(role: str) -> bool:
     return me is not None and me.has(role)
 
 
-def gate() -> Any:
+def admit() -> Any:
     """Before every page: the session, the page's role, and the CSRF token of a form that changes something."""
     g.content_security_policy = PAGE_CSP
     if request.endpoint == "web.static":

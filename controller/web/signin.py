@@ -11,6 +11,7 @@ from flask import Blueprint, g, make_response, redirect, request
 from controller.api.auth import PUBLIC, requires
 from controller.api.context import config, session
 from controller.services.web_sessions import COOKIE, PRESESSION_COOKIE, new_cookie, sign_in, sign_out
+from controller.store.models import utcnow
 from controller.web.gate import browser_cookie
 from controller.web.pages import page
 
@@ -53,10 +54,10 @@ def submit() -> Any:
     if opened is None:
         g.error = "sign-in refused: the token is not valid, expired or was revoked"
         return _page("That token is not valid, expired or was revoked.", 401)
-    cookie, principal = opened
-    g.principal = principal  # the audit entry names who signed in
+    g.principal = opened.principal  # the audit entry names who signed in
     response = redirect(_next(), 303)
-    response.set_cookie(COOKIE, cookie, max_age=int(lifetime.total_seconds()), httponly=True, samesite="Strict", secure=_secure(), path="/")
+    lasts = max(int((opened.expires_at - utcnow()).total_seconds()), 1)  # the browser drops it when the server does
+    response.set_cookie(COOKIE, opened.cookie, max_age=lasts, httponly=True, samesite="Strict", secure=_secure(), path="/")
     response.delete_cookie(PRESESSION_COOKIE, path="/")
     return response
 
