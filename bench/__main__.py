@@ -30,6 +30,7 @@ BENCHMARKS = {
     "fanout": "agent deployment to 20 hosts against 1",
     "cancel": "cancel latency with the local and Celery executors",
     "operations": "live-stream fan-out and the scheduler's claims",
+    "dashboard": "dashboard pages with 1M events and 100k scans, and their live updates",
 }
 # Options only some benchmarks take (keyword arguments of their run()).
 OPTIONS = {"baseline": {"api_latency"}, "rounds": {"api_latency"}}

@@ -564,3 +564,37 @@ def test_scans_are_filtered_by_tool_status_and_target(app, client):
     assert masscan[:8] in page_html and first[:8] not in page_html
     bad = web.get("/scans", query_string={"tool": "curl"})
     assert bad.status_code == 200 and "tool must be one of" in bad.text
+
+
+@pytest.mark.parametrize("window", [1, 3, 5000])
+def test_a_final_status_filter_pages_alike_inside_and_past_the_window(app, client, monkeypatch, window):
+    """A final status is looked for among the newest STATUS_WINDOW scans first, then through its index: both give
+    the same pages (a window of 1 falls back at once, 3 on some pages, 5,000 never here)."""
+    import controller.services.scans as scans
+
+    monkeypatch.setattr(scans, "STATUS_WINDOW", window)
+    jobs = [queued_scan(client, "192.0.2.1") for _ in range(9)]
+    ended = {jobs[i]: ("successful" if i % 3 else "failed") for i in range(9)}
+    with app.extensions["cloudx.db"].session() as session:
+        for job_id, status in ended.items():
+            session.execute(update(Job).where(Job.id == job_id).values(status=status))
+    for status in ("successful", "failed"):
+        expected = [job_id for job_id in reversed(jobs) if ended[job_id] == status]
+        seen, before = [], None
+        while True:
+            query = {"status": status, "limit": "2", **({"before": str(before)} if before else {})}
+            page = client.get("/api/scans", query_string=query).get_json()
+            seen += [s["job_id"] for s in page["scans"]]
+            before = page["next_before"]
+            if before is None:
+                break
+        assert seen == expected
+
+
+def test_a_deployment_page_with_settings_of_an_older_version_renders(app, client):
+    """Settings stored by an older version (fields since renamed) must not break the job's page."""
+    job_id = queued_scan(client)
+    with app.extensions["cloudx.db"].session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(kind="deploy", settings={"host_key_policy": "accept-new"}))
+    web, _ = signed_in(app, "viewer")
+    assert web.get(f"/jobs/{job_id}").status_code == 200

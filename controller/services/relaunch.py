@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from pydantic import ValidationError as PydanticError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -111,7 +112,10 @@ def secrets_needed(job: Job) -> list[str]:
     """The secrets a deployment's request pasted (never stored), which its relaunch must be given again."""
     if job.kind != "deploy" or not job.settings:
         return []
-    settings = DeploySettings.model_validate(job.settings)
+    try:
+        settings = DeploySettings.model_validate(job.settings)
+    except PydanticError:  # settings of an older version: a relaunch says what it lacks, a page shows no prompt
+        return []
     return sorted(set(settings.pasted or ()) | {"key": {"ssh_key"}, "password": {"password"}}.get(settings.auth, set()))
 
 

@@ -1,5 +1,5 @@
 """web sessions: a dashboard sign-in, kept server-side (the cookie's hash, the token it stands for, its expiry);
-scans by target
+scans by target, jobs by kind
 
 Revision ID: 0010
 Revises: 0009
@@ -34,8 +34,11 @@ def upgrade() -> None:
     op.create_index("ix_web_sessions_expires_at", "web_sessions", ["expires_at"])
     # The scans list filtered by target (the dashboard's and GET /api/scans?target=), newest first.
     op.create_index("ix_scans_target_id", "scans", ["target", "id"])
+    # Agent coverage reads every deploy job (the overview and the fleet page): without it, every job was read.
+    op.create_index("ix_jobs_kind_status", "jobs", ["kind", "status"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_kind_status", "jobs")
     op.drop_index("ix_scans_target_id", "scans")
     op.drop_table("web_sessions")
