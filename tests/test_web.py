@@ -65,8 +65,10 @@ def cookie_value(client: FlaskClient) -> str:
     return cookie.value
 
 
-def session_header(response: Any) -> str | None:
-    headers = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(f"{COOKIE}=")]
+def session_header(response: Any, secure: bool = False) -> str | None:
+    """The Set-Cookie of the session: named with the __Host- prefix when Secure (no subdomain can plant one)."""
+    name = f"__Host-{COOKIE}" if secure else COOKIE
+    headers = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(f"{name}=")]
     assert len(headers) <= 1
     return headers[0] if headers else None
 
@@ -78,6 +80,10 @@ def attributes(header: str) -> set[str]:
 def rows(app: Flask, sql: str) -> list[Any]:
     with app.extensions["cloudx.db"].session() as session:
         return list(session.execute(text(sql)).all())
+
+
+def digest(cookie: str) -> str:
+    return hashlib.sha256(cookie.encode()).hexdigest()
 
 
 def job_count(app: Flask) -> int:
@@ -174,7 +180,7 @@ def test_a_good_token_opens_a_session_with_a_strict_cookie(app):
 def test_the_cookie_is_secure_over_https(app):
     client, token = browser(app), make_token(app, "operator")
     response = sign_in(client, token, base_url="https://localhost")
-    header = session_header(response)
+    header = session_header(response, secure=True)
     assert response.status_code == 303 and header is not None and "secure" in attributes(header)
     assert {"httponly"} <= attributes(header) and re.search(r";\s*SameSite=Strict(;|$)", header)
 
@@ -184,10 +190,10 @@ def test_the_cookie_is_always_secure_when_configured(tmp_path):
     try:
         client, token = browser(app), make_token(app, "operator")
         form = client.get("/signin")
-        presession = [h for h in form.headers.getlist("Set-Cookie") if h.startswith("cloudx_presession=")]
+        presession = [h for h in form.headers.getlist("Set-Cookie") if h.startswith("__Host-cloudx_presession=")]
         assert presession and "secure" in attributes(presession[0])
         response = client.post("/signin", data={"token": token, "csrf_token": csrf_of(form.text)})
-        header = session_header(response)
+        header = session_header(response, secure=True)
         assert response.status_code == 303 and header is not None and "secure" in attributes(header)
     finally:
         app.extensions["cloudx.db"].dispose()
@@ -369,11 +375,16 @@ def test_an_operator_sees_the_form_and_the_controls(app, client):
     operator, _ = signed_in(app, "operator")
     scans = operator.get("/scans")
     assert "Start a scan" in scans.text and 'id="target"' in scans.text and 'action="/scans"' in scans.text
+    # Another user's scan: only its creator or an admin may stop or delete it, so no control is offered.
     scan = operator.get(f"/scans/{job_id}")
-    assert "Stop scan" in scan.text and f"/scans/{job_id}/stop" in scan.text and f"/scans/{job_id}/delete" in scan.text
+    assert "Stop scan" not in scan.text and f"/scans/{job_id}/delete" not in scan.text
+    assert operator.get(f"/scans/{job_id}/delete").status_code == 403
     response = operator.post("/scans", data={**SCAN, "target": "192.0.2.20", "csrf_token": csrf_of(scans.text)})
     assert response.status_code == 303 and response.headers["Location"].startswith("/scans/")
     assert job_count(app) == 2
+    own = response.headers["Location"].split("?")[0].rsplit("/", 1)[1]
+    scan = operator.get(f"/scans/{own}")
+    assert "Stop scan" in scan.text and f"/scans/{own}/stop" in scan.text and f"/scans/{own}/delete" in scan.text
 
 
 # -- the scan form ------------------------------------------------------------------------------------------------
@@ -598,3 +609,80 @@ def test_a_deployment_page_with_settings_of_an_older_version_renders(app, client
         session.execute(update(Job).where(Job.id == job_id).values(kind="deploy", settings={"host_key_policy": "accept-new"}))
     web, _ = signed_in(app, "viewer")
     assert web.get(f"/jobs/{job_id}").status_code == 200
+
+
+def test_an_ended_session_can_still_sign_out_and_its_forms_ask_to_sign_in(app):
+    client, _token = signed_in(app, "operator")
+    form = client.get("/scans").text
+    with app.extensions["cloudx.db"].session() as session:
+        session.execute(update(WebSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+    # A form of the ended session: a 401 asking to sign in again (not a CSRF refusal), and nothing made.
+    refused = client.post("/scans", data={**SCAN, "csrf_token": csrf_of(form)})
+    assert refused.status_code == 401 and "sign in again" in refused.text and job_count(app) == 0
+    # Its sign-out form still works: the row goes, the cookie is cleared.
+    out = client.post("/signout", data={"csrf_token": csrf_of(form)})
+    assert out.status_code == 303 and out.headers["Location"] == "/signin"
+    assert session_count(app) == 0 and client.get_cookie(COOKIE) is None
+
+
+def test_signing_in_again_ends_the_previous_session(app):
+    client, _ = signed_in(app, "operator")
+    old = cookie_value(client)
+    assert sign_in(client, make_token(app, "viewer")).status_code == 303
+    assert session_count(app) == 1 and cookie_value(client) != old
+    replay = browser(app)
+    replay.set_cookie(COOKIE, old)
+    assert replay.get("/api/scans").status_code == 401
+
+
+def test_refused_forms_of_no_one_are_bounded_in_the_audit_log(app):
+    """Anyone who reaches the port may post forms without a session or a CSRF token: their audit entries are bounded
+    as the API's unauthenticated requests are (a minute's first ANONYMOUS_ROWS_PER_MINUTE, then one counted entry)."""
+    from controller.api.audit import ANONYMOUS_ROWS_PER_MINUTE
+
+    client = browser(app)
+    before = len(rows(app, "SELECT id FROM audit_log"))
+    for _ in range(3 * ANONYMOUS_ROWS_PER_MINUTE):
+        assert client.post("/scans", data=SCAN).status_code == 401
+        assert client.post("/signin", data={"token": "x"}).status_code == 403
+    assert len(rows(app, "SELECT id FROM audit_log")) - before <= ANONYMOUS_ROWS_PER_MINUTE + 1
+
+
+def test_prune_deletes_sessions_that_can_no_longer_be_used(app, config):
+    from controller.services.retention import prune
+
+    expired_client, _ = signed_in(app, "viewer")
+    _revoked_client, revoked = signed_in(app, "viewer")
+    live_client, _ = signed_in(app, "viewer")
+    db = app.extensions["cloudx.db"]
+    with db.session() as session:
+        session.execute(update(WebSession).where(WebSession.id == digest(cookie_value(expired_client))).values(expires_at=utcnow()))
+        revoke_token(session, session.scalar(select(ApiToken.name).where(ApiToken.id == revoked.split("_")[1])))
+    report = prune(db, config, timedelta(days=30))
+    assert report.web_sessions == 2 and session_count(app) == 1 and page_ok(live_client)
+
+
+@pytest.mark.parametrize("end", ["sign-out", "revoke"])
+def test_an_open_stream_ends_when_its_session_or_token_does(app, monkeypatch, end):
+    import threading
+
+    import controller.api.streams as streams
+
+    monkeypatch.setattr(streams, "RECHECK_SECONDS", 0.0)
+    client, token = signed_in(app, "viewer")
+    form = client.get("/").text
+    response = client.get("/api/stream", buffered=False)
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    assert next(chunks).startswith(b"retry:")
+    done = threading.Event()
+    reader = threading.Thread(target=lambda: (list(chunks), done.set()), daemon=True)
+    reader.start()
+    assert not done.wait(1.5), "the stream ended while the session was valid"
+    if end == "sign-out":
+        assert client.post("/signout", data={"csrf_token": csrf_of(form)}).status_code == 303
+    else:
+        with app.extensions["cloudx.db"].session() as session:
+            revoke_token(session, session.scalar(select(ApiToken.name).where(ApiToken.id == token.split("_")[1])))
+    assert done.wait(5), "the stream went on after its session ended"
+    response.close()

@@ -136,7 +136,8 @@ def record(db: Database, denials: AnonymousDenials, response: Any, principal: Pr
         if isinstance(body, dict) and isinstance(body.get("job_id"), str):
             job_id = body["job_id"]
     try:
-        if principal is None and status == 401 and not denials.admit(db):
+        # Requests of no one that were refused (no token, a dashboard form without its CSRF token): bounded.
+        if principal is None and status in (401, 403) and not denials.admit(db):
             return
         for detail in (g.get("error"), "(the error text could not be stored)"):
             try:

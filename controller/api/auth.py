@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 from sqlalchemy.exc import OperationalError
 
-from controller.api.context import session
+from controller.api.context import config, session
 from controller.errors import ApiError
 from controller.principal import ROLES, Principal
 from controller.services.auth import authenticate, record_use
@@ -53,19 +53,32 @@ def authorize() -> None:
         raise ApiError(f"this needs the {role} role; token {g.principal.name!r} has {g.principal.role}", status=403)
 
 
+def secure_request() -> bool:
+    """Whether this request came over HTTPS (behind a proxy named in CLOUDX_TRUSTED_PROXY, as it says), or cookies are
+    to be Secure anyway (CLOUDX_WEB_SECURE_COOKIES=always)."""
+    return request.is_secure or config().WEB_SECURE_COOKIES == "always"
+
+
+def cookie_name(base: str) -> str:
+    """A dashboard cookie's name: with the __Host- prefix when Secure, which a browser accepts only from this host,
+    over TLS, for the whole site: a sibling subdomain cannot plant a session or a pre-session cookie."""
+    return f"__Host-{base}" if secure_request() else base
+
+
 def authenticated() -> Principal:
     """The bearer token's principal; for reads without one, a dashboard session's (its pages follow streams and
     download exports with the session cookie). Changes always need the bearer token: no CSRF on the API."""
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if not header:
-        cookie = request.cookies.get(COOKIE)
+        cookie = request.cookies.get(cookie_name(COOKIE))
         if not cookie or request.method not in ("GET", "HEAD"):
             raise Unauthorized("authentication required: send Authorization: Bearer <token> (cloudx token create)")
         with session() as s:
             principal = session_principal(s, cookie)
         if principal is None:
             raise Unauthorized("the dashboard session has ended: sign in again")
+        g.session_cookie = cookie  # a stream it opens ends when the session does
     elif scheme.lower() != "bearer" or not presented.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
     else:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
+from sqlalchemy.exc import OperationalError
 
 from controller.api.auth import requires
 from controller.api.body import doc, query
-from controller.api.context import config, db
+from controller.api.context import config, db, principal
 from controller.errors import ValidationError
 from controller.schemas.jobs import StreamQuery
+from controller.services.auth import token_active
 from controller.services.streams import StreamHub, all_jobs_stream, job_stream
+from controller.services.web_sessions import session_principal
 
 bp = Blueprint("streams", __name__)
 STREAM = ("text/event-stream.", {"text/event-stream": {"schema": {"type": "string"}}})
@@ -29,9 +34,33 @@ def hub() -> StreamHub:
     return found
 
 
+# How often an open stream checks that its caller may still read it (a revoked token, a signed-out session).
+RECHECK_SECONDS = 5.0
+
+
 def _gone() -> Any:
-    """Whether the client went away (waitress tells; other servers end the stream when a write fails)."""
-    return request.environ.get("waitress.client_disconnected") or (lambda: False)
+    """Whether the client went away (waitress tells; other servers end the stream when a write fails), or its token
+    was revoked or expired, or its dashboard session ended, since the stream opened: it ends then."""
+    disconnected = request.environ.get("waitress.client_disconnected") or (lambda: False)
+    database, caller, cookie = db(), principal(), g.get("session_cookie")
+    checked = {"at": time.monotonic(), "allowed": True}
+
+    def allowed() -> bool:
+        with database.session() as s:
+            if cookie is not None:
+                return session_principal(s, cookie) is not None
+            return caller.token_id is None or token_active(s, caller.token_id)
+
+    def gone() -> bool:
+        if disconnected():
+            return True
+        if checked["allowed"] and time.monotonic() - checked["at"] >= RECHECK_SECONDS:
+            checked["at"] = time.monotonic()
+            with contextlib.suppress(OperationalError):  # a locked database is no reason to cut a reader off
+                checked["allowed"] = allowed()
+        return not checked["allowed"]
+
+    return gone
 
 
 def _events(body: Any) -> Response:

@@ -132,6 +132,8 @@ def _print_prune(report: PruneReport, as_json: bool) -> None:
     click.echo(f"artifact folders: {report.artifact_folders} {done} ({size})")
     click.echo(f"scans: {report.scans} {done}" if report.scans_included else "scans: 0 (kept: --scans removes the old ones)")
     click.echo(f"webhook events delivered or given up: {report.webhook_events} {done}")
+    if not report.dry_run:
+        click.echo(f"dashboard sessions ended or expired: {report.web_sessions} deleted")
     vacuum = report.vacuum
     if vacuum is not None:
         if vacuum.converted:

@@ -100,9 +100,13 @@ def get_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def check_owner(job: Job, principal: Principal) -> None:
+def may_change(created_by: str | None, principal: Principal) -> bool:
     """Only a job's creator and admins may stop or delete it (operators share the queue, not each other's jobs)."""
-    if principal.role != "admin" and job.created_by != principal.name:
+    return principal.role == "admin" or created_by == principal.name
+
+
+def check_owner(job: Job, principal: Principal) -> None:
+    if not may_change(job.created_by, principal):
         raise Forbidden(f"job {job.id} was started by {job.created_by!r}: only its creator or an admin may stop or delete it")
 
 

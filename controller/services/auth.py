@@ -112,6 +112,12 @@ def token_principal(session: Session, token_id: str | None, presented_hash: str)
     )
 
 
+def token_active(session: Session, token_id: str) -> bool:
+    """Whether the token is still neither revoked nor expired (an open stream asks, now and then)."""
+    row = session.execute(select(ApiToken.revoked_at, ApiToken.expires_at).where(ApiToken.id == token_id)).first()
+    return row is not None and row.revoked_at is None and not expired(row.expires_at)
+
+
 def expired(expires_at: datetime | None, now: datetime | None = None) -> bool:
     if expires_at is None:
         return False

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from controller.config import Config
 from controller.errors import ApiError, Conflict, NotFound, ValidationError
 from controller.services.background import Periodic
+from controller.services.web_sessions import prune_sessions
 from controller.store.database import Database
 from controller.store.models import (
     ACTIVE_STATUSES,
@@ -103,6 +104,7 @@ class PruneReport:
     artifact_bytes: int = 0
     scans: int = 0
     webhook_events: int = 0
+    web_sessions: int = 0
     vacuum: Vacuum | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -137,6 +139,9 @@ def prune(
     report = PruneReport(cutoff=(now or utcnow()) - older_than, dry_run=dry_run, scans_included=scans)
     _prune_events(db, report)
     _prune_webhook_log(db, report)
+    if not dry_run:  # dashboard sign-ins that can no longer be used, whatever the retention
+        with db.session() as session:
+            report.web_sessions = prune_sessions(session)
     if scans:
         _prune_scans(db, report)
     _prune_artifacts(db, config, report)

@@ -14,7 +14,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from controller.principal import Principal
@@ -50,9 +50,9 @@ class Opened(NamedTuple):
     expires_at: datetime
 
 
-def sign_in(session: Session, presented: str, lifetime: timedelta) -> Opened | None:
+def sign_in(session: Session, presented: str, lifetime: timedelta, replacing: str | None = None) -> Opened | None:
     """A new session for a valid token (its cookie value, principal and end), or None. It ends after `lifetime`,
-    or when the token expires if that is sooner."""
+    or when the token expires if that is sooner; the browser's previous session (`replacing`) ends now."""
     match = TOKEN_FORMAT.fullmatch(presented.strip())
     if match is None:
         token_principal(session, None, _digest(presented))  # the same work as for a known id: no timing hint
@@ -66,7 +66,8 @@ def sign_in(session: Session, presented: str, lifetime: timedelta) -> Opened | N
     token_expiry = session.scalar(select(ApiToken.expires_at).where(ApiToken.id == principal.token_id))
     if token_expiry is not None:
         expires_at = min(expires_at, aware(token_expiry))
-    session.execute(delete(WebSession).where(WebSession.expires_at <= now))
+    if replacing is not None:
+        sign_out(session, replacing)
     cookie = new_cookie()
     session.add(WebSession(id=_digest(cookie), token_id=principal.token_id, token_hash=presented_hash, expires_at=expires_at))
     session.flush()
@@ -84,3 +85,16 @@ def session_principal(session: Session, cookie: str) -> Principal | None:
 
 def sign_out(session: Session, cookie: str) -> bool:
     return session.execute(delete(WebSession).where(WebSession.id == _digest(cookie))).rowcount > 0  # type: ignore[attr-defined]
+
+
+def touch(session: Session, cookie: str) -> None:
+    """Record that the session is in use (called at most about once a minute, with the token's own record of use)."""
+    session.execute(update(WebSession).where(WebSession.id == _digest(cookie)).values(last_seen_at=utcnow()))
+
+
+def prune_sessions(session: Session) -> int:
+    """Delete the sessions that can no longer be used: expired, or of a revoked or expired token."""
+    now = utcnow()
+    dead = select(ApiToken.id).where(or_(ApiToken.revoked_at.is_not(None), ApiToken.expires_at <= now))
+    result = session.execute(delete(WebSession).where(or_(WebSession.expires_at <= now, WebSession.token_id.in_(dead))))
+    return result.rowcount or 0  # type: ignore[attr-defined]

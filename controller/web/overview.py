@@ -8,7 +8,7 @@ from flask import Blueprint
 
 from controller.api.auth import requires
 from controller.api.context import config, session
-from controller.errors import ApiError
+from controller.errors import ApiError, NotFound
 from controller.queue.jobs import jobs_page
 from controller.schemas.jobs import Job
 from controller.services.coverage import coverage
@@ -20,6 +20,7 @@ from controller.web.pages import page
 bp = Blueprint("overview", __name__)
 ACTIVE_SHOWN = 50
 CHANGES_SHOWN = 5
+FIRST_SCAN = "the first scan of this target: nothing to compare"
 
 
 def latest_changes(s: Any) -> list[dict[str, Any]]:
@@ -30,7 +31,9 @@ def latest_changes(s: Any) -> list[dict[str, Any]]:
         try:
             diff = scan_diff(s, scan["job_id"], None)
             changes.append({"scan": scan, "summary": diff["summary"], "differences": diff["differences"], "note": None})
-        except ApiError as exc:  # the first scan of its target, or targets that cannot be compared
+        except NotFound:
+            changes.append({"scan": scan, "summary": None, "differences": None, "note": FIRST_SCAN})
+        except ApiError as exc:  # targets that cannot be compared
             changes.append({"scan": scan, "summary": None, "differences": None, "note": exc.message})
     return changes
 

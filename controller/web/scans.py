@@ -10,7 +10,7 @@ from flask import Blueprint, g, request, url_for
 from controller.api.auth import requires
 from controller.api.context import config, db, executor, principal, session
 from controller.errors import ApiError, NotFound, ValidationError
-from controller.queue.jobs import last_events
+from controller.queue.jobs import check_owner, last_events
 from controller.scanlib import scanner
 from controller.schemas.scans import ScanListQuery, ScanRequest
 from controller.services.diff import scan_diff
@@ -97,7 +97,8 @@ def show(job_id: str) -> Any:
     if state not in ("", *PORT_STATES) or sort not in SORTS or (port and not port.isascii()) or (port and not port.isdigit()):
         raise ValidationError("state, port or sort is not one the table offers")
     with session() as s:
-        scan = scan_view(get_scan(s, job_id, with_results=True), with_results=True)
+        stored = get_scan(s, job_id, with_results=True)
+        scan, created_by = scan_view(stored, with_results=True), stored.job.created_by
         diff, diff_error = None, None
         if scan["status"] == "successful":
             try:
@@ -110,6 +111,7 @@ def show(job_id: str) -> Any:
         "scan.html",
         "scans",
         scan=scan,
+        created_by=created_by,
         rows=rows,
         filters={"state": state, "port": port, "host": host, "sort": sort},
         states=PORT_STATES,
@@ -134,7 +136,9 @@ def stop(job_id: str) -> Any:
 @requires("operator")
 def confirm_delete(job_id: str) -> Any:
     with session() as s:
-        scan = scan_view(get_scan(s, job_id))
+        stored = get_scan(s, job_id)
+        check_owner(stored.job, principal())
+        scan = scan_view(stored)
     return page(
         "confirm.html",
         "scans",

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, g, make_response, redirect, request
 
-from controller.api.auth import PUBLIC, requires
+from controller.api.auth import PUBLIC, cookie_name, requires, secure_request
 from controller.api.context import config, session
 from controller.services.web_sessions import COOKIE, PRESESSION_COOKIE, new_cookie, sign_in, sign_out
 from controller.store.models import utcnow
@@ -25,10 +25,6 @@ def _next() -> str:
     return wanted if _LOCAL.fullmatch(wanted) and len(wanted) <= 2048 else "/"
 
 
-def _secure() -> bool:
-    return request.is_secure or config().WEB_SECURE_COOKIES == "always"
-
-
 @bp.get("/signin")
 @requires(PUBLIC)
 def form() -> Any:
@@ -41,7 +37,7 @@ def _page(error: str | None, status: int) -> Any:
         g.presession = new_cookie()
     response = make_response(*page("signin.html", "", status, next=_next(), error=error))
     if g.get("presession"):
-        response.set_cookie(PRESESSION_COOKIE, g.presession, max_age=3600, httponly=True, samesite="Strict", secure=_secure(), path="/")
+        _set(response, PRESESSION_COOKIE, g.presession, 3600)
     return response
 
 
@@ -50,23 +46,30 @@ def _page(error: str | None, status: int) -> Any:
 def submit() -> Any:
     lifetime = timedelta(hours=config().WEB_SESSION_HOURS)
     with session() as s:
-        opened = sign_in(s, request.form.get("token", ""), lifetime)
+        opened = sign_in(s, request.form.get("token", ""), lifetime, replacing=g.web_cookie)
     if opened is None:
         g.error = "sign-in refused: the token is not valid, expired or was revoked"
         return _page("That token is not valid, expired or was revoked.", 401)
     g.principal = opened.principal  # the audit entry names who signed in
     response = redirect(_next(), 303)
     lasts = max(int((opened.expires_at - utcnow()).total_seconds()), 1)  # the browser drops it when the server does
-    response.set_cookie(COOKIE, opened.cookie, max_age=lasts, httponly=True, samesite="Strict", secure=_secure(), path="/")
-    response.delete_cookie(PRESESSION_COOKIE, path="/")
+    _set(response, COOKIE, opened.cookie, lasts)
+    _set(response, PRESESSION_COOKIE, "", 0)
     return response
 
 
+def _set(response: Any, base: str, value: str, max_age: int) -> None:
+    """A dashboard cookie: HttpOnly, SameSite=Strict, for the whole site; Secure and __Host- over HTTPS. Max-Age 0 ends it."""
+    secure = secure_request()
+    response.set_cookie(cookie_name(base), value, max_age=max_age, httponly=True, samesite="Strict", secure=secure, path="/")
+
+
 @bp.post("/signout")
-@requires("viewer")
+@requires(PUBLIC)  # also for a session that has ended: its row and cookie go all the same
 def signout() -> Any:
-    with session() as s:
-        sign_out(s, g.web_cookie)
+    if g.web_cookie:
+        with session() as s:
+            sign_out(s, g.web_cookie)
     response = redirect("/signin", 303)
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=_secure())
+    _set(response, COOKIE, "", 0)
     return response
