@@ -574,7 +574,7 @@ def test_scans_are_filtered_by_tool_status_and_target(app, client):
     page_html = web.get("/scans", query_string={"tool": "masscan"}).text
     assert masscan[:8] in page_html and first[:8] not in page_html
     bad = web.get("/scans", query_string={"tool": "curl"})
-    assert bad.status_code == 200 and "tool must be one of" in bad.text
+    assert bad.status_code == 400 and "tool must be one of" in bad.text
 
 
 @pytest.mark.parametrize("window", [1, 3, 5000])

@@ -10,8 +10,7 @@ from sqlalchemy import select
 from controller.api.auth import requires
 from controller.api.body import body, doc, query, reply
 from controller.api.context import config, executor, principal, session
-from controller.errors import Conflict
-from controller.queue.jobs import cancel_job, check_owner, events_page_json, get_job, jobs_page
+from controller.queue.jobs import cancel_owned, events_page_json, get_job, jobs_page
 from controller.schemas.jobs import EventPage, EventQuery, HostSummaries, Job, JobListQuery, JobPage, Relaunched, RelaunchRequest
 from controller.services.relaunch import relaunch
 from controller.store.models import JobHostSummary
@@ -71,11 +70,7 @@ def list_hosts(job_id: str) -> Any:
 @doc("cancel_job", "jobs", "Cancel a job", {202: Job}, errors={**NO_JOB, 409: "The job has already ended (other than canceled)."})
 def cancel(job_id: str) -> Any:
     with session() as s:
-        check_owner(get_job(s, job_id), principal())
-        job = cancel_job(s, job_id)
-        if not job.active and job.status != "canceled":
-            raise Conflict(f"job {job_id} already ended as {job.status}")
-        view = Job.dump(job)
+        view = Job.dump(cancel_owned(s, principal(), job_id))
     executor().cancel(job_id)
     return jsonify(view), 202
 

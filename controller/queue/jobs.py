@@ -16,7 +16,7 @@ import psutil
 from sqlalchemy import Integer, Select, Text, and_, bindparam, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
-from controller.errors import Forbidden, NotFound, TooBusy, ValidationError
+from controller.errors import Conflict, Forbidden, NotFound, TooBusy, ValidationError
 from controller.principal import Principal, Quota
 from controller.store import jsontext
 from controller.store.jsontext import iso
@@ -108,6 +108,17 @@ def may_change(created_by: str | None, principal: Principal) -> bool:
 def check_owner(job: Job, principal: Principal) -> None:
     if not may_change(job.created_by, principal):
         raise Forbidden(f"job {job.id} was started by {job.created_by!r}: only its creator or an admin may stop or delete it")
+
+
+def cancel_owned(session: Session, principal: Principal, job_id: str) -> Job:
+    """A caller's cancel (POST /api/jobs/<id>/cancel): its creator or an admin; refused once the job has ended
+    (other than canceled). The executor is told after the commit."""
+    job = get_job(session, job_id)
+    check_owner(job, principal)
+    job = cancel_job(session, job_id)
+    if not job.active and job.status != "canceled":
+        raise Conflict(f"job {job_id} already ended as {job.status}")
+    return job
 
 
 def cancel_job(session: Session, job_id: str) -> Job:

@@ -132,9 +132,7 @@ def record_use(session: Session, token_id: str) -> None:
 def revoke_token(session: Session, name: str) -> tuple[ApiToken, list[str]]:
     """Revoke a token, and stop what it started: its queued jobs are canceled at once, its running jobs are
     asked to stop (a revoked token may have been stolen). Returns the token and the ids of those jobs."""
-    token = session.scalar(select(ApiToken).where(ApiToken.name == name))
-    if token is None:
-        raise NotFound(f"no token {name!r}")
+    token = get_token(session, name)
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         session.flush()
@@ -151,6 +149,13 @@ def revoke_token(session: Session, name: str) -> tuple[ApiToken, list[str]]:
 
 def token_view(token: ApiToken) -> dict[str, Any]:
     return Token.dump(token)
+
+
+def get_token(session: Session, name: str) -> ApiToken:
+    token = session.scalar(select(ApiToken).where(ApiToken.name == name))
+    if token is None:
+        raise NotFound(f"no token {name!r}")
+    return token
 
 
 def list_tokens(session: Session) -> list[ApiToken]:

@@ -14,10 +14,12 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from controller.errors import ApiError
+from controller.scanlib import SCAN_TYPES
+from controller.schemas.types import JOB_STATUSES
 from controller.web import admin, automation, fleet, jobs, overview, scans, signin
 from controller.web.format import FILTERS
 from controller.web.gate import admit, api_error, can, csrf_field, http_error, server_error, unavailable
-from controller.web.pages import ADMIN_SECTIONS, SECTIONS
+from controller.web.pages import SECTIONS
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
 for _module in (signin, overview, scans, jobs, fleet, automation, admin):
@@ -32,5 +34,11 @@ bp.register_error_handler(Exception, server_error)
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.jinja_env.filters.update(FILTERS)
-    app.jinja_env.globals.update(csrf=csrf_field, can=can, SECTIONS=SECTIONS, ADMIN_SECTIONS=ADMIN_SECTIONS)
+    app.jinja_env.globals.update(
+        csrf=csrf_field,
+        can=can,
+        SECTIONS=SECTIONS,
+        JOB_STATUSES=JOB_STATUSES,
+        SCAN_TYPES={tool: list(types) for tool, types in SCAN_TYPES.items()},  # the forms' tools and their types
+    )
     app.jinja_env.undefined = StrictUndefined  # a misspelt name in a template fails its test, not silently blank

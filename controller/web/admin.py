@@ -8,13 +8,13 @@ from flask import Blueprint, url_for
 
 from controller.api.auth import requires
 from controller.api.context import config, executor, principal, session
-from controller.errors import ApiError, NotFound
+from controller.errors import ApiError
 from controller.principal import ROLES
 from controller.schemas.admin import AuditEntry as AuditView
 from controller.schemas.admin import AuditQuery, PolicyChange, TokenRequest
 from controller.schemas.types import SCANNING_ROLES
 from controller.services.audit import audit_page
-from controller.services.auth import expired, issue_token, list_tokens, revoke_token, token_view
+from controller.services.auth import expired, get_token, issue_token, list_tokens, revoke_token, token_view
 from controller.services.policy import get_policy, policy_view, update_policy
 from controller.web.forms import form_data, number, parsed_query, refused
 from controller.web.pages import done, page
@@ -78,10 +78,7 @@ def create_token() -> Any:
 
 def _token(name: str) -> dict[str, Any]:
     with session() as s:
-        token = next((t for t in list_tokens(s) if t.name == name), None)
-        if token is None:
-            raise NotFound(f"no token {name!r}")
-        return token_view(token)
+        return token_view(get_token(s, name))
 
 
 @bp.get("/admin/tokens/<name>/revoke")
@@ -128,7 +125,7 @@ def _policy(errors: dict[str, str], given: dict[str, str] | None, status: int = 
 
 
 @bp.get("/admin/policy")
-@requires("admin")
+@requires("operator")  # as GET /api/policy: operators read the scope they scan within
 def policy() -> Any:
     return _policy({}, None)
 

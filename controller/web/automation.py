@@ -12,7 +12,6 @@ from flask import Blueprint, request, url_for
 from controller.api.auth import requires
 from controller.api.context import config, executor, principal, session
 from controller.errors import ApiError, NotFound
-from controller.scanlib import scanner
 from controller.schemas.schedules import Schedule, ScheduleListQuery, SchedulePatch, ScheduleRequest, ScheduleRuns, ScheduleRunsQuery
 from controller.schemas.webhooks import EVENTS, Deliveries, DeliveriesQuery, Webhook, WebhookPatch, WebhookRequest, Webhooks
 from controller.services import schedules as schedule_service
@@ -85,7 +84,6 @@ def _schedules_page(errors: dict[str, str], given: dict[str, str], status: int =
         filter_error=filter_error,
         errors=errors,
         given=given,
-        scan_types={tool: list(types) for tool, types in scanner.SCAN_TYPES.items()},
     )
 
 

@@ -9,14 +9,19 @@ from flask import g, request
 from controller.api.context import config
 from controller.errors import ApiError, ValidationError
 from controller.schemas.base import Query
+from controller.schemas.deployments import PASTED_SECRETS
 from controller.schemas.types import QUERY_DIGITS
 
 FORM_ERROR = "_form"  # a refusal not about one field (scope, quota, a conflict): shown above the form
 
 
+# Fields whose value is a secret: sent exactly as typed (a password may begin or end with a space; the API keeps it).
+SECRET_FIELDS = frozenset((*PASTED_SECRETS, "secret", "token"))
+
+
 def form_data(fields: tuple[str, ...]) -> dict[str, str]:
-    """The form's fields, stripped (a number field sends text: the models take numeric strings where they take numbers)."""
-    return {name: request.form.get(name, "").strip() for name in fields}
+    """The form's fields, stripped of surrounding spaces (but secrets, kept as typed)."""
+    return {name: request.form.get(name, "") if name in SECRET_FIELDS else request.form.get(name, "").strip() for name in fields}
 
 
 def refused(exc: ApiError, fields: tuple[str, ...]) -> dict[str, str]:
@@ -44,4 +49,5 @@ def parsed_query(model: type[Query], defaults: dict[str, str] | None = None, ign
     try:
         return model.parse({**(defaults or {}), **given}, config=config()), None
     except ValidationError as exc:
+        g.query_refused = exc.message  # the page says so with a 400 (pages.page), as the API would
         return model.parse(defaults or {}, config=config()), exc.message

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from controller.api.auth import requires
 from controller.api.context import config, executor, principal, session
-from controller.errors import ApiError, Conflict
-from controller.queue.jobs import cancel_job, check_owner, get_job, jobs_page, last_events
+from controller.errors import ApiError
+from controller.queue.jobs import cancel_owned, get_job, jobs_page, last_events
 from controller.schemas.jobs import Job, JobListQuery, RelaunchRequest
 from controller.services.relaunch import relaunch, secrets_needed
 from controller.store.models import JobHostSummary, Scan
@@ -33,6 +33,7 @@ def index() -> Any:
             jobs, cursor = jobs_page(s, query.limit, query.cursor, query.status, query.kind)
         except ApiError as exc:  # a cursor that is not one of ours
             (jobs, cursor), filter_error = jobs_page(s, query.limit, None, query.status, query.kind), exc.message
+            g.query_refused = exc.message
         views = [Job.dump(job) for job in jobs]
     return page("jobs.html", "jobs", jobs=views, next_cursor=cursor, query=query, kinds=KINDS, filter_error=filter_error)
 
@@ -58,10 +59,7 @@ def show(job_id: str) -> Any:
 @requires("operator")
 def cancel(job_id: str) -> Any:
     with session() as s:
-        check_owner(get_job(s, job_id), principal())
-        job = cancel_job(s, job_id)
-        if not job.active and job.status != "canceled":
-            raise Conflict(f"job {job_id} already ended as {job.status}")
+        cancel_owned(s, principal(), job_id)
     executor().cancel(job_id)
     g.audit_job_id = job_id
     return done(url_for(".show", job_id=job_id), "job-canceled")

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import redirect, render_template, request
+from flask import g, redirect, render_template, request
 
-SECTIONS = (
-    ("overview", "web.overview.show", "Overview"),
-    ("scans", "web.scans.index", "Scans"),
-    ("jobs", "web.jobs.index", "Jobs"),
-    ("fleet", "web.fleet.index", "Fleet"),
-    ("schedules", "web.automation.schedules", "Schedules"),
-    ("webhooks", "web.automation.webhooks", "Webhooks"),
-    ("tokens", "web.admin.tokens", "Tokens"),
-    ("policy", "web.admin.policy", "Policy"),
-    ("audit", "web.admin.audit", "Audit"),
+SECTIONS = (  # key, endpoint, label, and the least role the page needs (the same as the API's twin)
+    ("overview", "web.overview.show", "Overview", "viewer"),
+    ("scans", "web.scans.index", "Scans", "viewer"),
+    ("jobs", "web.jobs.index", "Jobs", "viewer"),
+    ("fleet", "web.fleet.index", "Fleet", "viewer"),
+    ("schedules", "web.automation.schedules", "Schedules", "viewer"),
+    ("webhooks", "web.automation.webhooks", "Webhooks", "admin"),
+    ("tokens", "web.admin.tokens", "Tokens", "admin"),
+    ("policy", "web.admin.policy", "Policy", "operator"),
+    ("audit", "web.admin.audit", "Audit", "admin"),
 )
-ADMIN_SECTIONS = frozenset(("webhooks", "tokens", "policy", "audit"))  # the API's webhook routes are admin-only too
 # What a redirect after a form may announce: keys of this table only, so no text of the URL is ever shown.
 NOTICES = {
     "scan-submitted": "Scan submitted.",
@@ -40,7 +39,10 @@ NOTICES = {
 
 
 def page(template: str, section: str, code: int = 200, **context: Any) -> Any:
+    """The page; a 400 when its query string was refused (it then shows the message, and the first page instead)."""
     notice = NOTICES.get(request.args.get("notice", ""))
+    if code == 200 and g.get("query_refused"):
+        g.error, code = g.query_refused, 400
     return render_template(template, section=section, notice=notice, **context), code
 
 

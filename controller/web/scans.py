@@ -11,8 +11,8 @@ from controller.api.auth import requires
 from controller.api.context import config, db, executor, principal, session
 from controller.errors import ApiError, NotFound, ValidationError
 from controller.queue.jobs import check_owner, last_events
-from controller.scanlib import scanner
 from controller.schemas.scans import ScanListQuery, ScanRequest
+from controller.schemas.types import QUERY_DIGITS
 from controller.services.diff import scan_diff
 from controller.services.scans import create_scan, delete_scan, get_scan, scan_view, scans_page, stop_scan
 from controller.web.forms import form_data, parsed_query, refused, submitted
@@ -28,10 +28,8 @@ SORTS = {
     "service": lambda host, port: ((port or {}).get("service") or "", host["address"]),
 }
 OUTPUT_LINES = 300
-
-
-def _scan_types() -> dict[str, list[str]]:
-    return {tool: list(types) for tool, types in scanner.SCAN_TYPES.items()}
+PAGE_ROWS = 500  # rows of the hosts and ports table a page shows (a /16 has tens of thousands)
+DIFF_INLINE_HOSTS = 1000
 
 
 def _list(errors: dict[str, str], given: dict[str, str], status: int = 200) -> Any:
@@ -48,7 +46,6 @@ def _list(errors: dict[str, str], given: dict[str, str], status: int = 200) -> A
         filter_error=filter_error,
         errors=errors,
         given=given,
-        scan_types=_scan_types(),
     )
 
 
@@ -91,35 +88,52 @@ def _rows(hosts: list[dict[str, Any]], state: str, port: str, host: str, sort: s
 @bp.get("/scans/<job_id>")
 @requires("viewer")
 def show(job_id: str) -> Any:
-    state = request.args.get("state", "")
-    port, host = request.args.get("port", "").strip(), request.args.get("host", "").strip()
-    sort = request.args.get("sort", "address")
-    if state not in ("", *PORT_STATES) or sort not in SORTS or (port and not port.isascii()) or (port and not port.isdigit()):
-        raise ValidationError("state, port or sort is not one the table offers")
+    filters = {name: request.args.get(name, "").strip() for name in ("state", "port", "host", "sort", "from", "diff")}
+    filters["sort"] = filters["sort"] or "address"
+    state, port, sort, start = filters["state"], filters["port"], filters["sort"], filters["from"] or "0"
+    if state not in ("", *PORT_STATES) or sort not in SORTS or not QUERY_DIGITS.fullmatch(port or "0") or not QUERY_DIGITS.fullmatch(start):
+        raise ValidationError("state, port, sort or from is not one the table offers")
     with session() as s:
         stored = get_scan(s, job_id, with_results=True)
         scan, created_by = scan_view(stored, with_results=True), stored.job.created_by
-        diff, diff_error = None, None
-        if scan["status"] == "successful":
-            try:
-                diff = scan_diff(s, job_id, None)
-            except ApiError as exc:
-                diff_error = exc.message
+        hosts = scan["results"]["hosts"]
+        # A large scan's diff is worked out when asked for: it reads both scans whole.
+        diff_inline = len(hosts) <= DIFF_INLINE_HOSTS or filters["diff"] == "1"
+        diff, diff_error = _diff(s, job_id) if scan["status"] == "successful" and diff_inline else (None, None)
         output = last_events(s, job_id, OUTPUT_LINES)
-    rows = _rows(scan["results"]["hosts"], state, port, host, sort)
+    rows = _rows(hosts, state, port, filters["host"], sort)
+    first = int(start)
+    table = {k: v for k, v in filters.items() if v and k not in ("from", "diff")}
+
+    def rows_from(row: int) -> str | None:
+        return url_for(".show", job_id=job_id, **table, **({"from": row} if row else {})) if 0 <= row < len(rows) else None
+
     return page(
         "scan.html",
         "scans",
         scan=scan,
         created_by=created_by,
-        rows=rows,
-        filters={"state": state, "port": port, "host": host, "sort": sort},
+        rows=rows[first : first + PAGE_ROWS],
+        total_rows=len(rows),
+        first_row=first,
+        page_rows=PAGE_ROWS,
+        previous_rows=rows_from(max(first - PAGE_ROWS, 0)) if first else None,
+        next_rows=rows_from(first + PAGE_ROWS),
+        filters=filters,
         states=PORT_STATES,
         sorts=list(SORTS),
         diff=diff,
         diff_error=diff_error,
+        diff_inline=diff_inline,
         output=output,
     )
+
+
+def _diff(s: Any, job_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        return scan_diff(s, job_id, None), None
+    except ApiError as exc:
+        return None, exc.message
 
 
 @bp.post("/scans/<job_id>/stop")
