@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint
+from sqlalchemy import func, select
 
 from controller.api.auth import requires
 from controller.api.context import config, session
@@ -15,12 +16,15 @@ from controller.services.coverage import coverage
 from controller.services.diff import scan_diff
 from controller.services.heartbeat import HeartbeatError, sync_status
 from controller.services.scans import scans_page
+from controller.store.models import ScanHost
 from controller.web.pages import page
+from controller.web.scans import DIFF_INLINE_HOSTS
 
 bp = Blueprint("overview", __name__)
 ACTIVE_SHOWN = 50
 CHANGES_SHOWN = 5
 FIRST_SCAN = "the first scan of this target: nothing to compare"
+LARGE_SCAN = f"more than {DIFF_INLINE_HOSTS} hosts: compare it on its page"
 
 
 def latest_changes(s: Any) -> list[dict[str, Any]]:
@@ -28,6 +32,10 @@ def latest_changes(s: Any) -> list[dict[str, Any]]:
     scans, _ = scans_page(s, CHANGES_SHOWN, None, status="successful")
     changes = []
     for scan in scans:
+        hosts = s.scalar(select(func.count()).select_from(ScanHost).where(ScanHost.scan_id == scan["id"])) or 0
+        if hosts > DIFF_INLINE_HOSTS:  # comparing reads both scans whole: on the scan's own page, when asked
+            changes.append({"scan": scan, "summary": None, "differences": None, "note": LARGE_SCAN})
+            continue
         try:
             diff = scan_diff(s, scan["job_id"], None)
             changes.append({"scan": scan, "summary": diff["summary"], "differences": diff["differences"], "note": None})

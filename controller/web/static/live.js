@@ -21,18 +21,50 @@
     return Array.from(document.querySelectorAll("[data-job-id]")).filter((el) => el.dataset.jobId === jobId);
   }
 
-  // Lists (overview, scans, jobs): every job's changes over one stream per tab.
+  // A stream that the browser reconnects by itself after a network error (with Last-Event-ID); one the server refused
+  // (signed out: 401, too many streams: 429) is closed for good by the browser: tried again here, a few times, slower
+  // each time, and said so on the page.
+  function stream(url, handlers, onState) {
+    let source = null;
+    let failures = 0;
+    let after = null;
+    const open = () => {
+      source = new EventSource(after === null ? url() : url(after));
+      source.addEventListener("open", () => { failures = 0; onState("following…"); });
+      source.addEventListener("error", () => {
+        if (source.readyState !== EventSource.CLOSED) { onState("reconnecting…"); return; }
+        failures += 1;
+        if (failures > 5) { onState("not live: reload the page (or sign in again)"); return; }
+        onState("not live: trying again…");
+        window.setTimeout(open, Math.min(30000, 1000 * 2 ** failures));
+      });
+      Object.entries(handlers).forEach(([name, handle]) => source.addEventListener(name, (message) => {
+        if (message.lastEventId) after = message.lastEventId;
+        handle(message, () => source.close());
+      }));
+    };
+    open();
+    window.addEventListener("pagehide", () => source && source.close());
+  }
+
+  // Back to a page from the browser's history cache: its streams were closed when it was left, so load it again.
+  window.addEventListener("pageshow", (event) => { if (event.persisted) window.location.reload(); });
+
+  // Lists (overview, scans, jobs): every job's changes over one stream per tab. A job the page does not list, created
+  // after the page was rendered, shows the "new jobs" note.
   function followAll() {
-    if (!document.querySelector("[data-jobs-stream]")) return;
-    const source = new EventSource("/api/stream");
+    const list = document.querySelector("[data-jobs-stream]");
+    if (!list) return;
     const note = document.querySelector("[data-new-jobs]");
-    source.addEventListener("job", (message) => {
-      const job = JSON.parse(message.data);
-      const rows = rowsOf(job.job_id);
-      rows.forEach((row) => setJob(row, job));
-      if (!rows.length && note && !FINAL.has(job.status)) note.hidden = false;
-    });
-    window.addEventListener("pagehide", () => source.close());
+    const rendered = document.documentElement.dataset.rendered || "";
+    stream(() => "/api/stream", {
+      job: (message) => {
+        const job = JSON.parse(message.data);
+        const rows = rowsOf(job.job_id);
+        rows.forEach((row) => setJob(row, job));
+        if (!rows.length && note && !FINAL.has(job.status) && job.created_at > rendered) note.hidden = false;
+      },
+    }, () => {});
   }
 
   // As the server renders it: HTML parsing turns the CR LF of ansible's output into LF, so the stream's text must too.
@@ -54,8 +86,11 @@
     document.dispatchEvent(new CustomEvent("cloudx:refreshed"));
   }
 
-  // A job's page: its events as they are stored, its progress, and its end; resumed after a reconnect
-  // (EventSource sends Last-Event-ID, the counter of the last event received).
+  // A job's page: its events as they are stored, its progress, and its end; resumed after a reconnect from the last
+  // event received (Last-Event-ID, or ?after= when the page opens the stream again itself). The output keeps its
+  // newest MAX_LINES lines.
+  const MAX_LINES = 2000;
+
   function followJob() {
     const output = document.querySelector("[data-job-stream]");
     const panel = document.querySelector("[data-reload-on-end]");
@@ -64,24 +99,24 @@
     const state = output.querySelector("[data-stream-state]");
     if (status && FINAL.has(status.textContent.trim())) return;
     const lines = output.querySelector("[data-lines]");
-    const source = new EventSource(output.dataset.jobStream + "?after=" + encodeURIComponent(output.dataset.after || "0"));
-    source.addEventListener("open", () => { state.textContent = "following…"; });
-    source.addEventListener("error", () => { if (source.readyState !== EventSource.CLOSED) state.textContent = "reconnecting…"; });
-    source.addEventListener("ansible", (message) => {
-      const event = JSON.parse(message.data);
-      const atEnd = lines.scrollHeight - lines.scrollTop - lines.clientHeight < 40;
-      lines.append(document.createTextNode(eventLine(event) + "\n"));
-      if (atEnd) lines.scrollTop = lines.scrollHeight;
-    });
-    source.addEventListener("progress", (message) => setJob(panel, JSON.parse(message.data)));
-    source.addEventListener("end", (message) => {
-      source.close();
-      const job = JSON.parse(message.data);
-      setJob(panel, job);
-      state.textContent = "ended: " + job.status;
-      refresh(panel.dataset.reloadOnEnd);
-    });
-    window.addEventListener("pagehide", () => source.close());
+    const url = (after) => output.dataset.jobStream + "?after=" + encodeURIComponent(after || output.dataset.after || "0");
+    stream(url, {
+      ansible: (message) => {
+        const event = JSON.parse(message.data);
+        const atEnd = lines.scrollHeight - lines.scrollTop - lines.clientHeight < 40;
+        lines.append(document.createTextNode(eventLine(event) + "\n"));
+        while (lines.childNodes.length > MAX_LINES) lines.firstChild.remove();
+        if (atEnd) lines.scrollTop = lines.scrollHeight;
+      },
+      progress: (message) => setJob(panel, JSON.parse(message.data)),
+      end: (message, close) => {
+        close();
+        const job = JSON.parse(message.data);
+        setJob(panel, job);
+        state.textContent = "ended: " + job.status;
+        refresh(panel.dataset.reloadOnEnd);
+      },
+    }, (text) => { state.textContent = text; });
   }
 
   // The overview's charts of this machine: the monitor's own history, sampled again every 5 seconds.
