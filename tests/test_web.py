@@ -686,3 +686,55 @@ def test_an_open_stream_ends_when_its_session_or_token_does(app, monkeypatch, en
             revoke_token(session, session.scalar(select(ApiToken.name).where(ApiToken.id == token.split("_")[1])))
     assert done.wait(5), "the stream went on after its session ended"
     response.close()
+
+
+def test_every_page_needs_a_session(app):
+    """Each page but the sign-in form and the static files: a GET without a session goes to sign in, a POST is a 401."""
+    anonymous = browser(app)
+    pages = [r for r in app.url_map.iter_rules() if r.endpoint.startswith("web.") and r.endpoint not in PUBLIC_PAGES]
+    assert len(pages) > 20
+    for rule in pages:
+        path = re.sub(r"<[^>]+>", "x", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            response = anonymous.open(path, method=method)
+            expected = (303,) if method == "GET" else (401,)
+            assert response.status_code in expected, (method, path, response.status_code)
+            if method == "GET":
+                assert response.headers["Location"].startswith("/signin?next=")
+
+
+PUBLIC_PAGES = {"web.static", "web.signin.form", "web.signin.submit", "web.signin.signout"}
+
+
+def test_empty_fields_of_a_get_form_are_no_filter(app):
+    web, _ = signed_in(app, "admin")
+    for path in ("/fleet?network=&port=&service=&seen_since=&unseen_days=", "/admin/audit?before=&limit=", "/scans?tool=&status=&target="):
+        assert web.get(path).status_code == 200, path
+
+
+def test_a_pasted_key_with_a_blank_first_line_and_crlf_is_kept_as_openssh_reads_it():
+    from controller.schemas.types import private_key
+
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+    assert private_key("\r\n  " + key.replace("\n", "\r\n")) == key
+
+
+def test_a_sign_out_of_no_one_is_bounded_in_the_audit_log(app):
+    from controller.api.audit import ANONYMOUS_ROWS_PER_MINUTE
+
+    client = browser(app)
+    form = client.get("/signin").text
+    before = len(rows(app, "SELECT id FROM audit_log"))
+    for _ in range(3 * ANONYMOUS_ROWS_PER_MINUTE):
+        assert client.post("/signout", data={"csrf_token": csrf_of(form)}).status_code == 303
+    assert len(rows(app, "SELECT id FROM audit_log")) - before <= ANONYMOUS_ROWS_PER_MINUTE + 1
+
+
+def test_signing_in_over_https_ends_the_session_opened_over_http(app):
+    client, _ = signed_in(app, "operator")
+    plain = cookie_value(client)
+    assert sign_in(client, make_token(app, "viewer"), base_url="https://localhost").status_code == 303
+    assert session_count(app) == 1
+    replay = browser(app)
+    replay.set_cookie(COOKIE, plain)
+    assert replay.get("/").status_code == 303

@@ -136,8 +136,9 @@ def record(db: Database, denials: AnonymousDenials, response: Any, principal: Pr
         if isinstance(body, dict) and isinstance(body.get("job_id"), str):
             job_id = body["job_id"]
     try:
-        # Requests of no one that were refused (no token, a dashboard form without its CSRF token): bounded.
-        if principal is None and status in (401, 403) and not denials.admit(db):
+        # Requests of no one (no token, a dashboard form without a session or its CSRF token, a sign-out with no
+        # session): their entries are bounded, whatever the answer.
+        if principal is None and not denials.admit(db):
             return
         for detail in (g.get("error"), "(the error text could not be stored)"):
             try:

@@ -153,7 +153,9 @@ def _secret(value: str, info: ValidationInfo) -> str:
 
 
 def private_key(value: str, field: str = "ssh_key") -> str:
-    if not value.lstrip().startswith("-----BEGIN ") or "PRIVATE KEY-----" not in value:
+    """A key as OpenSSH reads it: from its first line (a form's textarea sends CR LF, and maybe a blank line first)."""
+    value = value.replace("\r\n", "\n").lstrip()
+    if not value.startswith("-----BEGIN ") or "PRIVATE KEY-----" not in value:
         raise FieldError(field, f"{field} must be a private key in PEM/OpenSSH format")
     return value if value.endswith("\n") else value + "\n"
 

@@ -110,7 +110,7 @@ class PruneReport:
 
     @property
     def anything(self) -> bool:
-        return bool(self.events or self.artifact_folders or self.scans or self.webhook_events)
+        return bool(self.events or self.artifact_folders or self.scans or self.webhook_events or self.web_sessions)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

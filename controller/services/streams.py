@@ -322,6 +322,8 @@ def _follow_job(hub: StreamHub, job_id: str, after: int, heartbeat: float, gone:
             progress = job.progress
             yield sse(jsontext.dumps({"job_id": job_id, "status": job.status, "progress": progress}), "progress")
         if from_db and len(events) == PAGE:
+            if gone():  # catching up on a long backlog: its reader may have been signed out meanwhile
+                return
             continue
         if job.status not in ACTIVE_STATUSES and (job.final_counter is None or last >= job.final_counter):
             yield sse(jsontext.dumps({**job_view(job), "final_counter": job.final_counter}), "end")

@@ -50,9 +50,9 @@ class Opened(NamedTuple):
     expires_at: datetime
 
 
-def sign_in(session: Session, presented: str, lifetime: timedelta, replacing: str | None = None) -> Opened | None:
+def sign_in(session: Session, presented: str, lifetime: timedelta, replacing: tuple[str, ...] = ()) -> Opened | None:
     """A new session for a valid token (its cookie value, principal and end), or None. It ends after `lifetime`,
-    or when the token expires if that is sooner; the browser's previous session (`replacing`) ends now."""
+    or when the token expires if that is sooner; the browser's previous sessions (`replacing`) end now."""
     match = TOKEN_FORMAT.fullmatch(presented.strip())
     if match is None:
         token_principal(session, None, _digest(presented))  # the same work as for a known id: no timing hint
@@ -66,8 +66,9 @@ def sign_in(session: Session, presented: str, lifetime: timedelta, replacing: st
     token_expiry = session.scalar(select(ApiToken.expires_at).where(ApiToken.id == principal.token_id))
     if token_expiry is not None:
         expires_at = min(expires_at, aware(token_expiry))
-    if replacing is not None:
-        sign_out(session, replacing)
+    for old in replacing:
+        sign_out(session, old)
+    session.execute(delete(WebSession).where(WebSession.expires_at <= utcnow()))  # cheap (indexed), even with no prune
     cookie = new_cookie()
     session.add(WebSession(id=_digest(cookie), token_id=principal.token_id, token_hash=presented_hash, expires_at=expires_at))
     session.flush()

@@ -8,7 +8,7 @@ Content-Security-Policy allows no inline script or style at all.
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, g
 from jinja2 import StrictUndefined
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -16,8 +16,6 @@ from werkzeug.exceptions import HTTPException
 from controller.errors import ApiError
 from controller.scanlib import SCAN_TYPES
 from controller.schemas.types import JOB_STATUSES
-from controller.store.jsontext import iso
-from controller.store.models import utcnow
 from controller.web import admin, automation, fleet, jobs, overview, scans, signin
 from controller.web.format import FILTERS
 from controller.web.gate import admit, api_error, can, csrf_field, http_error, server_error, unavailable
@@ -41,7 +39,7 @@ def init_app(app: Flask) -> None:
         can=can,
         SECTIONS=SECTIONS,
         JOB_STATUSES=JOB_STATUSES,
-        rendered_at=lambda: iso(utcnow()),  # as the streams write times: jobs created since are new to the page
+        rendered_at=lambda: g.get("rendered_at", ""),  # before the page's queries: jobs created since are new to it
         SCAN_TYPES={tool: list(types) for tool, types in SCAN_TYPES.items()},  # the forms' tools and their types
     )
     app.jinja_env.undefined = StrictUndefined  # a misspelt name in a template fails its test, not silently blank

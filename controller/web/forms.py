@@ -45,7 +45,7 @@ def submitted(given: dict[str, str], required: tuple[str, ...] = (), numbers: tu
 def parsed_query(model: type[Query], defaults: dict[str, str] | None = None, ignored: tuple[str, ...] = ()) -> tuple[Any, str | None]:
     """The page's query string (but the `ignored` parameters) as the API's model reads it; a bad one is shown, with the
     first page instead."""
-    given = {k: v for k, v in request.args.items() if k not in ignored}
+    given = {k: v for k, v in request.args.items() if k not in ignored and v != ""}  # a GET form sends its empty fields
     try:
         return model.parse({**(defaults or {}), **given}, config=config()), None
     except ValidationError as exc:

@@ -20,6 +20,7 @@ from controller.principal import Principal
 from controller.queue.jobs import may_change
 from controller.services.auth import record_use
 from controller.services.web_sessions import COOKIE, COOKIE_FORMAT, PRESESSION_COOKIE, csrf_token, csrf_valid, session_principal, touch
+from controller.store.models import utcnow
 from controller.web.pages import page
 
 PAGE_CSP = (
@@ -35,6 +36,13 @@ def cookie(base: str) -> str | None:
     """The browser's cookie `base` (under its __Host- name over HTTPS), if it is one of ours in form."""
     value = request.cookies.get(cookie_name(base))
     return value if value is not None and _COOKIE.fullmatch(value) else None
+
+
+def every_session_cookie() -> tuple[str, ...]:
+    """This browser's session cookies under both names (set over HTTP and over HTTPS), to end them all: only the
+    name of this request's scheme ever opens a session."""
+    values = (request.cookies.get(COOKIE), request.cookies.get(f"__Host-{COOKIE}"))
+    return tuple(v for v in values if v is not None and _COOKIE.fullmatch(v))
 
 
 def browser_cookie() -> str | None:
@@ -60,6 +68,7 @@ def admit() -> Any:
     g.content_security_policy = PAGE_CSP
     if request.endpoint == "web.static":
         return None
+    g.rendered_at = utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as jsontext.iso writes the streams' times
     g.web_cookie = cookie(COOKIE)
     g.principal = _principal(g.web_cookie) if g.web_cookie else None
     view = current_app.view_functions.get(request.endpoint or "")

@@ -12,7 +12,7 @@ from controller.api.auth import PUBLIC, cookie_name, requires, secure_request
 from controller.api.context import config, session
 from controller.services.web_sessions import COOKIE, PRESESSION_COOKIE, new_cookie, sign_in, sign_out
 from controller.store.models import utcnow
-from controller.web.gate import browser_cookie
+from controller.web.gate import browser_cookie, every_session_cookie
 from controller.web.pages import page
 
 bp = Blueprint("signin", __name__)
@@ -46,7 +46,7 @@ def _page(error: str | None, status: int) -> Any:
 def submit() -> Any:
     lifetime = timedelta(hours=config().WEB_SESSION_HOURS)
     with session() as s:
-        opened = sign_in(s, request.form.get("token", ""), lifetime, replacing=g.web_cookie)
+        opened = sign_in(s, request.form.get("token", ""), lifetime, replacing=every_session_cookie())
     if opened is None:
         g.error = "sign-in refused: the token is not valid, expired or was revoked"
         return _page("That token is not valid, expired or was revoked.", 401)
@@ -55,6 +55,7 @@ def submit() -> Any:
     lasts = max(int((opened.expires_at - utcnow()).total_seconds()), 1)  # the browser drops it when the server does
     _set(response, COOKIE, opened.cookie, lasts)
     _set(response, PRESESSION_COOKIE, "", 0)
+    _end_other_scheme(response)
     return response
 
 
@@ -67,9 +68,18 @@ def _set(response: Any, base: str, value: str, max_age: int) -> None:
 @bp.post("/signout")
 @requires(PUBLIC)  # also for a session that has ended: its row and cookie go all the same
 def signout() -> Any:
-    if g.web_cookie:
-        with session() as s:
-            sign_out(s, g.web_cookie)
+    with session() as s:
+        for cookie in every_session_cookie():
+            sign_out(s, cookie)
     response = redirect("/signin", 303)
     _set(response, COOKIE, "", 0)
+    _end_other_scheme(response)
     return response
+
+
+def _end_other_scheme(response: Any) -> None:
+    """A session cookie left under the other scheme's name (signed in over HTTP, now over HTTPS) is cleared too."""
+    secure = secure_request()
+    other = COOKIE if secure else f"__Host-{COOKIE}"
+    if other in request.cookies:
+        response.delete_cookie(other, path="/", secure=not secure, httponly=True, samesite="Strict")
