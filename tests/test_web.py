@@ -738,3 +738,26 @@ def test_signing_in_over_https_ends_the_session_opened_over_http(app):
     replay = browser(app)
     replay.set_cookie(COOKIE, plain)
     assert replay.get("/").status_code == 303
+
+
+def test_a_failed_scan_is_run_again_from_its_job_page(app, client):
+    from controller.store.models import JobHostSummary
+
+    job_id = queued_scan(client, "192.0.2.30")
+    admin, _ = signed_in(app, "admin")
+    with app.extensions["cloudx.db"].session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="failed", status_reason="test"))
+    # With no host run, the API's refusal is shown on the page, at its field.
+    page = admin.get(f"/jobs/{job_id}")
+    refused = admin.post(f"/jobs/{job_id}/relaunch", data={"hosts": "all", "csrf_token": csrf_of(page.text)})
+    assert refused.status_code == 409 and 'id="hosts-error"' in refused.text and "nothing to relaunch" in refused.text
+    with app.extensions["cloudx.db"].session() as session:
+        session.add(JobHostSummary(job_id=job_id, host="localhost", ok=1, failed=1))
+    page = admin.get(f"/jobs/{job_id}")
+    assert page.status_code == 200 and "Run the scan again" in page.text
+    response = admin.post(f"/jobs/{job_id}/relaunch", data={"hosts": "all", "csrf_token": csrf_of(page.text)})
+    assert response.status_code == 303, response.text
+    new_id = response.headers["Location"].split("?")[0].rsplit("/", 1)[1]
+    assert new_id != job_id
+    assert client.get(f"/api/jobs/{new_id}").get_json()["relaunched_from"] == job_id
+    assert f"/jobs/{job_id}" in admin.get(f"/jobs/{new_id}").text  # the new job links the one it runs again
