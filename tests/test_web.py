@@ -761,3 +761,15 @@ def test_a_failed_scan_is_run_again_from_its_job_page(app, client):
     assert new_id != job_id
     assert client.get(f"/api/jobs/{new_id}").get_json()["relaunched_from"] == job_id
     assert f"/jobs/{job_id}" in admin.get(f"/jobs/{new_id}").text  # the new job links the one it runs again
+
+
+def test_the_overview_shows_what_the_latest_scans_changed(app, client):
+    first = imported_hostile_scan(app, client)
+    web, _ = signed_in(app, "viewer")
+    assert "the first scan of this target" in web.get("/").text
+    data = (FIXTURES / "hostile-nmap.xml").read_bytes().replace(b'<state state="open"', b'<state state="closed"', 1)
+    second = client.post("/api/imports", data=data, headers={"Content-Type": "application/xml"}).get_json()["job_id"]
+    page = web.get("/").text
+    changes = page[page.index('id="changes-h"') : page.index('id="coverage-h"')]
+    assert changes.index("/scans/" + second) < changes.index("/scans/" + first)  # newest first
+    assert "0 ports opened, 1 closed" in changes and "the first scan of this target" in changes

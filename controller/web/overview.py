@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from flask import Blueprint
@@ -27,23 +29,42 @@ FIRST_SCAN = "the first scan of this target: nothing to compare"
 LARGE_SCAN = f"more than {DIFF_INLINE_HOSTS} hosts: compare it on its page"
 
 
+# What a scan changed against the previous one, by scan: the results of ended scans do not change, so each is worked
+# out once a minute at most per process (the overview is the landing page; comparing is most of its time).
+CHANGE_SECONDS = 60.0
+_changes: dict[str, tuple[float, dict[str, Any]]] = {}
+_changes_lock = threading.Lock()
+
+
 def latest_changes(s: Any) -> list[dict[str, Any]]:
     """The newest successful scans with what each changed against the previous scan of its target."""
     scans, _ = scans_page(s, CHANGES_SHOWN, None, status="successful")
+    now = time.monotonic()
+    with _changes_lock:
+        known = {job_id: found for job_id, (at, found) in _changes.items() if now - at < CHANGE_SECONDS}
     changes = []
     for scan in scans:
-        hosts = s.scalar(select(func.count()).select_from(ScanHost).where(ScanHost.scan_id == scan["id"])) or 0
-        if hosts > DIFF_INLINE_HOSTS:  # comparing reads both scans whole: on the scan's own page, when asked
-            changes.append({"scan": scan, "summary": None, "differences": None, "note": LARGE_SCAN})
-            continue
-        try:
-            diff = scan_diff(s, scan["job_id"], None)
-            changes.append({"scan": scan, "summary": diff["summary"], "differences": diff["differences"], "note": None})
-        except NotFound:
-            changes.append({"scan": scan, "summary": None, "differences": None, "note": FIRST_SCAN})
-        except ApiError as exc:  # targets that cannot be compared
-            changes.append({"scan": scan, "summary": None, "differences": None, "note": exc.message})
+        change = known.get(scan["job_id"]) or _change(s, scan)
+        with _changes_lock:
+            _changes.setdefault(scan["job_id"], (now, change))
+        changes.append({**change, "scan": scan})
+    with _changes_lock:  # only the scans shown stay
+        for job_id in set(_changes) - {scan["job_id"] for scan in scans}:
+            del _changes[job_id]
     return changes
+
+
+def _change(s: Any, scan: dict[str, Any]) -> dict[str, Any]:
+    hosts = s.scalar(select(func.count()).select_from(ScanHost).where(ScanHost.scan_id == scan["id"])) or 0
+    if hosts > DIFF_INLINE_HOSTS:  # comparing reads both scans whole: on the scan's own page, when asked
+        return {"summary": None, "differences": None, "note": LARGE_SCAN}
+    try:
+        diff = scan_diff(s, scan["job_id"], None)
+        return {"summary": diff["summary"], "differences": diff["differences"], "note": None}
+    except NotFound:
+        return {"summary": None, "differences": None, "note": FIRST_SCAN}
+    except ApiError as exc:  # targets that cannot be compared
+        return {"summary": None, "differences": None, "note": exc.message}
 
 
 @bp.get("/")
