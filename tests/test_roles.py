@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,3 +51,19 @@ def test_check_mode_plans_without_scanning(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "state: planned" in result.stdout and "- --\n    - 192.0.2.1" in result.stdout
     assert not (tmp_path / "scan-results").exists()
+
+
+@pytest.mark.skipif(shutil.which("nmap") is None or os.geteuid() != 0, reason="needs nmap and root")
+def test_local_scan_is_final_at_its_first_poll_and_copies_its_results_in_place(tmp_path):
+    """A scan of 127.0.0.1 from this machine (connection local): the first progress poll returns as soon as the
+    scan ends, with its summary (no async_status), and copies the result files in place (no fetch)."""
+    results = tmp_path / "results"
+    argv = ["-i", "inventory", "playbooks/scan.yml", *scan_vars(scanner_target="127.0.0.1", scanner_ports="22")]
+    argv += ["-e", "scanner_scan_id=roles-local", "-e", f"scanner_results_dir={results}", "-e", "scanner_poll_interval=20"]
+    result = ansible("ansible-playbook", *argv, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RETRYING" not in result.stdout and "async_status" not in result.stdout
+    assert "TASK [scanner : Fetch the results]" in result.stdout and "changed: [localhost] => (item=" not in result.stdout
+    files = results / "roles-local" / "localhost"
+    assert sorted(p.name for p in files.iterdir()) == ["hosts.jsonl", "raw.xml", "stderr.txt", "stdout.txt", "summary.json"]
+    assert json.loads((files / "summary.json").read_text())["state"] == "completed"

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +205,113 @@ def test_progress_parsers():
     assert scanner.zmap_progress(" 0:01 50%; send: 8 done\n 0:02 101%; send: 8 done\n") == 100.0
     assert scanner.nmap_progress(b'<taskprogress task="UDP Scan" time="1" percent="12.50" remaining="3"/>\n') == ("UDP Scan", 12.5)
     assert scanner.nmap_overall_percent("Ping Scan", 100) < scanner.nmap_overall_percent("SYN Stealth Scan", 1)
+
+
+# The scanner role's modules run as scripts (python module.py args.json), as Ansible runs them.
+STATUS_MODULE = Path(__file__).resolve().parents[1] / "roles" / "scanner" / "library" / "cloudx_scan_status.py"
+
+
+def run_status(tmp_path: Path, **args: object) -> tuple[dict, float]:
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    began = time.monotonic()
+    out = subprocess.run([sys.executable, str(STATUS_MODULE), str(args_file)], capture_output=True, text=True, timeout=60, check=False)
+    return json.loads(out.stdout), time.monotonic() - began
+
+
+def ended_scan(work: Path, jid: str = "1.1", **status: object) -> None:
+    """A work dir as cloudx_scan leaves it when its scan has ended, with the async job's final record."""
+    (work / "async").mkdir(parents=True)
+    summary = {"state": "completed", "hosts": 1, "error": None}
+    (work / "status.json").write_text(json.dumps({"state": "finished", "result": "completed", "percent": 100, "pid": 1, **status}))
+    (work / "summary.json").write_text(json.dumps(summary))
+    (work / "hosts.jsonl").write_text('{"address": "127.0.0.1"}\n')
+    (work / "raw.xml").write_text("<nmaprun/>")
+    (work / "async" / jid).write_text(json.dumps({"changed": False, "summary": summary, "ansible_job_id": jid}))
+
+
+def test_status_poll_of_an_ended_scan_is_final_at_once(tmp_path):
+    work = tmp_path / "work"
+    ended_scan(work)
+    result, elapsed = run_status(tmp_path, work_dir=str(work), async_jid="1.1", async_dir=str(work / "async"), wait=30)
+    assert result["finished"] is True and not result.get("failed")
+    assert result["summary"]["state"] == "completed" and "msg" not in result
+    assert elapsed < 10, elapsed  # not the 30 s of wait
+
+
+def test_status_poll_returns_when_the_scan_ends(tmp_path):
+    """A poll of a running scan waits (renewing the lease) and returns as soon as the scan's last status is written."""
+    work = tmp_path / "work"
+    work.mkdir()
+    scanner = subprocess.Popen(["sleep", "30"])
+    try:
+        (work / "status.json").write_text(json.dumps({"state": "running", "percent": 10, "pid": scanner.pid}))
+        (work / "lease").write_text("")
+        os.utime(work / "lease", (0, 0))
+
+        def end() -> None:
+            time.sleep(1.5)
+            (work / "summary.json").write_text(json.dumps({"state": "completed"}))
+            (work / "status.json").write_text(json.dumps({"state": "finished", "result": "completed", "pid": scanner.pid}))
+
+        threading.Thread(target=end).start()
+        result, elapsed = run_status(tmp_path, work_dir=str(work), wait=20)
+    finally:
+        scanner.kill()
+        scanner.wait()
+    assert result["finished"] is True and result["summary"] == {"state": "completed"}
+    assert 1.4 < elapsed < 10, elapsed
+    assert (work / "lease").stat().st_mtime > time.time() - 60
+
+
+def test_status_poll_of_a_running_scan_reports_progress_after_wait(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "status.json").write_text(json.dumps({"state": "running", "percent": 42.5, "pid": os.getpid()}))
+    result, elapsed = run_status(tmp_path, work_dir=str(work), wait=1)
+    assert result["finished"] is False and result["cloudx_scan_progress"]["percent"] == 42.5
+    assert "summary" not in result
+    assert 0.9 < elapsed < 10, elapsed
+
+
+def test_status_poll_copies_the_results_in_one_step(tmp_path):
+    work, results = tmp_path / "work", tmp_path / "results" / "scan-1" / "localhost"
+    ended_scan(work)
+    files = ["summary.json", "hosts.jsonl", "stdout.txt", "stderr.txt", "raw.xml"]
+    result, _ = run_status(tmp_path, work_dir=str(work), results_dir=str(results), result_files=files)
+    assert result["finished"] is True and result["changed"] is True
+    assert result["copied"] == ["summary.json", "hosts.jsonl", "raw.xml"]  # the missing ones are skipped
+    assert sorted(p.name for p in results.iterdir()) == ["hosts.jsonl", "raw.xml", "summary.json"]
+    assert (results / "hosts.jsonl").read_text() == (work / "hosts.jsonl").read_text()
+
+
+def test_status_poll_of_a_scan_that_failed_to_start_returns_its_error(tmp_path):
+    """cloudx_scan failed after its first status (no route, say): the summary is the async job's message."""
+    work = tmp_path / "work"
+    ended_scan(work, result="failed", error="no route")
+    (work / "summary.json").unlink()
+    (work / "async" / "1.1").write_text(json.dumps({"failed": True, "msg": "no route to 192.0.2.1", "ansible_job_id": "1.1"}))
+    result, _ = run_status(tmp_path, work_dir=str(work), async_jid="1.1", async_dir=str(work / "async"))
+    assert result["finished"] is True and not result.get("failed")
+    assert result["summary"] == {"state": "failed", "error": "no route to 192.0.2.1"}
+    assert result["msg"] == "no route to 192.0.2.1"
+
+
+def test_scan_sees_its_scanners_end_at_once(tmp_path, monkeypatch):
+    """cloudx_scan waits on the scanner process: a scanner that ends at once is not reported running for 0.5 s."""
+    module_utils = Path(__file__).resolve().parents[1] / "roles" / "scanner" / "module_utils" / "cloudx_scanner.py"
+    spec = importlib.util.spec_from_file_location("ansible.module_utils.cloudx_scanner", module_utils)
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    monkeypatch.setitem(sys.modules, "ansible.module_utils.cloudx_scanner", utils)
+    spec = importlib.util.spec_from_file_location("cloudx_scan_module", STATUS_MODULE.with_name("cloudx_scan.py"))
+    scan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scan)
+    params = {"work_dir": str(tmp_path), "timeout": 60, "lease_seconds": 15, "wait": 5, "rate": 1000}
+    request = {"tool": "nmap", "scan_type": "default", "target": "127.0.0.1", "ports": "22"}
+    run = scan.ScanRun(type("Module", (), {"params": params})(), request)
+    (tmp_path / "lease").write_text("")
+    began = time.monotonic()
+    proc = subprocess.Popen(["true"])
+    assert run._watch(proc) == "completed"
+    assert time.monotonic() - began < 0.4

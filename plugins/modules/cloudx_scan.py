@@ -392,8 +392,13 @@ class ScanRun:
         ending = "completed"
         self.status("running", scanner_pid=proc.pid)
         deadline = self.started + self.timeout
-        while proc.poll() is None:
-            time.sleep(0.5)
+        while True:
+            # Wait on the scanner itself: its end is seen at once (its last status follows in run()).
+            try:
+                proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
             self.read_progress()
             now = time.time()
             if now > deadline:
