@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("cloudx.db")
@@ -118,7 +119,10 @@ class Database:
             session.close()
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration (a database already there is checked with one query: every
+        `cloudx` command and process starts here, and Alembic's own check cost 0.16 s of each)."""
+        if self.revision() == head_revision():
+            return
         from alembic import command
         from alembic.config import Config as AlembicConfig
 
@@ -131,5 +135,20 @@ class Database:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
+    def revision(self) -> str | None:
+        """The migration the database is at (None: none yet)."""
+        try:
+            with self.engine.connect() as connection:
+                return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except DBAPIError:  # no table yet
+            return None
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration: its file's name starts with its revision id, which is also the order (0001, 0002, ...);
+    tests/test_distributed.py checks the two agree with Alembic's own head."""
+    return max(path.name[:4] for path in (Path(__file__).parent / "migrations" / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
