@@ -264,6 +264,8 @@ def test_job_output_is_followed_live_and_resumes_after_a_reload(service: Service
         browser.wait_for(lambda b: "TASK [" in output_text(b), timeout=60)
         browser.wait_for(lambda b: len(output_text(b)) > before and status_of(b) == "running", timeout=60)
         assert same_page(browser)
+        # The host's results so far, counted from the stream's events while the job runs.
+        browser.wait_for(lambda b: [int(c.text) for c in b.find_all("[data-host-progress] tr[data-host] [data-count=ok]")] not in ([], [0]))
         # Reloaded mid-run: what was shown comes from the server, the rest from the stream, nothing twice.
         shown = output_text(browser)
         browser.driver.refresh()

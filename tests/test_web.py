@@ -773,3 +773,20 @@ def test_the_overview_shows_what_the_latest_scans_changed(app, client):
     changes = page[page.index('id="changes-h"') : page.index('id="coverage-h"')]
     assert changes.index("/scans/" + second) < changes.index("/scans/" + first)  # newest first
     assert "0 ports opened, 1 closed" in changes and "the first scan of this target" in changes
+
+
+def test_a_running_job_shows_each_hosts_results_so_far(app, client):
+    job_id = queued_scan(client)
+    with app.extensions["cloudx.db"].session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="running"))
+        events = [("runner_on_ok", "h1"), ("runner_on_ok", "h1"), ("runner_on_failed", "h2")]
+        events += [("runner_on_start", "h2"), ("runner_on_ok", None)]  # neither counts
+        for counter, (event, host) in enumerate(events, 1):
+            session.add(JobEvent(job_id=job_id, counter=counter, event=event, host=host, event_data={}))
+    web, _ = signed_in(app, "viewer")
+    page = web.get(f"/jobs/{job_id}").text
+    rows = re.findall(r'<tr data-host="([^"]+)"><td>[^<]*</td><td data-count="ok">(\d+)</td><td data-count="failed">(\d+)</td>', page)
+    assert rows == [("h1", "2", "0"), ("h2", "0", "1")]
+    with app.extensions["cloudx.db"].session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="successful"))
+    assert "data-host-progress" not in web.get(f"/jobs/{job_id}").text  # ended: the recap's counts, or none

@@ -318,6 +318,23 @@ def _events_query(event: bool, host: bool, data_as_text: bool) -> Select[Any]:
     return query.order_by(JobEvent.counter).limit(bindparam("limit", type_=Integer))
 
 
+# The events that count a task's result on a host, by the play recap's names.
+HOST_RESULTS = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_unreachable": "unreachable", "runner_on_skipped": "skipped"}
+
+
+def host_progress(session: Session, job_id: str) -> list[dict[str, Any]]:
+    """A running job's results per host so far, from its events (the recap's counts come only at the end)."""
+    query = (
+        select(JobEvent.host, JobEvent.event, func.count())
+        .where(JobEvent.job_id == job_id, JobEvent.host.is_not(None), JobEvent.event.in_(HOST_RESULTS))
+        .group_by(JobEvent.host, JobEvent.event)
+    )
+    hosts: dict[str, dict[str, Any]] = {}
+    for host, event, count in session.execute(query):
+        hosts.setdefault(host, {"host": host, **dict.fromkeys(HOST_RESULTS.values(), 0)})[HOST_RESULTS[event]] = count
+    return [hosts[name] for name in sorted(hosts)]
+
+
 def last_events(session: Session, job_id: str, count: int) -> list[Any]:
     """The job's newest `count` events, oldest first (a page shows the end of a long output and follows it live)."""
     columns = [JobEvent.counter, JobEvent.event, JobEvent.host, JobEvent.task, JobEvent.stdout]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from controller.api.auth import requires
 from controller.api.context import config, executor, principal, session
 from controller.errors import ApiError
-from controller.queue.jobs import cancel_owned, get_job, jobs_page, last_events
+from controller.queue.jobs import cancel_owned, get_job, host_progress, jobs_page, last_events
 from controller.schemas.jobs import Job, JobListQuery, RelaunchRequest
 from controller.services.relaunch import relaunch, secrets_needed
 from controller.store.models import JobHostSummary, Scan
@@ -45,8 +45,11 @@ def _job_page(job_id: str, errors: dict[str, str], status: int = 200) -> Any:
         hosts = list(s.scalars(select(JobHostSummary).where(JobHostSummary.job_id == job_id).order_by(JobHostSummary.host)))
         summaries = [{c: getattr(h, c) for c in SUMMARY_COLUMNS} for h in hosts]
         output = last_events(s, job_id, OUTPUT_LINES)
+        so_far = host_progress(s, job_id) if stored.active else []
         is_scan = s.scalar(select(Scan.id).where(Scan.job_id == job_id)) is not None
-    return page("job.html", "jobs", status, job=job, hosts=summaries, output=output, is_scan=is_scan, errors=errors, pasted=pasted)
+    return page(
+        "job.html", "jobs", status, job=job, hosts=summaries, so_far=so_far, output=output, is_scan=is_scan, errors=errors, pasted=pasted
+    )
 
 
 @bp.get("/jobs/<job_id>")

@@ -91,6 +91,25 @@
   // newest MAX_LINES lines.
   const MAX_LINES = 2000;
 
+  // A running job's results per host so far (queue.jobs.HOST_RESULTS): a row per host, made as its first event comes.
+  const HOST_RESULTS = { runner_on_ok: "ok", runner_on_failed: "failed", runner_on_unreachable: "unreachable", runner_on_skipped: "skipped" };
+
+  function countHost(body, event) {
+    const column = HOST_RESULTS[event.event];
+    if (!event.host || !column) return;
+    let row = Array.from(body.rows).find((r) => r.dataset.host === event.host);
+    if (!row) {
+      row = body.insertRow();
+      row.dataset.host = event.host;
+      row.insertCell().textContent = event.host;
+      ["ok", "failed", "unreachable", "skipped"].forEach((name) => { const cell = row.insertCell(); cell.dataset.count = name; cell.textContent = "0"; });
+      row.insertCell().dataset.field = "task";
+    }
+    const cell = row.querySelector("[data-count=" + column + "]");
+    cell.textContent = String(Number(cell.textContent) + 1);
+    row.querySelector("[data-field=task]").textContent = event.task || "";
+  }
+
   function followJob() {
     const output = document.querySelector("[data-job-stream]");
     const panel = document.querySelector("[data-reload-on-end]");
@@ -100,9 +119,11 @@
     if (status && FINAL.has(status.textContent.trim())) return;
     const lines = output.querySelector("[data-lines]");
     const url = (after) => output.dataset.jobStream + "?after=" + encodeURIComponent(after || output.dataset.after || "0");
+    const perHost = document.querySelector("[data-host-progress] tbody");
     stream(url, {
       ansible: (message) => {
         const event = JSON.parse(message.data);
+        if (perHost) countHost(perHost, event);
         const atEnd = lines.scrollHeight - lines.scrollTop - lines.clientHeight < 40;
         lines.append(document.createTextNode(eventLine(event) + "\n"));
         while (lines.childNodes.length > MAX_LINES) lines.firstChild.remove();
