@@ -31,9 +31,10 @@ BENCHMARKS = {
     "cancel": "cancel latency with the local and Celery executors",
     "operations": "live-stream fan-out and the scheduler's claims",
     "dashboard": "dashboard pages with 1M events and 100k scans, and their live updates",
+    "scan_latency": "small-scan latency: submit to results stored, against a one-task playbook and bare nmap",
 }
 # Options only some benchmarks take (keyword arguments of their run()).
-OPTIONS = {"baseline": {"api_latency"}, "rounds": {"api_latency"}}
+OPTIONS = {"baseline": {"api_latency"}, "rounds": {"api_latency", "scan_latency"}, "with_testhost": {"scan_latency"}}
 HERE = Path(__file__).resolve().parent
 PARTS = HERE / "results"
 
@@ -47,7 +48,10 @@ def main() -> int:
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds, to check the benchmarks run")
     parser.add_argument("--baseline", metavar="GIT_REF", help="api_latency: also serve this commit and compare (current / baseline)")
-    parser.add_argument("--rounds", type=int, metavar="N", help="api_latency: rounds (default: 5, 2 with --quick)")
+    parser.add_argument("--rounds", type=int, metavar="N", help="api_latency, scan_latency: rounds (default: 5, 2 with --quick)")
+    parser.add_argument(
+        "--with-testhost", action="store_const", const=True, help="scan_latency: also masscan and zmap against a test host (root)"
+    )
     args = parser.parse_args()
     chosen = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = set(chosen) - set(BENCHMARKS)
