@@ -59,7 +59,7 @@ def main() -> int:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     for option, takers in OPTIONS.items():
         if getattr(args, option) is not None and not takers & set(chosen):
-            parser.error(f"--{option} is for {', '.join(sorted(takers))}, which is not chosen")
+            parser.error(f"--{option.replace('_', '-')} is for {', '.join(sorted(takers))}, which is not chosen")
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     PARTS.mkdir(exist_ok=True)
