@@ -55,14 +55,22 @@ def test_check_mode_plans_without_scanning(tmp_path):
 
 @pytest.mark.skipif(shutil.which("nmap") is None or os.geteuid() != 0, reason="needs nmap and root")
 def test_local_scan_is_final_at_its_first_poll_and_copies_its_results_in_place(tmp_path):
-    """A scan of 127.0.0.1 from this machine (connection local): the first progress poll returns as soon as the
-    scan ends, with its summary (no async_status), and copies the result files in place (no fetch)."""
-    results = tmp_path / "results"
+    """A scan of 127.0.0.1 from this machine (connection local): the task that starts the scan (no async) returns
+    as soon as the scan ends, with its summary, copies the result files in place (no fetch) and removes the work
+    directory: no poll and no cleanup task runs after it."""
+    results, work = tmp_path / "results", tmp_path / "work"
     argv = ["-i", "inventory", "playbooks/scan.yml", *scan_vars(scanner_target="127.0.0.1", scanner_ports="22")]
     argv += ["-e", "scanner_scan_id=roles-local", "-e", f"scanner_results_dir={results}", "-e", "scanner_poll_interval=20"]
+    argv += ["-e", f"scanner_work_dir={work}"]
     result = ansible("ansible-playbook", *argv, tmp_path=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "RETRYING" not in result.stdout and "async_status" not in result.stdout
+    tasks = result.stdout.split("TASK [scanner : ")
+    reports = [t for t in tasks if t.startswith("Report scan progress]")]
+    assert len(reports) == 2 and "changed: [localhost]" in reports[0] and "skipping: [localhost]" in reports[1]
+    (removal,) = [t for t in tasks if t.startswith("Remove the scan's work directory]")]
+    assert "skipping: [localhost]" in removal
+    assert list(work.iterdir()) == []
     assert "TASK [scanner : Fetch the results]" in result.stdout and "changed: [localhost] => (item=" not in result.stdout
     files = results / "roles-local" / "localhost"
     assert sorted(p.name for p in files.iterdir()) == ["hosts.jsonl", "raw.xml", "stderr.txt", "stdout.txt", "summary.json"]

@@ -185,15 +185,16 @@ def test_completed_scan_leaves_no_work_dir_and_no_async_file(runs):
 
 
 @needs_nmap
-def test_kept_work_dir_is_private_and_holds_the_async_job(runs):
+def test_kept_work_dir_is_private_and_holds_the_scan(runs):
     scan_id = new_id("kept")
     result = runs.run("scan.yml", scan_vars(scan_id, "127.0.0.1", scanner_keep_work_dir=True))
     assert result.returncode == 0, result.stdout + result.stderr
     work = runs.work_dir / scan_id
     assert work.stat().st_mode & 0o777 == 0o700
-    (job,) = (work / "async").iterdir()
-    assert json.loads(job.read_text())["summary"]["state"] == "completed"
-    assert runs.async_files() == []
+    assert json.loads((work / "summary.json").read_text())["state"] == "completed"
+    assert json.loads((work / "status.json").read_text())["state"] == "finished"
+    # No async job: the scan ran in a process of its own, started by cloudx_scan (detach).
+    assert not (work / "async").exists() and runs.async_files() == []
 
 
 @needs_nmap
@@ -202,7 +203,7 @@ def test_cleanup_check_mode_removes_nothing_then_cleanup_removes_the_scan(runs):
     assert runs.run("scan.yml", scan_vars(scan_id, "127.0.0.1", scanner_keep_work_dir=True)).returncode == 0
     work = runs.work_dir / scan_id
     files = sorted(p.relative_to(work) for p in work.rglob("*"))
-    assert Path("summary.json") in files and Path("async") in files
+    assert Path("summary.json") in files and Path("status.json") in files
 
     result = runs.cleanup(scan_id, "--check")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -254,28 +255,44 @@ def test_cleanup_refuses_an_empty_scan_id_and_passes_with_the_default_work_dir(r
     assert "changed=0" in result.stdout and "failed=0" in result.stdout
 
 
-def slow_scan(runs: Runs, scan_id: str, target: str, lease: int) -> tuple[subprocess.Popen[str], Path, str]:
+def running_status(work: Path) -> dict[str, object] | None:
+    try:
+        status = json.loads((work / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return status if status.get("state") == "running" and status.get("scanner_pid") else None
+
+
+def slow_scan(runs: Runs, scan_id: str, target: str, lease: int) -> tuple[subprocess.Popen[str], Path, int]:
     """Start a scan that takes minutes (UDP to a host that answers only with rate-limited ICMP); return the
-    playbook, the scan's work dir and its async job id once the scanner runs."""
+    playbook, the scan's work dir and the pid of the scan's own process (cloudx_scan with detach) once the
+    scanner runs."""
     proc = runs.start("scan.yml", scan_vars(scan_id, target, scanner_scan_type="udp", scanner_ports="1-1000", scanner_lease_seconds=lease))
     work = runs.work_dir / scan_id
-    assert wait_for(lambda: (work / "status.json").exists() or proc.poll() is not None, timeout=90)
+    assert wait_for(lambda: running_status(work) is not None or proc.poll() is not None, timeout=90)
     assert proc.poll() is None, (runs.tmp_path / "playbook.log").read_text()
-    status = json.loads((work / "status.json").read_text())
-    assert status["state"] == "running" and status.get("scanner_pid"), status
-    (job,) = (work / "async").iterdir()
-    assert runs.async_files() == []
-    return proc, work, job.name
+    status = running_status(work)
+    assert status is not None and isinstance(status["pid"], int), status
+    assert not (work / "async").exists() and runs.async_files() == []
+    return proc, work, status["pid"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 @pytest.mark.integration
 def test_killed_playbook_then_cleanup_leaves_nothing(runs, slow_target):
     scan_id = new_id("killed")
     # A long lease: what ends this scan is the cleanup playbook.
-    proc, work, jid = slow_scan(runs, scan_id, slow_target.address, lease=120)
+    proc, work, scan_pid = slow_scan(runs, scan_id, slow_target.address, lease=120)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert any("nmap" in argv for _, argv in scan_processes(work))
+    assert alive(scan_pid)  # the scan's own process, in a session of its own: the kill did not reach it
 
     result = runs.cleanup(scan_id)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -283,7 +300,7 @@ def test_killed_playbook_then_cleanup_leaves_nothing(runs, slow_target):
     assert len(result.stdout) < 4000  # the controller stores every event
     assert not work.exists()
     assert wait_for(lambda: not scan_processes(work), timeout=15), scan_processes(work)
-    assert not (runs.home / ".ansible_async" / jid).exists()
+    assert wait_for(lambda: not alive(scan_pid), timeout=15)
     assert runs.leftovers() == []
     # ansible-core's worker that polled the scan outlives the killed playbook (it runs in a session of its
     # own); its next poll finds the scan gone and ends it instead of polling until its retries run out.
@@ -296,14 +313,14 @@ def test_killed_playbook_then_cleanup_leaves_nothing(runs, slow_target):
 @pytest.mark.integration
 def test_scan_nobody_polls_removes_its_own_work_dir(runs, slow_target):
     scan_id = new_id("lease")
-    proc, work, _ = slow_scan(runs, scan_id, slow_target.address, lease=3)
+    proc, work, scan_pid = slow_scan(runs, scan_id, slow_target.address, lease=3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # Also the detached worker polling the scan (the controller's worker, a subreaper, ends those).
     for pid in playbook_workers(scan_id):
         kill(pid)
     assert wait_for(lambda: not work.exists(), timeout=30), sorted(str(p) for p in work.rglob("*"))
-    assert wait_for(lambda: not scan_processes(work), timeout=15), scan_processes(work)
-    # The async wrapper removes its copy of the module when it sees the module's end (it checks every 5 s).
+    assert wait_for(lambda: not scan_processes(work) and not alive(scan_pid), timeout=15), scan_processes(work)
+    # A poll killed while it ran may leave its copy of a module in the remote tmp dir: none of cloudx_scan.
     assert wait_for(lambda: runs.leftovers() == [], timeout=15), runs.leftovers()
     assert list(runs.work_dir.iterdir()) == []

@@ -207,16 +207,35 @@ def test_progress_parsers():
     assert scanner.nmap_overall_percent("Ping Scan", 100) < scanner.nmap_overall_percent("SYN Stealth Scan", 1)
 
 
-# The scanner role's modules run as scripts (python module.py args.json), as Ansible runs them.
+# The scanner role's modules run as scripts (python module.py args.json), as Ansible runs them, with the role's
+# module_utils as ansible.module_utils.cloudx_scanner (what AnsiballZ packs).
 STATUS_MODULE = Path(__file__).resolve().parents[1] / "roles" / "scanner" / "library" / "cloudx_scan_status.py"
+SCAN_MODULE = STATUS_MODULE.with_name("cloudx_scan.py")
+CLEANUP_MODULE = STATUS_MODULE.with_name("cloudx_scan_cleanup.py")
+MODULE_UTILS = STATUS_MODULE.parents[1] / "module_utils" / "cloudx_scanner.py"
+RUN_MODULE = """
+import importlib.util, runpy, sys
+spec = importlib.util.spec_from_file_location("ansible.module_utils.cloudx_scanner", sys.argv[1])
+utils = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = utils
+spec.loader.exec_module(utils)
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
-def run_status(tmp_path: Path, **args: object) -> tuple[dict, float]:
+def run_module(module: Path, tmp_path: Path, env: dict[str, str] | None = None, **args: object) -> tuple[dict, float]:
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     began = time.monotonic()
-    out = subprocess.run([sys.executable, str(STATUS_MODULE), str(args_file)], capture_output=True, text=True, timeout=60, check=False)
+    argv = [sys.executable, "-c", RUN_MODULE, str(MODULE_UTILS), str(module), str(args_file)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert out.stdout, out.stderr
     return json.loads(out.stdout), time.monotonic() - began
+
+
+def run_status(tmp_path: Path, **args: object) -> tuple[dict, float]:
+    return run_module(STATUS_MODULE, tmp_path, **args)
 
 
 def ended_scan(work: Path, jid: str = "1.1", **status: object) -> None:
@@ -315,3 +334,121 @@ def test_scan_sees_its_scanners_end_at_once(tmp_path, monkeypatch):
     proc = subprocess.Popen(["true"])
     assert run._watch(proc) == "completed"
     assert time.monotonic() - began < 0.4
+
+
+# --- cloudx_scan with detach: no async, the scan in a process of its own -----------------------------------
+
+FAKE_NMAP = """#!/bin/sh
+# nmap -T4 -oX FILE ...: sleeps FAKE_NMAP_SLEEP seconds, then writes a one-host result.
+sleep "${FAKE_NMAP_SLEEP:-0}"
+cat > "$3" <<'XML'
+<?xml version="1.0"?>
+<nmaprun args="nmap" version="7.94"><scaninfo type="syn" protocol="tcp" numservices="1" services="22"/>
+<host><status state="up" reason="localhost-response"/><address addr="127.0.0.1" addrtype="ipv4"/>
+<ports><port protocol="tcp" portid="22"><state state="open" reason="syn-ack"/><service name="ssh"/></port></ports></host>
+<runstats><finished exit="success" elapsed="0.1"/><hosts up="1" down="0" total="1"/></runstats></nmaprun>
+XML
+"""
+RESULT_FILES = ["summary.json", "hosts.jsonl", "stdout.txt", "stderr.txt", "raw.xml"]
+
+
+def fake_nmap_env(tmp_path: Path, sleep: float) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "nmap").write_text(FAKE_NMAP)
+    (bin_dir / "nmap").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_NMAP_SLEEP": str(sleep)}
+
+
+def detached_scan(tmp_path: Path, sleep: float, **args: object) -> tuple[dict, float]:
+    request = {"tool": "nmap", "scan_type": "default", "target": "127.0.0.1", "ports": "22", "work_dir": str(tmp_path / "work")}
+    return run_module(SCAN_MODULE, tmp_path, fake_nmap_env(tmp_path, sleep), **request, detach=True, **args)
+
+
+def test_detached_scan_that_ends_within_the_wait_is_final_with_its_results_in_place(tmp_path):
+    results = tmp_path / "results"
+    result, elapsed = detached_scan(tmp_path, 0, detach_wait=20, results_dir=str(results), result_files=RESULT_FILES, remove_work_dir=True)
+    assert result["finished"] is True and not result.get("failed"), result
+    assert result["summary"]["state"] == "completed" and result["summary"]["open_ports"] == 1
+    assert result["cloudx_scan_progress"]["state"] == "finished" and result["cloudx_scan_progress"]["percent"] == 100
+    assert sorted(result["copied"]) == sorted(RESULT_FILES) and result["removed"] is True
+    assert sorted(p.name for p in results.iterdir()) == sorted(RESULT_FILES)
+    assert not (tmp_path / "work").exists()
+    assert elapsed < 10, elapsed  # not the 20 s of the wait
+
+
+def test_detached_scan_returns_its_progress_after_the_wait_and_a_poll_sees_its_end(tmp_path):
+    results = tmp_path / "results"
+    work = tmp_path / "work"
+    result, elapsed = detached_scan(tmp_path, 2, detach_wait=0, lease_seconds=30)
+    assert result["finished"] is False and "summary" not in result, result
+    status = result["cloudx_scan_progress"]
+    assert status["state"] in ("starting", "running") and status["pid"] != os.getpid()
+    assert elapsed < 2, elapsed  # the task returned while the scan runs
+    assert (work / "status.json").is_file() and (work / "lease").is_file()
+    polled, _ = run_status(tmp_path, work_dir=str(work), wait=20, results_dir=str(results), result_files=RESULT_FILES, remove_work_dir=True)
+    assert polled["finished"] is True and polled["summary"]["state"] == "completed", polled
+    assert polled["removed"] is True and not work.exists()
+    assert (results / "hosts.jsonl").is_file()
+
+
+def test_detached_scan_nobody_polls_stops_itself_and_removes_its_work_dir(tmp_path):
+    work = tmp_path / "work"
+    result, _ = detached_scan(tmp_path, 60, detach_wait=0, lease_seconds=3)
+    assert result["finished"] is False, result
+    pid = result["cloudx_scan_progress"]["pid"]
+    deadline = time.monotonic() + 30
+    while work.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not work.exists()
+    assert scanner.process_gone(pid)
+
+
+def test_cleanup_stops_a_detached_scan_by_its_status_pid(tmp_path):
+    work = tmp_path / "work"
+    result, _ = detached_scan(tmp_path, 60, detach_wait=0, lease_seconds=60)
+    status = json.loads((work / "status.json").read_text())
+    deadline = time.monotonic() + 10
+    while not status.get("scanner_pid") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = json.loads((work / "status.json").read_text())
+    assert status["pid"] == result["cloudx_scan_progress"]["pid"] and status.get("scanner_pid"), status
+    out, _ = run_module(CLEANUP_MODULE, tmp_path, work_dir=str(work), wait=10)
+    assert out["changed"] is True and out["removed"] is True, out
+    assert status["pid"] in out["stopped"] and "still_running" not in out
+    assert not work.exists()
+    assert scanner.process_gone(status["pid"]) and scanner.process_gone(status["scanner_pid"])
+
+
+def test_detached_scan_that_cannot_start_its_scanner_reports_why(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path / "nowhere")}
+    request = {"tool": "nmap", "scan_type": "default", "target": "127.0.0.1", "ports": "22", "work_dir": str(tmp_path / "work")}
+    result, _ = run_module(SCAN_MODULE, tmp_path, env, **request, detach=True, detach_wait=20)
+    assert result["finished"] is True and not result.get("failed"), result
+    assert result["summary"]["state"] == "failed" and "nmap" in result["summary"]["error"], result
+    assert result["msg"] == result["summary"]["error"]
+
+
+def test_refused_detached_scan_fails_at_once(tmp_path):
+    request = {"tool": "nmap", "scan_type": "default", "target": "-oX", "ports": "22", "work_dir": str(tmp_path / "work")}
+    result, _ = run_module(SCAN_MODULE, tmp_path, **request, detach=True, detach_wait=20)
+    assert result["failed"] is True and result["field"] == "target"
+    assert not (tmp_path / "work").exists()
+
+
+def test_status_poll_of_a_scan_whose_process_died_fails_at_once(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (work / "status.json").write_text(json.dumps({"state": "starting", "percent": 0, "phase": "starting", "pid": gone.pid}))
+    result, elapsed = run_status(tmp_path, work_dir=str(work), wait=20)
+    assert result["failed"] is True and result["finished"] is True and "ended without a result" in result["msg"]
+    assert elapsed < 10, elapsed
+
+
+def test_status_poll_of_a_work_dir_that_is_gone_fails_at_once(tmp_path):
+    """A poll after the cleanup (or the lease) removed the scan's work dir: failed, not starting for ever."""
+    result, elapsed = run_status(tmp_path, work_dir=str(tmp_path / "gone"), wait=20)
+    assert result["failed"] is True and result["finished"] is True and "is gone" in result["msg"]
+    assert elapsed < 10, elapsed

@@ -82,7 +82,7 @@ CLEANUP_PLAYBOOK = "playbooks/scan_cleanup.yml"
 
 def cleanup_playbook(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """After a scan canceled, timed out or killed, its playbook's own clean-up did not run: the scanner still
-    holds its work directory (raw output, hosts, the argv) and the async job's status file."""
+    holds its work directory (raw output, hosts, the argv) and the scan process's status file."""
     return CLEANUP_PLAYBOOK, {"scanner_hosts": job["extra_vars"]["scanner_hosts"], "scanner_scan_id": job["id"]}
 
 

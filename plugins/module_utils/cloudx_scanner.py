@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import ipaddress
 import json
+import os
 import re
+import shutil
+import time
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Tuple
 from xml.parsers import expat
 
@@ -772,3 +775,98 @@ def write_jsonl(hosts: Iterable[Dict[str, Any]], path: str, on_host: Callable[[D
                 on_host(host)
             out.write(_compact(host))
             out.write("\n")
+
+
+# --- a scan's end, as the modules return it ---------------------------------------------------------------
+# (cloudx_scan, when it waits for the end of the scan it started, and cloudx_scan_status)
+
+
+def renew_lease(work_dir: str) -> None:
+    """Touch the scan's lease file (a scan whose lease is not renewed stops by itself)."""
+    lease = os.path.join(work_dir, "lease")
+    if os.path.isdir(work_dir):
+        try:
+            with open(lease, "a", encoding="utf-8"):
+                os.utime(lease, None)
+        except OSError:  # the scan removed its work directory meanwhile: the next look says so
+            pass
+
+
+def read_json(path: str) -> Dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def process_gone(pid: Any) -> bool:
+    """Whether a process has ended (a zombie nobody reaped yet has)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            stat = stream.read()
+        return stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def copy_results(work_dir: str, results_dir: str, names: List[str]) -> List[str]:
+    """Copy the named result files of an ended scan (the missing ones are skipped) into results_dir, created
+    when missing. Run as root (become) into another user's tree, what it creates is that user's (as
+    ansible-playbook's fetch would have written it)."""
+    existing = results_dir
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    owner = os.stat(existing)
+    chown = os.geteuid() == 0 and owner.st_uid != 0
+    made = []
+    path = results_dir
+    while not os.path.isdir(path):
+        made.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(results_dir, exist_ok=True)
+    copied = []
+    for name in names:
+        source = os.path.join(work_dir, name)
+        if os.path.basename(name) != name or not os.path.isfile(source):
+            continue
+        target = os.path.join(results_dir, name)
+        tmp = target + ".tmp"
+        shutil.copyfile(source, tmp)
+        if chown:
+            os.chown(tmp, owner.st_uid, owner.st_gid)
+        os.replace(tmp, target)
+        copied.append(name)
+    if chown:
+        for path in made:
+            os.chown(path, owner.st_uid, owner.st_gid)
+    return copied
+
+
+def remove_ended_work_dir(work_dir: str, pid: Any, grace: float = 5.0) -> bool:
+    """Remove an ended scan's work directory once the process that ran the scan (status.json's pid) is gone:
+    nothing writes there any more. False when that process is still there after grace seconds."""
+    deadline = time.monotonic() + grace
+    while not process_gone(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    if os.path.islink(work_dir):
+        os.unlink(work_dir)
+        return True
+    if not os.path.isdir(work_dir):
+        return False
+    shutil.rmtree(work_dir)
+    return True

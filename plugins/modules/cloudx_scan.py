@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Runs one nmap, masscan or zmap scan on the scanner host; meant to be started with
-# `async` and watched with cloudx_scan_status.
+# Runs one nmap, masscan or zmap scan on the scanner host: in a detached process of its own (detach), or
+# started with `async`, and watched with cloudx_scan_status.
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +9,7 @@ import ipaddress
 import itertools
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -23,11 +24,15 @@ try:
     from ansible.module_utils.cloudx_scanner import (
         ScanInputError,
         build_argv,
+        copy_results,
         masscan_progress,
         nmap_overall_percent,
         nmap_progress,
         parse_output,
         probed_ports,
+        read_json,
+        remove_ended_work_dir,
+        renew_lease,
         validate_request,
         write_jsonl,
         zmap_progress,
@@ -36,11 +41,15 @@ except ImportError:
     from ansible_collections.cloudx.security.plugins.module_utils.cloudx_scanner import (
         ScanInputError,
         build_argv,
+        copy_results,
         masscan_progress,
         nmap_overall_percent,
         nmap_progress,
         parse_output,
         probed_ports,
+        read_json,
+        remove_ended_work_dir,
+        renew_lease,
         validate_request,
         write_jsonl,
         zmap_progress,
@@ -60,6 +69,13 @@ description:
     removes O(work_dir) with everything in it, the async job's status file too when the async directory
     (C(ansible_async_dir)) is inside it.
   - O(work_dir) is made mode 0700 even when the async wrapper created it first.
+  - "With O(detach), no C(async) is needed: the scan runs in a process of its own (a new session, detached from
+    the task, so that the task may return while it runs), and the task waits up to O(detach_wait) seconds for
+    its end, renewing the lease meanwhile. A scan that ended by then is returned as cloudx_scan_status returns
+    an ended scan (C(finished), C(summary), with O(results_dir) its result files copied, with
+    O(remove_work_dir) its work directory removed); else C(finished=false) and its progress, and
+    cloudx_scan_status follows it. That process also ends the scan O(timeout) + 120 seconds after its start
+    (as C(async) would), and C(cloudx_scan_cleanup) finds it (it holds O(work_dir) open)."
   - In check mode nothing runs; the planned argument list is returned.
 options:
   tool:
@@ -129,9 +145,43 @@ options:
     description: Keep O(work_dir) even when the scan ends with its lease expired.
     type: bool
     default: false
+  detach:
+    description: Run the scan in a detached process of its own and return within O(detach_wait) seconds (no C(async)).
+    type: bool
+    default: false
+  detach_wait:
+    description: With O(detach), seconds to wait for the scan's end before returning its progress.
+    type: int
+    default: 0
+  results_dir:
+    description:
+      - With O(detach), once the scan has ended within O(detach_wait), copy its result files (O(result_files))
+        into this directory on the scanner host (created when missing); empty copies nothing.
+    type: path
+    default: ""
+  result_files:
+    description: The names of the result files in O(work_dir) that O(results_dir) gets (missing ones are skipped).
+    type: list
+    elements: str
+    default: []
+  remove_work_dir:
+    description: With O(detach), once the scan has ended within O(detach_wait) (and O(results_dir) got its files), remove O(work_dir).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
+- name: Start a scan and wait up to 2 s for its end
+  cloudx_scan:
+    tool: nmap
+    scan_type: default
+    target: 192.0.2.10
+    ports: "22,80,443"
+    work_dir: /var/tmp/cloudx-scans/example
+    detach: true
+    detach_wait: 2
+  register: scan_job
+
 - name: Start a scan in the background
   cloudx_scan:
     tool: nmap
@@ -149,8 +199,30 @@ summary:
   description:
     - What the scanner reported about the run.
     - State (completed, timeout, stopped, failed), argv, rc, elapsed, counts, error, files.
-  returned: when the scan ran
+    - With O(detach), for a scan that ended before it wrote one (it failed to start), C(state) (failed) and C(error) only.
+  returned: when the scan ran; with O(detach), when it ended within O(detach_wait)
   type: dict
+finished:
+  description: Whether the scan has ended.
+  returned: with O(detach)
+  type: bool
+cloudx_scan_progress:
+  description: The scan's status (state, percent, phase, elapsed seconds, pids), as cloudx_scan_status returns it.
+  returned: with O(detach)
+  type: dict
+msg:
+  description: Why the scan failed, when it ended without a summary.
+  returned: with O(detach), when the scan ended failed
+  type: str
+copied:
+  description: The result files copied to O(results_dir).
+  returned: with O(detach), when the scan ended within O(detach_wait) and O(results_dir) is set
+  type: list
+  elements: str
+removed:
+  description: Whether O(work_dir) was removed.
+  returned: with O(detach), when the scan ended within O(detach_wait) and O(remove_work_dir) is set
+  type: bool
 argv:
   description: The planned argument list.
   returned: in check mode
@@ -164,6 +236,11 @@ state:
 
 ZMAP_SYSTEM_BLOCKLIST = "/etc/zmap/blocklist.conf"
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+# With detach: how long the task waits for the scan's process to write its first status (it does at once), and
+# how much longer than its timeout that process may run (the margin `async` is given in the role).
+START_GRACE = 10.0
+HARD_LIMIT_MARGIN = 120
 
 
 def _die_with_parent() -> None:
@@ -389,13 +466,27 @@ class ScanRun:
 
     def _watch(self, proc: subprocess.Popen) -> str:
         """Follow the scanner until it ends, or stop it; how the scan ended."""
-        ending = "completed"
         self.status("running", scanner_pid=proc.pid)
         deadline = self.started + self.timeout
+        # Wait on the scanner itself: its end is seen at once (its last status follows in run()). A pidfd
+        # says so the moment it exits; Popen.wait(timeout) alone looks up to 50 ms late.
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            pidfd = None
+        try:
+            return self._follow(proc, pidfd, deadline)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def _follow(self, proc: subprocess.Popen, pidfd: int | None, deadline: float) -> str:
+        ending = "completed"
         while True:
-            # Wait on the scanner itself: its end is seen at once (its last status follows in run()).
+            if pidfd is not None:
+                select.select([pidfd], [], [], 0.5)
             try:
-                proc.wait(timeout=0.5)
+                proc.wait(timeout=0 if pidfd is not None else 0.5)
                 break
             except subprocess.TimeoutExpired:
                 pass
@@ -467,6 +558,9 @@ def _prepare_work_dir(run: ScanRun) -> None:
     os.chmod(run.work_dir, 0o700)
     with open(run.lease_file, "w", encoding="utf-8"):
         pass
+    # A summary left by an earlier run of this scan id is not this scan's.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(run.files["summary"])
 
 
 def _plan(run: ScanRun, p: Dict[str, Any], link: Dict[str, str]) -> List[str]:
@@ -480,6 +574,141 @@ def _plan(run: ScanRun, p: Dict[str, Any], link: Dict[str, str]) -> List[str]:
         system = ZMAP_SYSTEM_BLOCKLIST if tool == "zmap" and p["use_system_blocklist"] else None
         exclude_file = write_exclude_file(os.path.join(run.work_dir, "exclude.txt"), p["exclude"], system)
     return run.plan(link, exclude_file)
+
+
+def _scan(run: ScanRun, p: Dict[str, Any], link: Dict[str, str]) -> Dict[str, Any] | None:
+    """Plan and run the scan in this process: its summary, or None when it could not be planned (its status
+    then says why). Removes the work dir of a scan nobody polls."""
+    try:
+        argv = _plan(run, p, link)
+    except (ScanInputError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        message = exc.message if isinstance(exc, ScanInputError) else str(exc)
+        run.status("finished", result="failed", error=message)
+        return None
+    summary = run.run(argv)
+    if not p["keep_work_dir"] and (summary["state"] == "stopped" or run.lease_expired()):
+        # Nobody is polling, so nobody will fetch the results: leave nothing of the scan behind.
+        shutil.rmtree(run.work_dir, ignore_errors=True)
+    return summary
+
+
+def _module_copy() -> str:
+    """The folder of this module's copy in Ansible's remote tmp dir (it embeds the scan's arguments), from this
+    process's own command line; empty when there is none (pipelining)."""
+    try:
+        with open("/proc/self/cmdline", "rb") as stream:
+            argv = stream.read().split(b"\0")
+    except OSError:
+        return ""
+    path = os.path.realpath(os.fsdecode(argv[1])) if len(argv) > 1 and argv[1] else ""
+    folder = os.path.dirname(path)
+    if os.path.basename(path) == "AnsiballZ_cloudx_scan.py" and os.path.basename(folder).startswith("ansible-tmp-"):
+        return folder
+    return ""
+
+
+def _detached(run: ScanRun, p: Dict[str, Any], link: Dict[str, str], notify: int, copy: str) -> None:
+    """The scan's own process (a new session's, reparented): runs the scan and exits, never returns. Writes one
+    byte to `notify` once its first status is written; its exit closes `notify` (the task sees the end). At its
+    end it removes `copy` (as the async wrapper removed its copy of the module): left there when the task that
+    started the scan was killed."""
+    code = 1
+    try:
+        os.chdir("/")
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # the task's pipes: the task (and ssh) must not wait for this process
+            os.dup2(null, fd)
+        if null > 2:
+            os.close(null)
+        # cloudx_scan_cleanup knows this process (status.json's pid) by the work dir it holds open.
+        held = os.open(run.work_dir, os.O_RDONLY)
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_NAME, b"cloudx_scan")
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # What async's limit was: SIGALRM ends the scan (the scanner too) when it outlives its timeout.
+        signal.signal(signal.SIGALRM, _terminate)
+        signal.alarm(p["timeout"] + HARD_LIMIT_MARGIN)
+        run.status("starting")
+        os.write(notify, b"s")
+        try:
+            _scan(run, p, link)
+        except Exception as exc:  # the scanner could not be started, say: the poll reports it, not a dead pid
+            run.status("finished", result="failed", error=f"{type(exc).__name__}: {exc}")
+            if not p["keep_work_dir"] and run.lease_expired():
+                shutil.rmtree(run.work_dir, ignore_errors=True)
+        code = 0
+        os.close(held)
+    except BaseException:  # SIGTERM (cloudx_scan_cleanup) or SIGALRM: run() has killed the scanner
+        pass
+    finally:
+        if copy:
+            shutil.rmtree(copy, ignore_errors=True)
+        os._exit(code)
+
+
+def _start_detached(run: ScanRun, p: Dict[str, Any], link: Dict[str, str], keep_copy: bool) -> bool:
+    """Start the scan in a process of its own and wait up to detach_wait for its end (renewing the lease);
+    whether it ended."""
+    _prepare_work_dir(run)
+    copy = "" if keep_copy else _module_copy()
+    readable, notify = os.pipe()
+    child = os.fork()
+    if child == 0:  # a double fork: the scan's process is nobody's child here, in a session of its own
+        try:
+            os.close(readable)
+            os.setsid()
+            if os.fork() == 0:
+                _detached(run, p, link, notify, copy)
+        finally:
+            os._exit(0)
+    os.close(notify)
+    os.waitpid(child, 0)
+    started = ended = False
+    began = time.monotonic()
+    deadline = began + max(0, p["detach_wait"])
+    try:
+        while not ended:
+            now = time.monotonic()
+            limit = deadline if started else max(deadline, began + START_GRACE)
+            if now >= limit:
+                break
+            ready, _, _ = select.select([readable], [], [], min(1.0, limit - now))
+            if ready:
+                data = os.read(readable, 64)
+                started = started or bool(data)
+                ended = not data
+            renew_lease(run.work_dir)
+    finally:
+        os.close(readable)
+    return ended
+
+
+def _run_detached(module: AnsibleModule, run: ScanRun, p: Dict[str, Any], link: Dict[str, str]) -> None:
+    """The scan in a process of its own: exit_json with its progress, or its end as cloudx_scan_status returns it."""
+    ended = _start_detached(run, p, link, bool(getattr(module, "_keep_remote_files", False)))
+    status = read_json(run.status_file)
+    if not ended:
+        if status is None:
+            module.fail_json(msg=f"the scan did not start within {START_GRACE:.0f} s", finished=True)
+        module.exit_json(changed=False, finished=False, cloudx_scan_progress=status)
+    if status is None or status.get("state") != "finished":
+        module.fail_json(msg="the scan process ended without a result", finished=True, cloudx_scan_progress=status or {})
+    summary = read_json(run.files["summary"])
+    result: Dict[str, Any] = {"changed": False, "finished": True, "cloudx_scan_progress": status}
+    if summary is None:
+        result["msg"] = str(status.get("error") or "the scan ended without a result")
+        summary = {"state": "failed", "error": result["msg"]}
+    result["summary"] = summary
+    try:
+        if p["results_dir"]:
+            result["copied"] = copy_results(run.work_dir, p["results_dir"], p["result_files"])
+            result["changed"] = bool(result["copied"])
+        if p["remove_work_dir"]:
+            # The scan's process has exited (its end closed the pipe): nothing writes there any more.
+            result["removed"] = remove_ended_work_dir(run.work_dir, None)
+    except OSError as exc:
+        module.fail_json(msg=f"could not copy the results or remove {run.work_dir}: {exc}", **result)
+    module.exit_json(**result)
 
 
 def main() -> None:
@@ -501,6 +730,11 @@ def main() -> None:
             wait=dict(type="int", default=5),
             max_addresses=dict(type="int", default=65536),
             keep_work_dir=dict(type="bool", default=False),
+            detach=dict(type="bool", default=False),
+            detach_wait=dict(type="int", default=0),
+            results_dir=dict(type="path", default=""),
+            result_files=dict(type="list", elements="str", default=[]),
+            remove_work_dir=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -518,17 +752,12 @@ def main() -> None:
     # SIGTERM (cloudx_scan_cleanup) ends the module through SystemExit: run() kills the scanner, and Ansible's
     # module wrapper removes the module's unpacked payload.
     signal.signal(signal.SIGTERM, _terminate)
+    if p["detach"]:
+        _run_detached(module, run, p, link)
     _prepare_work_dir(run)
-    try:
-        argv = _plan(run, p, link)
-    except (ScanInputError, ValueError, OSError, subprocess.SubprocessError) as exc:
-        message = exc.message if isinstance(exc, ScanInputError) else str(exc)
-        run.status("finished", result="failed", error=message)
-        module.fail_json(msg=message)
-    summary = run.run(argv)
-    if not p["keep_work_dir"] and (summary["state"] == "stopped" or run.lease_expired()):
-        # Nobody is polling, so nobody will fetch the results: leave nothing of the scan behind.
-        shutil.rmtree(run.work_dir, ignore_errors=True)
+    summary = _scan(run, p, link)
+    if summary is None:
+        module.fail_json(msg=str((read_json(run.status_file) or {}).get("error") or "the scan could not be planned"))
     if summary["state"] == "failed":
         module.fail_json(msg="{} failed: {}".format(request["tool"], summary["error"]), summary=summary)
     module.exit_json(changed=False, summary=summary)

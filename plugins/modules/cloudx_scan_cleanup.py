@@ -24,8 +24,10 @@ description:
     file when C(ansible_async_dir) was O(async_dir))."
   - "The scan's processes are found from C(status.json) (C(pid), C(scanner_pid)) and from C(/proc): the
     processes started for the async job (their environment has C(ANSIBLE_ASYNC_DIR=)O(async_dir)), scanner
-    processes (nmap, masscan, zmap) whose arguments name a file in O(work_dir) and a cloudx_scan module
-    with a file in O(work_dir) open. No other process is signalled."
+    processes (nmap, masscan, zmap) whose arguments name a file in O(work_dir), a cloudx_scan module
+    with a file in O(work_dir) open, and the process status.json names (C(pid)) when it holds a file in
+    O(work_dir) open (the detached process of cloudx_scan with C(detach), whatever its arguments). No other
+    process is signalled."
   - The cloudx_scan module gets SIGTERM (SIGKILL if it is still there after 3 s), the scanner's process
     group SIGKILL; the async wrapper is left to exit by itself (it removes its own temporary files). The
     module waits at most O(wait) seconds for all of them, then removes O(work_dir).
@@ -186,6 +188,9 @@ def find_processes(work_dir: str, async_dir: str, hints: List[int]) -> List[Proc
     for pid in sorted(pids - skip):
         start = _start_time(pid)
         kind = classify(pid, roots, async_env) if start else None
+        if kind is None and start and pid in hints and _has_open_file(pid, roots):
+            # status.json's process of the scan (cloudx_scan with detach) holds the work dir open.
+            kind = "module"
         if kind and _start_time(pid) == start:
             found.append(Proc(pid, start, kind))
     return found

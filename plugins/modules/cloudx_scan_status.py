@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
+
+# From a checkout (roles_path) the scanner role's module_utils/ provide it; installed as the collection
+# cloudx.security, its plugins/module_utils/.
+try:
+    from ansible.module_utils.cloudx_scanner import copy_results, process_gone, remove_ended_work_dir, renew_lease
+except ImportError:
+    from ansible_collections.cloudx.security.plugins.module_utils.cloudx_scanner import (
+        copy_results,
+        process_gone,
+        remove_ended_work_dir,
+        renew_lease,
+    )
 
 DOCUMENTATION = r"""
 module: cloudx_scan_status
@@ -23,6 +34,11 @@ description:
     no C(async_status) is needed, and with O(results_dir) copies the result files there.
   - "Meant for a polling loop (C(until: result.finished)); every poll becomes an Ansible event that carries
     the progress. Every failure also returns C(finished=true), so such a loop ends at once."
+  - With O(remove_work_dir), the poll that finds the scan ended then removes O(work_dir), once the process
+    that ran the scan has exited (so that no C(cloudx_scan_cleanup) task is needed afterwards).
+  - For a scan started by cloudx_scan with its C(detach) option, O(async_jid) stays empty; a scan
+    whose process ended before it wrote its last status fails at once.
+  - A poll of a scan whose work directory is gone fails at once.
   - While C(status.json) does not exist yet, the async job's result file (O(async_dir)/O(async_jid)) tells
     whether cloudx_scan is still starting or has already ended; a scan it refused (its request failed
     validation) fails here with cloudx_scan's own message, and a scan whose work directory is gone fails at
@@ -60,10 +76,26 @@ options:
     type: list
     elements: str
     default: []
+  remove_work_dir:
+    description:
+      - Once the scan has ended (and its result files are copied to O(results_dir)), remove O(work_dir).
+      - Nothing in it is needed any more then when O(results_dir) got the results.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
 - name: Report scan progress
+  cloudx_scan_status:
+    work_dir: /var/tmp/cloudx-scans/example
+    wait: 2
+  register: progress
+  until: progress.finished | default(true)
+  retries: 960
+  delay: 0
+  when: not scan_job.finished  # scan_job: cloudx_scan with detach
+
+- name: Report the progress of a scan started with async
   cloudx_scan_status:
     work_dir: /var/tmp/cloudx-scans/example
     async_jid: "{{ scan_job.ansible_job_id }}"
@@ -99,6 +131,10 @@ copied:
   returned: when the scan has ended and O(results_dir) is set
   type: list
   elements: str
+removed:
+  description: Whether O(work_dir) was removed.
+  returned: when the scan has ended and O(remove_work_dir) is set
+  type: bool
 """
 
 STARTING = {"state": "starting", "percent": 0, "phase": "starting"}
@@ -127,6 +163,7 @@ def main() -> None:
             wait=dict(type="int", default=0),
             results_dir=dict(type="path", default=""),
             result_files=dict(type="list", elements="str", default=[]),
+            remove_work_dir=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -135,7 +172,8 @@ def main() -> None:
     job_file = os.path.join(p["async_dir"], p["async_jid"]) if p["async_jid"] else ""
     deadline = time.monotonic() + max(0, p["wait"])
     while True:
-        _renew_lease(work_dir, module.check_mode)
+        if not module.check_mode:
+            renew_lease(work_dir)
         try:
             result = _poll(p["startup_grace"], work_dir, job_file)
         except Outcome as outcome:
@@ -148,19 +186,14 @@ def main() -> None:
     if result["finished"]:
         result.update(_ended(work_dir, job_file, result["cloudx_scan_progress"]))
         if p["results_dir"] and not module.check_mode:
-            result["copied"] = _copy_results(work_dir, p["results_dir"], p["result_files"])
+            result["copied"] = copy_results(work_dir, p["results_dir"], p["result_files"])
             result["changed"] = bool(result["copied"])
+        if p["remove_work_dir"] and not module.check_mode:
+            try:
+                result["removed"] = remove_ended_work_dir(work_dir, result["cloudx_scan_progress"].get("pid"))
+            except OSError as exc:
+                module.fail_json(msg=f"could not remove {work_dir}: {exc}", **result)
     module.exit_json(**result)
-
-
-def _renew_lease(work_dir: str, check_mode: bool) -> None:
-    lease = os.path.join(work_dir, "lease")
-    if os.path.isdir(work_dir) and not check_mode:
-        try:
-            with open(lease, "a", encoding="utf-8"):
-                os.utime(lease, None)
-        except OSError:  # the scan removed its work directory meanwhile: the next look says so
-            pass
 
 
 def _poll(startup_grace: int, work_dir: str, job_file: str) -> Dict[str, Any]:
@@ -171,10 +204,12 @@ def _poll(startup_grace: int, work_dir: str, job_file: str) -> Dict[str, Any]:
     except (OSError, ValueError):
         if job_file:
             return _starting_from_job(startup_grace, work_dir, job_file)
-        # Without the job id: the async job may not have written its first status yet.
-        age = time.time() - os.stat(work_dir).st_mtime if os.path.isdir(work_dir) else 0
-        return _starting(startup_grace, age)
-    if status["state"] == "running" and not _alive(status.get("pid")):
+        if not os.path.isdir(work_dir):
+            # cloudx_scan (detach) made it before it returned: it was removed since.
+            raise Outcome(True, msg=_gone(work_dir), finished=True, cloudx_scan_progress={**STARTING, "state": "gone"}) from None
+        # Without the job id: the scan may not have written its first status yet.
+        return _starting(startup_grace, time.time() - os.stat(work_dir).st_mtime)
+    if status.get("state") != "finished" and not _alive(status.get("pid")):
         job = _read_job(job_file) if job_file else None
         why = job.get("msg") if job and job.get("failed") else None
         raise Outcome(
@@ -194,18 +229,17 @@ def _starting_from_job(startup_grace: int, work_dir: str, job_file: str) -> Dict
         if os.path.isdir(async_dir):
             # The async wrapper creates its directory, then writes the job's first record.
             return _starting(startup_grace, time.time() - os.stat(async_dir).st_mtime)
-        raise Outcome(
-            True,
-            msg=f"the scan's work directory {work_dir} is gone (removed, or the scan stopped itself because nobody polled it)",
-            finished=True,
-            cloudx_scan_progress={**STARTING, "state": "gone"},
-        )
+        raise Outcome(True, msg=_gone(work_dir), finished=True, cloudx_scan_progress={**STARTING, "state": "gone"})
     if _job_running(job):
         return _starting(startup_grace, time.time() - os.stat(job_file).st_mtime)
     if job.get("failed"):
         # cloudx_scan refused the request (or could not start) before it wrote any status.
         raise Outcome(True, msg=str(job.get("msg") or "the scan failed before it started"), finished=True, cloudx_scan_progress=STARTING)
     raise Outcome(False, changed=False, finished=True, cloudx_scan_progress={**STARTING, "state": "finished"})
+
+
+def _gone(work_dir: str) -> str:
+    return f"the scan's work directory {work_dir} is gone (removed, or the scan stopped itself because nobody polled it)"
 
 
 def _starting(startup_grace: int, age: float) -> Dict[str, Any]:
@@ -247,38 +281,6 @@ def _final_job(job_file: str) -> Dict[str, Any] | None:
         time.sleep(0.02)
 
 
-def _copy_results(work_dir: str, results_dir: str, names: List[str]) -> List[str]:
-    """Copy the result files; run as root (become) into another user's tree, what it creates is that user's
-    (as ansible-playbook's fetch would have written it)."""
-    existing = results_dir
-    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    owner = os.stat(existing)
-    chown = os.geteuid() == 0 and owner.st_uid != 0
-    made = []
-    path = results_dir
-    while not os.path.isdir(path):
-        made.append(path)
-        path = os.path.dirname(path)
-    os.makedirs(results_dir, exist_ok=True)
-    copied = []
-    for name in names:
-        source = os.path.join(work_dir, name)
-        if os.path.basename(name) != name or not os.path.isfile(source):
-            continue
-        target = os.path.join(results_dir, name)
-        tmp = target + ".tmp"
-        shutil.copyfile(source, tmp)
-        if chown:
-            os.chown(tmp, owner.st_uid, owner.st_gid)
-        os.replace(tmp, target)
-        copied.append(name)
-    if chown:
-        for path in made:
-            os.chown(path, owner.st_uid, owner.st_gid)
-    return copied
-
-
 def _job_running(job: Dict[str, Any]) -> bool:
     return bool(job.get("started")) and not job.get("finished")
 
@@ -293,15 +295,7 @@ def _read_job(path: str) -> Dict[str, Any] | None:
 
 
 def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return not process_gone(pid)
 
 
 if __name__ == "__main__":
