@@ -12,11 +12,12 @@ from ansible.module_utils.basic import AnsibleModule
 # From a checkout (roles_path) the scanner role's module_utils/ provide it; installed as the collection
 # cloudx.security, its plugins/module_utils/.
 try:
-    from ansible.module_utils.cloudx_scanner import copy_results, process_gone, remove_ended_work_dir, renew_lease
+    from ansible.module_utils.cloudx_scanner import copy_results, process_gone, read_json, remove_ended_work_dir, renew_lease
 except ImportError:
     from ansible_collections.cloudx.security.plugins.module_utils.cloudx_scanner import (
         copy_results,
         process_gone,
+        read_json,
         remove_ended_work_dir,
         renew_lease,
     )
@@ -210,7 +211,7 @@ def _poll(startup_grace: int, work_dir: str, job_file: str) -> Dict[str, Any]:
         # Without the job id: the scan may not have written its first status yet.
         return _starting(startup_grace, time.time() - os.stat(work_dir).st_mtime)
     if status.get("state") != "finished" and not _alive(status.get("pid")):
-        job = _read_job(job_file) if job_file else None
+        job = read_json(job_file) if job_file else None
         why = job.get("msg") if job and job.get("failed") else None
         raise Outcome(
             True,
@@ -223,7 +224,7 @@ def _poll(startup_grace: int, work_dir: str, job_file: str) -> Dict[str, Any]:
 
 def _starting_from_job(startup_grace: int, work_dir: str, job_file: str) -> Dict[str, Any]:
     """No status.json: the async job's own record says whether the scan is still starting."""
-    job = _read_job(job_file)
+    job = read_json(job_file)
     if job is None:
         async_dir = os.path.dirname(job_file)
         if os.path.isdir(async_dir):
@@ -273,7 +274,7 @@ def _final_job(job_file: str) -> Dict[str, Any] | None:
     """The async job's last record; cloudx_scan has written its last status, so it comes within moments."""
     deadline = time.monotonic() + JOB_GRACE
     while True:
-        job = _read_job(job_file)
+        job = read_json(job_file)
         if job is not None and not _job_running(job):
             return job
         if time.monotonic() >= deadline or not os.path.isdir(os.path.dirname(job_file)):
@@ -283,15 +284,6 @@ def _final_job(job_file: str) -> Dict[str, Any] | None:
 
 def _job_running(job: Dict[str, Any]) -> bool:
     return bool(job.get("started")) and not job.get("finished")
-
-
-def _read_job(path: str) -> Dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as stream:
-            data = json.load(stream)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _alive(pid: object) -> bool:
