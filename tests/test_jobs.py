@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 
+import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +19,8 @@ from controller.store.database import Database
 from controller.store.jsontext import dumps
 from controller.store.models import Job, JobEvent, JobHostSummary
 from controller.store.redact import REDACTED, may_hold_secrets, redact
+from tests.support.app import make_config
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.slow  # ansible-inventory or a worker process
@@ -92,6 +97,63 @@ def test_job_timeout_ends_the_job_and_its_processes(config, tmp_path):
         job = session.get(Job, job_id)
         assert job.status == "timeout" and "timeout" in job.status_reason
     assert subprocess.run(["pgrep", "-f", "sleep 171"], capture_output=True).returncode == 1
+
+
+def sleep_job(config, tmp_path, seconds: int, timeout: int) -> tuple[Database, str]:
+    db = Database(config.DATABASE_URL)
+    db.upgrade()
+    with db.session() as session:
+        job_id = create_job(
+            session,
+            kind="playbook",
+            playbook="tests/playbooks/sleep.yml",
+            inventory=local_inventory(tmp_path),
+            extra_vars={"sleep_seconds": seconds},
+            timeout=timeout,
+        ).id
+    return db, job_id
+
+
+@pytest.mark.slow  # ansible-inventory or a worker process
+def test_idle_timeout_ends_a_silent_job(tmp_path):
+    # ansible-runner drops settings= when the private data dir has no env/settings: the worker writes that file.
+    config = make_config(tmp_path, IDLE_TIMEOUT=3)
+    db, job_id = sleep_job(config, tmp_path, 172, timeout=600)
+    # Without the idle timeout the sleep would end the job "successful" after 172 s (and this run time out).
+    subprocess.run([sys.executable, "-m", "controller.runner", job_id], env=config.as_env(), check=False, timeout=150)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job.status == "timeout" and "IDLE_TIMEOUT" in job.status_reason, (job.status, job.status_reason)
+    assert subprocess.run(["pgrep", "-f", "sleep 172"], capture_output=True).returncode == 1
+
+
+@pytest.mark.slow  # a worker process
+def test_a_burst_of_sigterms_stops_the_job_once(config, tmp_path):
+    """A worker whose parent is killed gets one SIGTERM per thread of the parent as they exit: a stop handler that
+    took a lock (threading.Event.set) could run again inside itself and wait for itself forever."""
+    db, job_id = sleep_job(config, tmp_path, 173, timeout=600)
+    worker = subprocess.Popen([sys.executable, "-m", "controller.runner", job_id], env=config.as_env())
+    try:
+
+        def sleeping() -> bool:  # its own playbook's task (not another run's leftover)
+            for child in psutil.Process(worker.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "sleep 173" in " ".join(child.cmdline()):
+                        return True
+            return False
+
+        assert wait_for(sleeping, timeout=60)
+        for _ in range(300):
+            worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0  # it recorded the end itself
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.status_reason) == ("error", "stopped: its worker was shut down while the job was running")
+    assert subprocess.run(["pgrep", "-f", "sleep 173"], capture_output=True).returncode == 1
 
 
 def test_reconcile_keeps_queued_and_ends_orphaned_running(config):

@@ -80,13 +80,24 @@ class JobRun:
         self.db = db
         self.job_id = job_id
         self.stop_reason: str | None = None
-        self.cancel_requested = threading.Event()
+        # A plain attribute, not a threading.Event: request_stop runs in signal handlers, which must take no lock
+        # (a handler run again inside Event.set, for the next signal of a burst, would wait for itself forever).
+        self._stopping = False
         self._done = threading.Event()
 
+    def stopping(self) -> bool:
+        """Whether the job is to stop: canceled, or its worker going away."""
+        return self._stopping
+
     def request_stop(self, reason: str) -> None:
-        """Stop the job because this worker is going away (not a user's cancel)."""
-        self.stop_reason = reason
-        self.cancel_requested.set()
+        """Stop the job because this worker is going away (not a user's cancel); the first reason stands.
+
+        Safe in a signal handler, nested in itself too: a worker whose parent is killed gets a SIGTERM for each
+        of the parent's threads as they exit (PR_SET_PDEATHSIG follows the thread), within milliseconds.
+        """
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stopping = True
 
     def _watch(self) -> None:
         """Read the job's cancel flag and status twice a second (ansible-runner asks cancel_callback far more
@@ -96,6 +107,9 @@ class JobRun:
         beat_every = max(1.0, self.config.WORKER_LOST_AFTER / 6)
         next_beat = time.monotonic() + beat_every
         while not self._done.wait(CANCEL_POLL_SECONDS):
+            if self._stopping:  # a signal's stop (a cancel seen here returns below)
+                self._end_tree()
+                return
             try:
                 with self.db.session() as session:
                     if time.monotonic() >= next_beat:
@@ -106,19 +120,24 @@ class JobRun:
                 if row is None or row.status != "running":
                     self.request_stop("the job was ended while it ran")
                 elif row.cancel_requested:
-                    self.cancel_requested.set()
+                    self._stopping = True
                 else:
                     continue
-                # ansible-runner kills ansible-playbook's process group, but its forks run in sessions of their own
-                # and hold its terminal open for seconds: end the whole tree now, so that a cancel takes effect at once.
-                # Signals only: ansible-runner reaps its own child (waiting here would take it from under pexpect),
-                # and run() reaps the rest.
-                for child in psutil.Process().children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        child.kill()
+                self._end_tree()
                 return
             except Exception:  # a locked or briefly unavailable database must not kill the job
                 log.exception("cancel check failed for job %s", self.job_id)
+
+    @staticmethod
+    def _end_tree() -> None:
+        """ansible-runner kills ansible-playbook's process group, but its forks run in sessions of their own: they
+        hold its terminal open for seconds and go on with their task (an `until` loop polls a scan, renewing its
+        lease, for as long as its retries last). End the whole tree now, so that a stop takes effect at once.
+        Signals only: ansible-runner reaps its own child (waiting here would take it from under pexpect), and
+        run() reaps the rest."""
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
 
     def run(self) -> str:
         """Claim, prepare, execute, record: the path of every job, whatever its kind."""
@@ -133,11 +152,11 @@ class JobRun:
             plan = self._prepare(kind, spec)
         except Exception as exc:
             return self._end_before_start(self._preparation_failure(exc))
-        if self.cancel_requested.is_set():
+        if self._stopping:
             kind.finish(self.db, self.config, spec, plan, "canceled", None)  # drops what prepare made
             return self._end_before_start(None)
         outcome = self._execute(kind, spec, plan)
-        status, reason = final_status(outcome, self.cancel_requested.is_set(), self.stop_reason)
+        status, reason = final_status(outcome, self._stopping, self.stop_reason)
         status, reason, final_counter = self._close_events(outcome.writer, status, reason)
         try:
             status, reason = kind.finish(self.db, self.config, spec, plan, status, reason)
@@ -167,10 +186,10 @@ class JobRun:
     def _prepare(self, kind: JobKind, spec: JobSpec) -> Plan:
         private_dir = job_dir(self.config, self.job_id)
         private_dir.mkdir(parents=True, exist_ok=True)
-        return kind.prepare(self.db, self.config, spec, private_dir, self.cancel_requested.is_set)
+        return kind.prepare(self.db, self.config, spec, private_dir, self.stopping)
 
     def _preparation_failure(self, exc: Exception) -> tuple[str, str] | None:
-        if self.cancel_requested.is_set():  # its processes were ended by the cancel: not a failure
+        if self._stopping:  # its processes were ended by the cancel: not a failure
             return None
         log.exception("preparing job %s failed", self.job_id)
         return ("error", f"refused where it runs: {exc}" if isinstance(exc, ApiError) else f"preparing the job failed: {exc}")
@@ -183,7 +202,9 @@ class JobRun:
             files.append(str(self.secret_file))
         writer = EventWriter(self.db, self.job_id, retry_seconds=self.config.DB_RETRY_SECONDS, progress=kind.progress)
         try:
-            base = runner_arguments(self.config, job_dir(self.config, self.job_id), spec.playbook)
+            # pexpect_timeout: how often ansible-runner asks cancel_callback (its default, 5 s, would delay a stop).
+            settings = {"idle_timeout": self.config.IDLE_TIMEOUT, "pexpect_timeout": 0.5, "suppress_ansible_output": True}
+            base = runner_arguments(self.config, job_dir(self.config, self.job_id), spec.playbook, settings)
             envvars = base.pop("envvars")
             result = ansible_runner.run(
                 **base,
@@ -192,13 +213,12 @@ class JobRun:
                 extravars={**spec.extra_vars, **kind.variables(self.config, spec)},
                 ident="run",
                 timeout=spec.timeout,
-                settings={"idle_timeout": self.config.IDLE_TIMEOUT, "pexpect_timeout": 0.5, "suppress_ansible_output": True},
                 envvars={**envvars, "PYTHONUNBUFFERED": "1", **plan.envvars},
                 cmdline=" ".join(f"-e @{shlex.quote(f)}" for f in files) or None,
                 ssh_key=self.secrets.get("ssh_key"),
                 event_handler=self._on_event(writer),
                 # Stop the playbook when its events can no longer be stored: nobody could follow it.
-                cancel_callback=lambda: self.cancel_requested.is_set() or writer.error is not None,
+                cancel_callback=lambda: self._stopping or writer.error is not None,
             )
             return RunOutcome(writer, result.status, result.rc)
         except Exception as exc:
@@ -267,9 +287,15 @@ class JobRun:
 CLEANUP_TIMEOUT = 120
 
 
-def runner_arguments(config: Config, private_dir: Path, playbook: str) -> dict[str, Any]:
-    """What every playbook run of the controller passes ansible-runner: the project, its ansible.cfg, and no
-    env/ files or output of ansible-runner's own (events go to the event store)."""
+def runner_arguments(config: Config, private_dir: Path, playbook: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What every playbook run of the controller passes ansible-runner: the project, its ansible.cfg, its
+    `settings` (written to env/settings), and no other env/ files or output of ansible-runner's own (events go
+    to the event store)."""
+    # ansible-runner 2.4 reads its settings only from env/settings: without that file it drops those passed
+    # as settings= (RunnerConfig.prepare_env), and IDLE_TIMEOUT would never apply. They hold no secret.
+    env = private_dir / "env"
+    env.mkdir(parents=True, exist_ok=True)
+    (env / "settings").write_text(json.dumps(settings), encoding="utf-8")
     project = Path(config.PROJECT_DIR)
     return {
         "private_data_dir": str(private_dir),
@@ -288,12 +314,11 @@ def run_cleanup(config: Config, job_id: str, inventory: Any, playbook: str, extr
     try:
         private_dir.mkdir(parents=True, exist_ok=True)
         result = ansible_runner.run(
-            **runner_arguments(config, private_dir, playbook),
+            **runner_arguments(config, private_dir, playbook, {"suppress_ansible_output": True}),
             inventory=inventory,
             extravars=extra_vars,
             ident="cleanup",
             timeout=CLEANUP_TIMEOUT,
-            settings={"suppress_ansible_output": True},
         )
         if result.status != "successful":
             log.warning("cleaning up after job %s ended %s (rc %s): %s", job_id, result.status, result.rc, result.stdout.read()[-2000:])
