@@ -80,7 +80,7 @@ class Config(BaseSettings):
     MAX_CONCURRENT_JOBS: int = setting(4, "jobs running at once; the rest wait as `queued`")
     MAX_QUEUED_JOBS: int = setting(100, "submissions beyond this many waiting jobs get 429 (0: no limit)")
     JOB_TIMEOUT: int = setting(3600, "ansible-runner's job timeout in seconds (scan jobs: their scan timeout + 300)")
-    IDLE_TIMEOUT: int = setting(600, "ansible-runner's no-output timeout in seconds")
+    IDLE_TIMEOUT: int = setting(600, "no-output timeout in seconds: a job that prints nothing for this long ends as `timeout`")
     SCAN_TIMEOUT: int = setting(1800, "default `timeout` of a scan request")
     SCAN_MAX_TIMEOUT: int = setting(86400, "largest `timeout` of a scan request (the policy's `max_scan_timeout` lowers it per role)")
     SCAN_MAX_ADDRESSES: int = setting(

@@ -140,3 +140,94 @@ def test_port_errors(ports, message):
     with pytest.raises(ScanInputError) as error:
         scanner.parse_ports(ports)
     assert error.value.field == "ports" and message in error.value.message
+
+
+# --- sharded scans: each tool's own mechanism --------------------------------------------------------------
+
+
+def shard(tool: str, index: int, count: int, seed: int | None = 7, target: str = "198.18.16.0/22") -> scanner.Shard:
+    return scanner.validate_shard(request(tool, SHARD_TYPES[tool], SHARD_PORTS[tool], target), index, count, seed)
+
+
+SHARD_TYPES = {"nmap": "default", "zmap": "tcp_syn", "masscan": "tcp_scan"}
+SHARD_PORTS = {"nmap": "8080", "zmap": "8080", "masscan": "8080"}
+
+
+def test_zmap_and_masscan_shard_with_their_own_options_and_one_seed():
+    zmap = scanner.build_argv(request("zmap", "tcp_syn", "8080", "198.18.16.0/22"), "/tmp/raw", shard=shard("zmap", 2, 4))
+    assert zmap[-8:] == ["--shards", "4", "--shard", "2", "--seed", "7", "--", "198.18.16.0/22"]  # zmap counts from 0
+    masscan = scanner.build_argv(request("masscan", "tcp_scan", "8080", "198.18.16.0/22"), "/tmp/raw", shard=shard("masscan", 0, 2, 99))
+    # masscan counts from 1; each shard replies to its own source port (a shared seed gives them one SYN cookie)
+    assert masscan[-7:] == ["--shard", "1/2", "--seed", "99", "--source-port", "61000", "198.18.16.0/22"]
+    last = scanner.build_argv(request("masscan", "tcp_scan", "8080", "198.18.16.0/22"), "/tmp/raw", shard=shard("masscan", 63, 64))
+    assert last[-7:] == ["--shard", "64/64", "--seed", "7", "--source-port", "61063", "198.18.16.0/22"]
+    # One shard is the unsharded scan: no shard options, no seed.
+    whole = scanner.build_argv(request("zmap", "tcp_syn", "8080", "198.18.16.0/22"), "/tmp/raw")
+    assert scanner.build_argv(request("zmap", "tcp_syn", "8080", "198.18.16.0/22"), "/tmp/raw", shard=shard("zmap", 0, 1)) == whole
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 64])
+def test_nmap_shards_cover_the_target_once_in_even_blocks(count):
+    import ipaddress
+
+    covered = []
+    for index in range(count):
+        argv = scanner.build_argv(request("nmap", "default", "8080", "198.18.16.0/22"), "/tmp/raw", shard=shard("nmap", index, count))
+        blocks = argv[argv.index("--") + 1 :]
+        covered.append([a for block in blocks for a in ipaddress.ip_network(block)])
+    sizes = {len(part) for part in covered}
+    assert max(sizes) - min(sizes) <= 1
+    every = [a for part in covered for a in part]
+    assert every == list(ipaddress.ip_network("198.18.16.0/22"))  # in order, none twice, none missed
+
+
+def test_nmap_shard_blocks_are_the_fewest_networks():
+    assert scanner.shard_blocks("198.18.16.0/22", 0, 2) == ["198.18.16.0/23"]
+    # 1,024 addresses in three: 341, 341 and 342 (addresses 341 to 681 here).
+    assert scanner.shard_blocks("198.18.16.0/22", 1, 3) == [
+        "198.18.17.85/32",
+        "198.18.17.86/31",
+        "198.18.17.88/29",
+        "198.18.17.96/27",
+        "198.18.17.128/25",
+        "198.18.18.0/25",
+        "198.18.18.128/27",
+        "198.18.18.160/29",
+        "198.18.18.168/31",
+    ]
+    assert scanner.shard_blocks("2001:db8::/126", 3, 4) == ["2001:db8::3/128"]
+    assert scanner.shard_blocks("scanme.example", 0, 1) == ["scanme.example"]
+
+
+@pytest.mark.parametrize(
+    ("tool", "index", "count", "seed", "target", "field", "message"),
+    [
+        ("nmap", 0, 0, None, "198.18.16.0/22", "shards", "from 1 to 64"),
+        ("nmap", 0, 65, None, "198.18.16.0/22", "shards", "from 1 to 64"),
+        ("nmap", 2, 2, None, "198.18.16.0/22", "shard", "from 0 to 1"),
+        ("nmap", -1, 2, None, "198.18.16.0/22", "shard", "from 0 to 1"),
+        ("nmap", 0, 2, None, "scanme.example", "target", "not a hostname"),
+        ("nmap", 0, 8, None, "198.18.16.0/30", "shards", "fewer than 8 shards"),
+        ("zmap", 0, 2, None, "198.18.16.0/22", "seed", "same seed"),
+        ("masscan", 0, 2, None, "198.18.16.0/22", "seed", "same seed"),
+        ("masscan", 0, 2, 2**32, "198.18.16.0/22", "seed", "0 to 4294967295"),
+        ("zmap", True, 2, 1, "198.18.16.0/22", "shard", "whole number"),
+    ],
+)
+def test_shard_errors(tool, index, count, seed, target, field, message):
+    with pytest.raises(ScanInputError) as error:
+        scanner.validate_shard(request(tool, SHARD_TYPES[tool], SHARD_PORTS[tool], target), index, count, seed)
+    assert error.value.field == field and message in error.value.message
+
+
+def test_retries_are_each_tools_own():
+    zmap = scanner.build_argv(request("zmap", "tcp_syn", "8080"), "/tmp/raw", retries=1)
+    assert zmap[zmap.index("-P") : zmap.index("-P") + 2] == ["-P", "2"]  # probes per address
+    masscan = scanner.build_argv(request("masscan", "tcp_scan", "8080"), "/tmp/raw", retries=2)
+    assert masscan[masscan.index("--retries") : masscan.index("--retries") + 2] == ["--retries", "2"]
+    assert scanner.build_argv(request("nmap", "default"), "/tmp/raw", retries=3) == scanner.build_argv(
+        request("nmap", "default"), "/tmp/raw"
+    )
+    assert "-P" not in scanner.build_argv(request("zmap", "tcp_syn", "8080"), "/tmp/raw")
+    with pytest.raises(ScanInputError, match="from 0 to 10"):
+        scanner.build_argv(request("masscan", "tcp_scan", "8080"), "/tmp/raw", retries=11)

@@ -328,7 +328,7 @@ def test_scan_sees_its_scanners_end_at_once(tmp_path, monkeypatch):
     spec.loader.exec_module(scan)
     params = {"work_dir": str(tmp_path), "timeout": 60, "lease_seconds": 15, "wait": 5, "rate": 1000}
     request = {"tool": "nmap", "scan_type": "default", "target": "127.0.0.1", "ports": "22"}
-    run = scan.ScanRun(type("Module", (), {"params": params})(), request)
+    run = scan.ScanRun(type("Module", (), {"params": params})(), request, utils.Shard(0, 1, None))
     (tmp_path / "lease").write_text("")
     began = time.monotonic()
     proc = subprocess.Popen(["true"])

@@ -171,6 +171,64 @@ def validate_request(tool: Any, scan_type: Any, target: Any, ports: Any) -> Dict
     return {"tool": tool, "scan_type": scan_type, "target": target, "ports": ports}
 
 
+MAX_SHARDS = 64
+MAX_RETRIES = 10
+MASSCAN_SHARD_PORT = 61000  # shard i of a sharded masscan scan sends from port 61000 + i
+
+
+class Shard(NamedTuple):
+    """One part of a scan split across scanners: `index` (0-based) of `count`; zmap and masscan permute the
+    addresses with `seed`, which every shard of a scan shares (each tool's own sharding needs that)."""
+
+    index: int
+    count: int
+    seed: int | None
+
+
+UNSHARDED = Shard(0, 1, None)
+
+
+def validate_shard(request: Dict[str, Any], index: Any, count: Any, seed: Any) -> Shard:
+    """The shard of a validated request that scan `index` of `count` covers, or ScanInputError."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_SHARDS:
+        raise ScanInputError("shards", f"shards must be a whole number from 1 to {MAX_SHARDS}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise ScanInputError("shard", f"shard must be a whole number from 0 to {count - 1} (shards is {count})")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise ScanInputError("seed", "seed must be a whole number from 0 to 4294967295")
+    if count > 1:
+        tool, target = request["tool"], request["target"]
+        if tool == "nmap":
+            if not _is_address_or_network(target):
+                raise ScanInputError("target", "a sharded nmap scan needs an IP address or a CIDR network, not a hostname")
+            if target_size(target) < count:
+                raise ScanInputError("shards", f"{target} has {target_size(target)} address(es): fewer than {count} shards")
+        elif seed is None:
+            raise ScanInputError("seed", f"every shard of a sharded {tool} scan needs the same seed")
+    return Shard(index, count, seed if count > 1 else None)
+
+
+def _is_address_or_network(target: str) -> bool:
+    try:
+        ipaddress.ip_network(target, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def shard_blocks(target: str, index: int, count: int) -> List[str]:
+    """nmap's part of a sharded scan: the target's addresses cut into `count` contiguous blocks as even as
+    they can be (sizes differ by one at most), block `index` as the fewest CIDR networks that cover it."""
+    if count == 1:
+        return [target]
+    network = ipaddress.ip_network(target, strict=False)
+    size = network.num_addresses
+    first = int(network.network_address)
+    start, end = first + size * index // count, first + size * (index + 1) // count - 1
+    low, high = ipaddress.ip_address(start), ipaddress.ip_address(end)
+    return [block.with_prefixlen for block in ipaddress.summarize_address_range(low, high)]  # type: ignore[arg-type]
+
+
 def probed_ports(tool: str, scan_type: str, ports: str | None, info: Dict[str, Any]) -> Dict[str, str]:
     """The ports a scan probed, per protocol, as port specs: what nmap's XML says it probed (its <scaninfo>), or the
     ports masscan and zmap were given. Empty for host discovery."""
@@ -206,17 +264,21 @@ def build_argv(
     rate: int = 1000,
     wait: int = 5,
     stats_every: int = 2,
+    shard: Shard = UNSHARDED,
+    retries: int = 0,
 ) -> List[str]:
     """The scanner's argument list; it is executed without a shell.
 
     The target always comes last, after "--" where the tool accepts it, so it can
-    never be read as an option.
+    never be read as an option. `shard` (validate_shard's) splits the scan with the tool's own mechanism.
     """
     tool, scan_type, target, ports = request["tool"], request["scan_type"], request["target"], request["ports"]
     builder = _ARGV_BUILDERS.get(tool)
     if builder is None:
         raise ScanInputError("tool", f"unknown tool {tool!r}")
-    options = _ArgvOptions(raw_output, interface, gateway_mac, source_ip, exclude_file, rate, wait, stats_every)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise ScanInputError("retries", f"retries must be a whole number from 0 to {MAX_RETRIES}")
+    options = _ArgvOptions(raw_output, interface, gateway_mac, source_ip, exclude_file, rate, wait, stats_every, shard, retries)
     return builder(scan_type, target, ports, options)
 
 
@@ -231,6 +293,8 @@ class _ArgvOptions(NamedTuple):
     rate: int
     wait: int
     stats_every: int
+    shard: Shard
+    retries: int
 
 
 def _nmap_argv(scan_type: str, target: str, ports: str | None, options: _ArgvOptions) -> List[str]:
@@ -241,7 +305,8 @@ def _nmap_argv(scan_type: str, target: str, ports: str | None, options: _ArgvOpt
     argv += _nmap_scan_type_args(scan_type, ports)
     if options.exclude_file:
         argv += ["--excludefile", options.exclude_file]
-    return [*argv, "--", target]
+    # nmap has no sharding of its own: each shard scans its own block of the target's addresses.
+    return [*argv, "--", *shard_blocks(target, options.shard.index, options.shard.count)]
 
 
 def _nmap_scan_type_args(scan_type: str, ports: str | None) -> List[str]:
@@ -272,6 +337,9 @@ def _zmap_argv(scan_type: str, target: str, ports: str | None, options: _ArgvOpt
         argv += ["--output-filter", "success = 1 && repeat = 0"]
     argv += _link_args(options, "-i", "-G", "-S")
     argv += ["-b", options.exclude_file] if options.exclude_file else []
+    argv += ["-P", str(options.retries + 1)] if options.retries else []  # probes per address
+    if options.shard.count > 1:  # zmap numbers its shards from 0
+        argv += ["--shards", str(options.shard.count), "--shard", str(options.shard.index), "--seed", str(options.shard.seed)]
     return [*argv, "--", target]
 
 
@@ -285,6 +353,13 @@ def _masscan_argv(scan_type: str, target: str, ports: str | None, options: _Argv
         argv += ["--ping"]
     argv += _link_args(options, "-e", "--router-mac", "--adapter-ip")
     argv += ["--excludefile", options.exclude_file] if options.exclude_file else []
+    argv += ["--retries", str(options.retries)] if options.retries else []
+    if options.shard.count > 1:  # masscan numbers its shards from 1: --shard 1/2 is the first half
+        argv += ["--shard", f"{options.shard.index + 1}/{options.shard.count}", "--seed", str(options.shard.seed)]
+        # masscan takes any reply that carries its SYN cookie, which the seed keys, and picks its source port from
+        # the seed too: two shards on one host (or one network tap) would each report the other's finds. A port of
+        # its own per shard (above Linux's ephemeral range, so no connection of the host uses it) keeps them apart.
+        argv += ["--source-port", str(MASSCAN_SHARD_PORT + options.shard.index)]
     # masscan reads "--" as an unknown option; a validated target cannot start with "-".
     return [*argv, target]
 

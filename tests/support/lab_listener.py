@@ -19,6 +19,7 @@ def ports(value: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bind", default="0.0.0.0")
+    parser.add_argument("--backlog", type=int, default=64)
     parser.add_argument("--tcp", type=ports, default=[])
     parser.add_argument("--http", type=ports, default=[])
     parser.add_argument("--udp-echo", type=ports, default=[])
@@ -34,7 +35,7 @@ def main() -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.bind, port))
-        sock.listen(64)
+        sock.listen(args.backlog)
         selector.register(sock, selectors.EVENT_READ, "tcp")
     for port in args.udp_echo + args.udp_silent:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

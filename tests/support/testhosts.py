@@ -56,6 +56,7 @@ class TestHost:
     tcp: list[int] = field(default_factory=list)
     machine: subprocess.Popen[bytes] | None = None
     root: Path | None = None
+    network: ipaddress.IPv4Network | None = None  # add_network's: every address of it answers
 
     @property
     def address(self) -> str:
@@ -144,6 +145,27 @@ class Lab:
         for option, values in (("--tcp", tcp), ("--http", http), ("--udp-echo", udp_echo), ("--udp-silent", udp_silent)):
             if values:
                 argv += [option, ",".join(map(str, values))]
+        host.listener = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True, cwd="/tmp")
+        assert host.listener.stdout is not None
+        if host.listener.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"listener on {host.name} did not start")
+        return host
+
+    def add_network(self, prefixlen: int = 22, tcp: list[int] = (8080,)) -> TestHost:  # type: ignore[assignment]
+        """A whole network of answering addresses in one namespace (../shared/TESTHOSTS.md): every address of
+        `host.network` is the namespace's own and is routed to it from this machine; listeners on 0.0.0.0 (with a
+        listen backlog that drops no SYN) accept on the `tcp` ports of every address, the others answer RST."""
+        host = self._network_host()
+        host.network = free_network(prefixlen)
+        host.tcp = list(tcp)
+        host.exec("ip", "route", "add", "local", str(host.network), "dev", "lo")
+        # Per namespace: a backlog of 64 drops SYNs of a fast scan (masscan then misses addresses).
+        host.exec("sysctl", "-q", "-w", "net.core.somaxconn=65535")
+        host.exec("sysctl", "-q", "-w", "net.ipv4.tcp_max_syn_backlog=65535")
+        # The route goes with the veth when the namespace is removed.
+        run("ip", "route", "add", str(host.network), "via", host.address, "dev", host.outer_if)
+        argv = ["ip", "netns", "exec", host.netns, sys.executable, str(LISTENER), "--bind", "0.0.0.0", "--backlog", "65535"]
+        argv += ["--tcp", ",".join(map(str, tcp))]
         host.listener = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True, cwd="/tmp")
         assert host.listener.stdout is not None
         if host.listener.stdout.readline().strip() != "ready":
@@ -244,6 +266,21 @@ def free_subnet() -> ipaddress.IPv4Network:
         if f"198.18.{third}." not in used:
             return subnet
     raise RuntimeError("no free /24 in 198.18.0.0/16")
+
+
+def free_network(prefixlen: int) -> ipaddress.IPv4Network:
+    """A network of 198.19.0.0/16 that no address or route of this machine touches, from the top down (the /24 test
+    hosts live in 198.18.0.0/16, and service_address's /32 addresses on lo in 198.19.1.0 to 198.19.250.255)."""
+    taken = [
+        ipaddress.ip_network(word, strict=False)
+        for line in run("ip", "-4", "-o", "addr", "show").stdout.splitlines() + run("ip", "-4", "route", "show").stdout.splitlines()
+        for word in line.split()
+        if word[:1].isdigit() and word.count(".") == 3
+    ]
+    for candidate in reversed(list(ipaddress.ip_network("198.19.0.0/16").subnets(new_prefix=prefixlen))):
+        if not any(candidate.overlaps(net) for net in taken):
+            return candidate
+    raise RuntimeError(f"no free /{prefixlen} in 198.19.0.0/16")
 
 
 def ensure_rootfs() -> Path:
