@@ -84,13 +84,13 @@ def test_kill9_with_job_in_flight(request, tmp_path, slow_target, kill_workers, 
             assert http.post(f"{api}/jobs/{job_id}/cancel").status_code == 202
         # Without Celery, the orphaned worker stops its job itself (it gets SIGTERM when the service dies);
         # a worker that died too is found by the restarted service.
-        assert wait_for(lambda: http.get(f"{api}/jobs/{job_id}").json()["status"] != "running", timeout=30)
+        assert wait_for(lambda: http.get(f"{api}/jobs/{job_id}").json()["status"] != "running", timeout=30), service.diagnostics(job_id)
         job = http.get(f"{api}/jobs/{job_id}").json()
         if service.workers is not None and not kill_workers:
             assert job["status"] == "canceled", job
         else:
             assert job["status"] == "error" and "stopped" in job["status_reason"], job
-        assert wait_for(lambda: not scanner_processes(slow_target.address), timeout=40), scanner_processes(slow_target.address)
+        assert wait_for(lambda: not scanner_processes(slow_target.address), timeout=40), service.diagnostics(job_id)
 
         # The worker records the job's end just before it exits.
         def leftovers() -> list[str]:

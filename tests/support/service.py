@@ -80,6 +80,13 @@ class Service:
         except requests.RequestException:
             return False
 
+    def diagnostics(self, job_id: str) -> str:
+        """For an assertion's message: the end of the service's log and the processes of one job on this machine."""
+        self.log.flush()
+        log = (self.tmp_path / "serve.log").read_text(errors="replace")[-3000:]
+        ps = subprocess.run(["ps", "-eo", "pid,ppid,stat,args"], capture_output=True, text=True).stdout.splitlines()
+        return "serve.log ends:\n" + log + "\nprocesses of the job:\n" + "\n".join(line for line in ps if job_id in line)
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
