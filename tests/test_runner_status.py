@@ -35,3 +35,31 @@ def test_final_status(runner_status, rc, cancel, stop, expected):
 
 def test_a_runner_that_could_not_start_is_an_error_whatever_else_happened():
     assert final_status(outcome("error", None, "ansible-runner failed: boom"), True, "stopped") == ("error", "ansible-runner failed: boom")
+
+
+def test_request_stop_takes_no_lock():
+    """It runs in signal handlers, nested in itself when signals come in a burst (one SIGTERM per thread of a
+    killed parent): a lock taken there (threading.Event.set) would wait for itself forever."""
+    import sys
+    import threading
+
+    from controller.runner.worker import JobRun
+
+    run = JobRun.__new__(JobRun)
+    run.stop_reason, run._stopping = None, False
+    seen: list[str] = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            seen.append(frame.f_code.co_filename)
+        elif event == "c_call":
+            seen.append(getattr(arg, "__qualname__", repr(arg)))
+
+    sys.setprofile(profile)
+    try:
+        run.request_stop("first")
+        run.request_stop("second")
+    finally:
+        sys.setprofile(None)
+    assert run.stopping() and run.stop_reason == "first"
+    assert not [name for name in seen if name == threading.__file__ or "acquire" in name or "lock" in name.lower()], seen

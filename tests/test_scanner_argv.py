@@ -196,6 +196,8 @@ def test_nmap_shard_blocks_are_the_fewest_networks():
         "198.18.18.168/31",
     ]
     assert scanner.shard_blocks("2001:db8::/126", 3, 4) == ["2001:db8::3/128"]
+    # IPv6 networks whose addresses are small numbers stay IPv6 (ip_address(int) would make them IPv4).
+    assert scanner.shard_blocks("::/112", 1, 2) == ["::8000/113"]
     assert scanner.shard_blocks("scanme.example", 0, 1) == ["scanme.example"]
 
 
@@ -229,5 +231,6 @@ def test_retries_are_each_tools_own():
         request("nmap", "default"), "/tmp/raw"
     )
     assert "-P" not in scanner.build_argv(request("zmap", "tcp_syn", "8080"), "/tmp/raw")
-    with pytest.raises(ScanInputError, match="from 0 to 10"):
-        scanner.build_argv(request("masscan", "tcp_scan", "8080"), "/tmp/raw", retries=11)
+    for wrong in (11, -1, True, "1"):
+        with pytest.raises(ScanInputError, match="from 0 to 10"):
+            scanner.build_argv(request("masscan", "tcp_scan", "8080"), "/tmp/raw", retries=wrong)

@@ -117,6 +117,8 @@ class JobRun:
                         beat = update(Job).where(Job.id == self.job_id, Job.status == "running").values(heartbeat_at=utcnow())
                         session.execute(beat)
                     row = session.execute(select(Job.cancel_requested, Job.status).where(Job.id == self.job_id)).one_or_none()
+                if self._done.is_set():  # the playbook ended meanwhile: what follows (the clean-up playbook) stays
+                    return
                 if row is None or row.status != "running":
                     self.request_stop("the job was ended while it ran")
                 elif row.cancel_requested:
@@ -156,6 +158,7 @@ class JobRun:
             kind.finish(self.db, self.config, spec, plan, "canceled", None)  # drops what prepare made
             return self._end_before_start(None)
         outcome = self._execute(kind, spec, plan)
+        watcher.join()  # it sees _done at its next look: nothing of it runs beside the clean-up playbook
         status, reason = final_status(outcome, self._stopping, self.stop_reason)
         status, reason, final_counter = self._close_events(outcome.writer, status, reason)
         try:
@@ -319,6 +322,9 @@ def run_cleanup(config: Config, job_id: str, inventory: Any, playbook: str, extr
             extravars=extra_vars,
             ident="cleanup",
             timeout=CLEANUP_TIMEOUT,
+            # Without a cancel_callback ansible-runner installs SIGTERM and SIGINT handlers of its own (calling
+            # Event.set, unsafe in a burst of signals) in place of the worker's: the clean-up runs to its timeout.
+            cancel_callback=lambda: False,
         )
         if result.status != "successful":
             log.warning("cleaning up after job %s ended %s (rc %s): %s", job_id, result.status, result.rc, result.stdout.read()[-2000:])

@@ -188,6 +188,12 @@ class Shard(NamedTuple):
 UNSHARDED = Shard(0, 1, None)
 
 
+def validate_retries(retries: Any) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise ScanInputError("retries", f"retries must be a whole number from 0 to {MAX_RETRIES}")
+    return retries
+
+
 def validate_shard(request: Dict[str, Any], index: Any, count: Any, seed: Any) -> Shard:
     """The shard of a validated request that scan `index` of `count` covers, or ScanInputError."""
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_SHARDS:
@@ -225,8 +231,8 @@ def shard_blocks(target: str, index: int, count: int) -> List[str]:
     size = network.num_addresses
     first = int(network.network_address)
     start, end = first + size * index // count, first + size * (index + 1) // count - 1
-    low, high = ipaddress.ip_address(start), ipaddress.ip_address(end)
-    return [block.with_prefixlen for block in ipaddress.summarize_address_range(low, high)]  # type: ignore[arg-type]
+    version = type(network.network_address)  # ip_address(int) would make an IPv4 address of a small IPv6 one
+    return [block.with_prefixlen for block in ipaddress.summarize_address_range(version(start), version(end))]  # type: ignore[arg-type]
 
 
 def probed_ports(tool: str, scan_type: str, ports: str | None, info: Dict[str, Any]) -> Dict[str, str]:
@@ -276,8 +282,7 @@ def build_argv(
     builder = _ARGV_BUILDERS.get(tool)
     if builder is None:
         raise ScanInputError("tool", f"unknown tool {tool!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
-        raise ScanInputError("retries", f"retries must be a whole number from 0 to {MAX_RETRIES}")
+    validate_retries(retries)
     options = _ArgvOptions(raw_output, interface, gateway_mac, source_ip, exclude_file, rate, wait, stats_every, shard, retries)
     return builder(scan_type, target, ports, options)
 

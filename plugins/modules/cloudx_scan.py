@@ -35,6 +35,7 @@ try:
         remove_ended_work_dir,
         renew_lease,
         validate_request,
+        validate_retries,
         validate_shard,
         write_jsonl,
         zmap_progress,
@@ -54,6 +55,7 @@ except ImportError:
         remove_ended_work_dir,
         renew_lease,
         validate_request,
+        validate_retries,
         validate_shard,
         write_jsonl,
         zmap_progress,
@@ -147,7 +149,8 @@ options:
   shards:
     description:
       - Split the scan into this many shards (1 to 64), each run by its own scanner, with the tool's own mechanism.
-      - zmap C(--shards N --shard i --seed S), masscan C(--shard i/N --seed S); nmap scans the O(shard)-th of O(shards)
+      - zmap C(--shards N --shard i --seed S), masscan C(--shard i+1/N --seed S) with a source port of its own (61000 + i);
+        nmap scans the O(shard)-th of O(shards)
         contiguous blocks of the target's addresses (an address or a network; not a hostname).
     type: int
     default: 1
@@ -225,7 +228,7 @@ RETURN = r"""
 summary:
   description:
     - What the scanner reported about the run.
-    - State (completed, timeout, stopped, failed), argv, rc, elapsed, counts, error, files.
+    - State (completed, timeout, stopped, failed), argv, rc, elapsed, counts, error, files, probed, shard (index, count, seed).
     - With O(detach), for a scan that ended before it wrote one (it failed to start), C(state) (failed) and C(error) only.
   returned: when the scan ran; with O(detach), when it ended within O(detach_wait)
   type: dict
@@ -570,8 +573,7 @@ def _validate_params(p: Dict[str, Any]) -> Tuple[Dict[str, Any], Shard]:
     """The validated scan request and its shard; ScanInputError names the refused option."""
     request = validate_request(p["tool"], p["scan_type"], p["target"], p["ports"])
     shard = validate_shard(request, p["shard"], p["shards"], p["seed"])
-    if not 0 <= p["retries"] <= 10:
-        raise ScanInputError("retries", "retries must be a whole number from 0 to 10")
+    validate_retries(p["retries"])
     if "/" in request["target"]:
         size = ipaddress.ip_network(request["target"]).num_addresses
         if size > p["max_addresses"]:

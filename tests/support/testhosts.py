@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,14 +157,15 @@ class Lab:
         `host.network` is the namespace's own and is routed to it from this machine; listeners on 0.0.0.0 (with a
         listen backlog that drops no SYN) accept on the `tcp` ports of every address, the others answer RST."""
         host = self._network_host()
-        host.network = free_network(prefixlen)
         host.tcp = list(tcp)
+        with _network_lock():  # another test run may be choosing one right now
+            host.network = free_network(prefixlen)
+            # The route goes with the veth when the namespace is removed.
+            run("ip", "route", "add", str(host.network), "via", host.address, "dev", host.outer_if)
         host.exec("ip", "route", "add", "local", str(host.network), "dev", "lo")
         # Per namespace: a backlog of 64 drops SYNs of a fast scan (masscan then misses addresses).
         host.exec("sysctl", "-q", "-w", "net.core.somaxconn=65535")
         host.exec("sysctl", "-q", "-w", "net.ipv4.tcp_max_syn_backlog=65535")
-        # The route goes with the veth when the namespace is removed.
-        run("ip", "route", "add", str(host.network), "via", host.address, "dev", host.outer_if)
         argv = ["ip", "netns", "exec", host.netns, sys.executable, str(LISTENER), "--bind", "0.0.0.0", "--backlog", "65535"]
         argv += ["--tcp", ",".join(map(str, tcp))]
         host.listener = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True, cwd="/tmp")
@@ -228,7 +230,7 @@ class Lab:
     def service_address(self) -> str:
         """An address of this machine that every test host reaches through its default route (for fake servers)."""
         if self._service_address is None:
-            address = f"198.19.{os.getpid() % 250 + 1}.{int(self.id[-2:], 16) % 250 + 1}/32"
+            address = f"198.19.{os.getpid() % 200 + 1}.{int(self.id[-2:], 16) % 250 + 1}/32"  # below free_network's
             self._addresses.append(address)
             self._save()
             run("ip", "addr", "add", address, "dev", "lo")
@@ -268,19 +270,33 @@ def free_subnet() -> ipaddress.IPv4Network:
     raise RuntimeError("no free /24 in 198.18.0.0/16")
 
 
+@contextlib.contextmanager
+def _network_lock() -> Iterator[None]:
+    import fcntl
+
+    HOSTS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(HOSTS_DIR / ".networks.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def free_network(prefixlen: int) -> ipaddress.IPv4Network:
-    """A network of 198.19.0.0/16 that no address or route of this machine touches, from the top down (the /24 test
-    hosts live in 198.18.0.0/16, and service_address's /32 addresses on lo in 198.19.1.0 to 198.19.250.255)."""
+    """A network of 198.19.0.0/16 that no address or route of this machine touches, from the top down, above
+    198.19.200.255 (the /24 test hosts live in 198.18.0.0/16, service_address's /32 addresses on lo in 198.19.1.0
+    to 198.19.200.255). Call it under _network_lock until the network's route is added."""
     taken = [
         ipaddress.ip_network(word, strict=False)
         for line in run("ip", "-4", "-o", "addr", "show").stdout.splitlines() + run("ip", "-4", "route", "show").stdout.splitlines()
         for word in line.split()
         if word[:1].isdigit() and word.count(".") == 3
     ]
-    for candidate in reversed(list(ipaddress.ip_network("198.19.0.0/16").subnets(new_prefix=prefixlen))):
+    service = ipaddress.ip_network("198.19.0.0/16")
+    for candidate in reversed(list(service.subnets(new_prefix=prefixlen))):
+        if candidate.network_address < ipaddress.ip_address("198.19.201.0"):
+            break
         if not any(candidate.overlaps(net) for net in taken):
             return candidate
-    raise RuntimeError(f"no free /{prefixlen} in 198.19.0.0/16")
+    raise RuntimeError(f"no free /{prefixlen} in 198.19.201.0 to 198.19.255.255")
 
 
 def ensure_rootfs() -> Path:
