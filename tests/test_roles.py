@@ -75,3 +75,21 @@ def test_local_scan_is_final_at_its_first_poll_and_copies_its_results_in_place(t
     files = results / "roles-local" / "localhost"
     assert sorted(p.name for p in files.iterdir()) == ["hosts.jsonl", "raw.xml", "stderr.txt", "stdout.txt", "summary.json"]
     assert json.loads((files / "summary.json").read_text())["state"] == "completed"
+
+
+def test_the_readme_sharded_play_gives_each_scanner_host_its_shard(tmp_path):
+    """roles/scanner/README.md's sharded play, in check mode: shard and shard count from the play's hosts, one seed."""
+    inventory = tmp_path / "hosts.yml"
+    local = f"ansible_connection: local, ansible_python_interpreter: {sys.executable}"
+    inventory.write_text("all:\n  children:\n    scanners:\n      hosts:\n" + "".join(f"        s{i}: {{{local}}}\n" for i in range(2)))
+    play = tmp_path / "sharded.yml"
+    example = (ROOT / "roles" / "scanner" / "README.md").read_text().split("## Sharded scans", 1)[1].split("```yaml\n", 1)[1]
+    # This checkout's role, not a copy of the collection installed here earlier.
+    play.write_text(example.split("```", 1)[0].replace("cloudx.security.scanner", "scanner"))
+    result = ansible("ansible-playbook", "--check", "-v", "-i", str(inventory), str(play), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    plans = result.stdout.split("TASK [scanner : Plan the scan (check mode)]")[1].split("TASK [")[0]
+    for index, host in enumerate(("s0", "s1")):
+        planned = plans.split(f"ok: [{host}] => ")[1].split("\nok: [")[0]
+        assert f"--shard\n    - {index + 1}/2\n    - --seed\n    - '20261202'" in planned, planned
+        assert f"--source-port\n    - '{61000 + index}'" in planned, planned
