@@ -324,3 +324,27 @@ def test_scan_nobody_polls_removes_its_own_work_dir(runs, slow_target):
     # A poll killed while it ran may leave its copy of a module in the remote tmp dir: none of cloudx_scan.
     assert wait_for(lambda: runs.leftovers() == [], timeout=15), runs.leftovers()
     assert list(runs.work_dir.iterdir()) == []
+
+
+@needs_nmap
+@pytest.mark.integration
+def test_a_scanner_host_that_is_not_this_machine_is_polled_fetched_and_cleaned(runs, slow_target):
+    """The path of a remote scanner host (no results in place): progress polls, the five result files fetched, the
+    work dir removed by the clean-up task. Run over the local connection with scanner__local_results forced off,
+    since no booted test host has nmap; SSH itself is what every other remote task of the suite goes through."""
+    scan_id = new_id("remote")
+    extra = scan_vars(scan_id, slow_target.address, scanner_scan_type="udp", scanner_ports="1-40", scanner_poll_interval=1)
+    result = runs.run("scan.yml", {**extra, "scanner__local_results": False})
+    assert result.returncode == 0, result.stdout + result.stderr
+    tasks = result.stdout.split("TASK [scanner : ")
+    polls = [t for t in tasks if t.startswith("Report scan progress]")]
+    assert len(polls) == 2 and "skipping" not in polls[1], result.stdout  # the scan outlived its first report
+    (fetch,) = [t for t in tasks if t.startswith("Fetch the results]")]
+    assert fetch.count("changed: [localhost] => (item=") == 5, fetch
+    (removal,) = [t for t in tasks if t.startswith("Remove the scan's work directory]")]
+    assert "changed: [localhost]" in removal, removal
+    files = runs.tmp_path / "results" / scan_id / "localhost"
+    assert sorted(p.name for p in files.iterdir()) == ["hosts.jsonl", "raw.xml", "stderr.txt", "stdout.txt", "summary.json"]
+    summary = json.loads((files / "summary.json").read_text())
+    assert summary["state"] == "completed" and summary["hosts_up"] == 1, summary
+    assert not (runs.work_dir / scan_id).exists() and runs.leftovers() == []
