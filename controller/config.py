@@ -140,6 +140,15 @@ class Config(BaseSettings):
             raise ValueError(f"must be longer than CLOUDX_SCHEDULE_POLL_SECONDS ({poll} s)")
         return value
 
+    @field_validator("SCAN_POLL_INTERVAL")
+    @classmethod
+    def _poll_under_idle(cls, value: int, info: ValidationInfo) -> int:
+        """A running scan reports once per poll interval: an interval past the idle timeout would end it as idle."""
+        idle = info.data.get("IDLE_TIMEOUT")
+        if idle is not None and value >= idle:
+            raise ValueError(f"must be shorter than CLOUDX_IDLE_TIMEOUT ({idle} s)")
+        return value
+
     @field_validator("WEBHOOK_ALLOW")
     @classmethod
     def _webhook_allow(cls, value: str) -> str:
@@ -312,6 +321,7 @@ PROBLEMS = {
     "greater_than_equal": "must be at least {ge}",
     "less_than_equal": "must be at most {le}",
     "string_type": "must be a string",
+    "value_error": "{error}",  # a validator's own words ("must be longer than ...")
 }
 
 

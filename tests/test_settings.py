@@ -181,6 +181,17 @@ def test_unknown_override_is_refused(clean_env: Path):
         ("CLOUDX_HOST_KEY_POLICY", "trust-all", "cloudx: CLOUDX_HOST_KEY_POLICY must be 'pin-on-first-use' or 'strict', got 'trust-all'"),
         ("FLASK_DEBUG", "maybe", "cloudx: FLASK_DEBUG must be 1, true, yes or on, or 0, false, no or off, got 'maybe'"),
         ("CLOUDX_PORT", "70000", "cloudx: CLOUDX_PORT must be at most 65535, got '70000'"),
+        # A scan reports once per poll interval: one past the idle timeout would end every long scan as idle.
+        (
+            "CLOUDX_SCAN_POLL_INTERVAL",
+            "600",
+            "cloudx: CLOUDX_SCAN_POLL_INTERVAL must be shorter than CLOUDX_IDLE_TIMEOUT (600 s), got '600'",
+        ),
+        (
+            "CLOUDX_SCHEDULE_MISFIRE_GRACE",
+            "1",
+            "cloudx: CLOUDX_SCHEDULE_MISFIRE_GRACE must be longer than CLOUDX_SCHEDULE_POLL_SECONDS (5.0 s), got '1'",
+        ),
     ],
 )
 def test_bad_value_is_one_line_naming_the_variable(clean_env: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, line: str):
