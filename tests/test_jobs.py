@@ -79,26 +79,6 @@ def local_inventory(tmp_path) -> str:
     return str(path)
 
 
-@pytest.mark.slow  # ansible-inventory or a worker process
-def test_job_timeout_ends_the_job_and_its_processes(config, tmp_path):
-    db = Database(config.DATABASE_URL)
-    db.upgrade()
-    with db.session() as session:
-        job_id = create_job(
-            session,
-            kind="playbook",
-            playbook="tests/playbooks/sleep.yml",
-            inventory=local_inventory(tmp_path),
-            extra_vars={"sleep_seconds": 171},
-            timeout=4,
-        ).id
-    subprocess.run([sys.executable, "-m", "controller.runner", job_id], env=config.as_env(), check=True, timeout=120)
-    with db.session() as session:
-        job = session.get(Job, job_id)
-        assert job.status == "timeout" and "timeout" in job.status_reason
-    assert subprocess.run(["pgrep", "-f", "sleep 171"], capture_output=True).returncode == 1
-
-
 def sleep_job(config, tmp_path, seconds: int, timeout: int) -> tuple[Database, str]:
     db = Database(config.DATABASE_URL)
     db.upgrade()
@@ -112,6 +92,16 @@ def sleep_job(config, tmp_path, seconds: int, timeout: int) -> tuple[Database, s
             timeout=timeout,
         ).id
     return db, job_id
+
+
+@pytest.mark.slow  # ansible-inventory or a worker process
+def test_job_timeout_ends_the_job_and_its_processes(config, tmp_path):
+    db, job_id = sleep_job(config, tmp_path, 171, timeout=4)
+    subprocess.run([sys.executable, "-m", "controller.runner", job_id], env=config.as_env(), check=True, timeout=120)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job.status == "timeout" and "timeout" in job.status_reason
+    assert subprocess.run(["pgrep", "-f", "sleep 171"], capture_output=True).returncode == 1
 
 
 @pytest.mark.slow  # ansible-inventory or a worker process
